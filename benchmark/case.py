@@ -1,0 +1,76 @@
+"""The result of one test case (metric x attack x dataset [x train set x amplitude]).
+
+A :class:`CaseResult` is what a grid test produces and what every back end consumes: the
+per-image rows in the MSU CSV layout, the group scores, timings and artefact paths. It is
+plain data and round-trips through JSON, so pytest-xdist workers can hand results to the
+controller process, which alone writes the MLflow store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+
+@dataclasses.dataclass
+class CaseResult:
+    """One grid case.
+
+    Attributes:
+        case_id: pytest-style id, e.g. ``ifgsm-cnniqa-live-msu5``.
+        metric, attack, dataset: names as the registries and data loader know them.
+        params: every hyperparameter of the attack plus seed, batch size, device.
+        rows: per-image dicts with the MSU columns ``image_name, test_dataset, clear, attacked,
+            rel_gain, psnr, ssim, mse`` (+ ``train_dataset, amplitude`` for universal attacks).
+        scores: group scores (``abs_gain``, ``robustness_score``, ... and ``*_ci_low/high``).
+        lower_better: orientation of ``clear``/``attacked`` (raw metric values).
+        weights_mode: ``pretrained`` or ``random`` (random results are never benchmark numbers).
+        seconds_per_image: attack time per image (excluding clean/attacked scoring).
+        peak_memory_mb: peak accelerator (or process) memory during the case.
+        amplitude, train_dataset: for universal attacks.
+        artifacts: name -> path of files to keep (perturbation .npy/.png, image pairs, plots).
+        status: ``passed``, ``failed`` or ``skipped``; message: why, when not passed.
+    """
+
+    case_id: str
+    metric: str
+    attack: str
+    dataset: str
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    scores: dict[str, float] = dataclasses.field(default_factory=dict)
+    lower_better: bool = False
+    weights_mode: str = "pretrained"
+    seconds_per_image: float = float("nan")
+    peak_memory_mb: float = float("nan")
+    amplitude: float | None = None
+    train_dataset: str | None = None
+    artifacts: dict[str, str] = dataclasses.field(default_factory=dict)
+    status: str = "passed"
+    message: str = ""
+
+    @property
+    def n_images(self) -> int:
+        return len(self.rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CaseResult:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def save_json(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1, default=float))
+        tmp.replace(path)  # atomic: a reader never sees half a file
+        return path
+
+    @classmethod
+    def load_json(cls, path: str | Path) -> CaseResult:
+        return cls.from_dict(json.loads(Path(path).read_text()))

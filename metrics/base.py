@@ -1,0 +1,145 @@
+"""Metric facts as data, the wrapper every attack talks to, and the one place scores are oriented.
+
+Conventions follow the MSU Metrics Robustness Benchmark (Antsiferova et al., AAAI 2024):
+an image batch is float32 (N, 3, H, W), RGB in [0, 1]; "quality" q(x) is the metric score
+oriented so that higher means better, and every attack minimises J(x) = 1 - q(x) / range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+MetricKind = Literal["nr-image", "nr-video", "fr"]
+WeightsMode = Literal["pretrained", "random"]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """Everything the suite needs to know about a metric without building it.
+
+    Attributes:
+        name: registry name (``paq2piq``, ``cnniqa-live``, ...).
+        kind: ``nr-image``, ``nr-video`` or ``fr``.
+        lower_better: True when a lower raw score means better quality (NIQE, BRISQUE, DMOS).
+        bounds: (low, high) score bounds; ``range = high - low`` scales the attack loss.
+        differentiable: False when the gradient is unusable (zero or undefined); gradient
+            attacks then skip the metric with this fact as the reason.
+        min_side: smallest image side the metric accepts, if any.
+        fixed_size: (H, W) the metric resizes to or requires, if any.
+        weight_files: parameter files the metric loads (names as the original release or pyiqa
+            cache spells them); tests and the weights resolver use them.
+        heavy: a large model that should stay in one pytest-xdist worker.
+        needs_gpu: impractically slow on CPU; grid cases are marked ``gpu``.
+        source: where the implementation comes from (``pyiqa``, ``own``).
+        description: one line for ``list`` output and docs.
+    """
+
+    name: str
+    kind: MetricKind = "nr-image"
+    lower_better: bool = False
+    bounds: tuple[float, float] = (0.0, 1.0)
+    differentiable: bool = True
+    min_side: int | None = None
+    fixed_size: tuple[int, int] | None = None
+    weight_files: tuple[str, ...] = ()
+    heavy: bool = False
+    needs_gpu: bool = False
+    source: str = "own"
+    description: str = ""
+    aliases: tuple[str, ...] = field(default=())
+
+    @property
+    def range(self) -> float:
+        low, high = self.bounds
+        return float(high - low)
+
+    @property
+    def is_video(self) -> bool:
+        return self.kind == "nr-video"
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a ValueError that says what to do when ``x`` does not fit this metric."""
+        expected = "(T, 3, H, W) frames of one clip" if self.is_video else "(N, 3, H, W) image batch"
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{self.name}: expected a torch.Tensor {expected}, got {type(x).__name__}")
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(
+                f"{self.name}: expected a {expected} with 3 RGB channels, got shape {tuple(x.shape)}; "
+                "convert grayscale/RGBA images to RGB and add a batch dimension"
+            )
+        if self.min_side is not None and min(x.shape[-2:]) < self.min_side:
+            raise ValueError(
+                f"{self.name}: images must be at least {self.min_side} px on each side, got "
+                f"{tuple(x.shape[-2:])}; resize or choose a larger dataset"
+            )
+
+
+class Metric(nn.Module):
+    """A quality metric as the attacks see it: raw scores, oriented quality and the attack loss.
+
+    Subclasses implement :meth:`score` on a batch in [0, 1] and return a (N,) tensor
+    (one value per clip for video metrics). Parameters are frozen: attacks differentiate
+    with respect to the input only.
+    """
+
+    spec: MetricSpec
+
+    def __init__(self, spec: MetricSpec, weights_mode: WeightsMode = "pretrained") -> None:
+        super().__init__()
+        self.spec = spec
+        self.weights_mode: WeightsMode = weights_mode
+
+    # -- to implement -------------------------------------------------------------------
+    def score(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- shared behaviour ---------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def lower_better(self) -> bool:
+        return self.spec.lower_better
+
+    @property
+    def is_random(self) -> bool:
+        """True in smoke mode: scores from random weights are never benchmark numbers."""
+        return self.weights_mode == "random"
+
+    @property
+    def device(self) -> torch.device:
+        for tensor in self.parameters():
+            return tensor.device
+        for tensor in self.buffers():
+            return tensor.device
+        return torch.device("cpu")
+
+    def freeze(self) -> Metric:
+        self.eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.spec.check_input(x)
+        out = self.score(x)
+        return out.reshape(-1)
+
+    def orient(self, scores: torch.Tensor) -> torch.Tensor:
+        """Raw scores -> quality q (higher is better). The only place orientation happens."""
+        return -scores if self.spec.lower_better else scores
+
+    def quality(self, x: torch.Tensor) -> torch.Tensor:
+        return self.orient(self(x))
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-image attack loss J(x) = 1 - q(x) / range (MSU code); sum it for per-image gradients."""
+        return 1.0 - self.quality(x) / self.spec.range
+
+    def extra_repr(self) -> str:
+        return f"name={self.spec.name!r}, weights={self.weights_mode!r}"

@@ -1,0 +1,69 @@
+"""Fixtures for the project's own tests: offline model caches, the shared reference folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Offline by construction: hub look-ups fail at once instead of retrying, and nothing reaches the
+# user's real caches. Set before anything imports pyiqa/timm/huggingface_hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+_TORCH_HOME = Path(tempfile.mkdtemp(prefix="iqa-robustness-torch-home-"))
+os.environ["TORCH_HOME"] = str(_TORCH_HOME)
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def shared_path() -> Path:
+    """The shared reference folder: ``$IQA_ROBUSTNESS_SHARED`` or ``../shared`` beside the checkout."""
+    return Path(os.environ.get("IQA_ROBUSTNESS_SHARED", REPO_ROOT.parent / "shared")).expanduser()
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The reference data and weights folder; tests needing it skip, saying why, when it is absent."""
+    path = shared_path()
+    if not (path / "METHODOLOGY.md").is_file() and not (path / "data").is_dir():
+        pytest.skip(
+            f"reference folder {path} not found: these tests need the benchmark's reference data and "
+            "weights; set IQA_ROBUSTNESS_SHARED to its location"
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def torch_home() -> Path:
+    """The temporary TORCH_HOME of this test session (pyiqa's cache is ``hub/pyiqa`` inside it)."""
+    return _TORCH_HOME
+
+
+@pytest.fixture(scope="session")
+def pyiqa_weights(shared_dir: Path, torch_home: Path) -> Path:
+    """pyiqa's cache populated with the shared parameter files (NIQE, BRISQUE, IL-NIQE, DBCNN)."""
+    cache = torch_home / "hub" / "pyiqa"
+    cache.mkdir(parents=True, exist_ok=True)
+    for f in (shared_dir / "weights" / "pyiqa").iterdir():
+        if not (cache / f.name).exists():
+            shutil.copy2(f, cache / f.name)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def original_weights(shared_dir: Path) -> Path:
+    """Folder of the original authors' released weights (VSFA.pt, MDTVSFA.pt, CNNIQA-LIVE.pth)."""
+    return shared_dir / "weights" / "original"
+
+
+@pytest.fixture(scope="session")
+def msu_test_images(shared_dir: Path) -> Path:
+    """The benchmark's 5-image test set (NIPS 2017 dev crops, 299x299)."""
+    return shared_dir / "data" / "msu" / "test_images"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_TORCH_HOME, ignore_errors=True)
