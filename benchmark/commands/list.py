@@ -1,0 +1,30 @@
+"""``iqa-robustness list metrics|attacks``: what the registries hold, with their declared facts."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("list", help="list registered metrics or attacks")
+    p.add_argument("what", choices=["metrics", "attacks"])
+    p.add_argument("pattern", nargs="?", default=None, help="glob or comma list (default: all)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.what == "metrics":
+        from metrics import get_spec, list_metrics
+
+        for name in list_metrics(args.pattern):
+            s = get_spec(name)
+            direction = "lower-better" if s.lower_better else "higher-better"
+            grad = "" if s.differentiable else " non-differentiable"
+            print(f"{name:24s} {s.kind:9s} {direction:13s} bounds={s.bounds} source={s.source}{grad}")
+    else:
+        from attacks import attack_class, list_attacks
+
+        for name in list_attacks(args.pattern):
+            cls = attack_class(name)
+            print(f"{name:16s} family={cls.family:10s} universal={cls.universal}")
+    return 0
