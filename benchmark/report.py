@@ -1,0 +1,158 @@
+"""End of a session: per-image CSVs (MSU layout), the summary CSV, the console table, MLflow.
+
+Runs in the pytest controller process only, from the per-case JSON files the workers wrote, so
+results already computed survive a tracking server that is down.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+from .case import CaseResult
+
+log = logging.getLogger(__name__)
+
+TABLE_COLUMNS = (
+    ("abs_gain", "abs gain"),
+    ("rel_gain", "rel gain"),
+    ("norm_abs_gain", "norm gain"),
+    ("robustness_score", "R"),
+    ("wasserstein_score", "Wasserst."),
+    ("energy_distance_score", "energy"),
+    ("psnr", "PSNR"),
+    ("seconds_per_image", "s/img"),
+)
+
+
+def load_cases(cases_dir: Path) -> list[CaseResult]:
+    return [CaseResult.load_json(p) for p in sorted(Path(cases_dir).glob("*.json"))]
+
+
+def case_summary(r: CaseResult) -> dict[str, object]:
+    """One flat row: identity, scores, mean image similarity, timing."""
+    row: dict[str, object] = {
+        "case_id": r.case_id,
+        "metric": r.metric,
+        "attack": r.attack,
+        "dataset": r.dataset,
+        "train_dataset": r.train_dataset or "",
+        "amplitude": "" if r.amplitude is None else r.amplitude,
+        "n": r.n_images,
+        "weights_mode": r.weights_mode,
+        "status": r.status,
+    }
+    row.update(r.scores)
+    for key in ("psnr", "ssim", "mse"):
+        values = [float(x[key]) for x in r.rows if math.isfinite(float(x[key]))]
+        row[key] = float(np.mean(values)) if values else math.nan
+    row["seconds_per_image"] = r.seconds_per_image
+    row["peak_memory_mb"] = r.peak_memory_mb
+    return row
+
+
+def amplitude_means(rows: Iterable[dict[str, object]]) -> list[dict[str, object]]:
+    """Universal attacks averaged over their amplitudes, as the benchmark reports them."""
+    groups: dict[tuple, list[dict[str, object]]] = defaultdict(list)
+    for row in rows:
+        if row["amplitude"] != "":
+            groups[(row["metric"], row["attack"], row["dataset"], row["train_dataset"])].append(row)
+    out = []
+    for (metric, attack, dataset, train), members in groups.items():
+        mean: dict[str, object] = {**members[0], "case_id": f"{members[0]['case_id'].rsplit('-amp', 1)[0]}-ampmean"}
+        mean["amplitude"] = "mean"
+        for key, value in members[0].items():
+            if isinstance(value, float) and key != "amplitude":
+                mean[key] = float(np.mean([float(m[key]) for m in members]))
+        mean["status"] = "failed" if any(m["status"] == "failed" for m in members) else "passed"
+        out.append(mean)
+    return out
+
+
+def write_summary(rows: list[dict[str, object]], path: Path) -> Path:
+    keys: list[str] = []
+    for row in rows:
+        keys.extend(k for k in row if k not in keys)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def write_per_image(results: list[CaseResult], out_dir: Path) -> list[Path]:
+    """One MSU-layout CSV per metric x attack: ``<attack>_<metric>_test.csv``."""
+    from .msu_csv import write_msu_csv
+
+    grouped: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in results:
+        grouped[(r.attack, r.metric)].extend(r.rows)
+    paths = []
+    for (attack, metric), rows in sorted(grouped.items()):
+        paths.append(write_msu_csv(out_dir / f"{attack}_{metric}_test.csv", rows))
+    return paths
+
+
+def format_table(rows: list[dict[str, object]]) -> list[str]:
+    """Compact console table, one line per metric x attack x dataset (universal: amplitude mean)."""
+    shown = [r for r in rows if r["amplitude"] in ("", "mean")]
+    header = f"{'metric':<16} {'attack':<16} {'dataset':<10} {'n':>4} " + " ".join(
+        f"{label:>9}" for _, label in TABLE_COLUMNS
+    )
+    lines = [header, "-" * len(header)]
+    for r in sorted(shown, key=lambda r: (str(r["metric"]), str(r["attack"]), str(r["dataset"]))):
+        cells = " ".join(f"{float(r.get(k, math.nan)):>9.4g}" for k, _ in TABLE_COLUMNS)
+        flag = "  (random weights)" if r["weights_mode"] == "random" else ""
+        flag += "  FAILED" if r["status"] == "failed" else ""
+        dataset = Path(str(r["dataset"])).name[:10]
+        lines.append(f"{r['metric']!s:<16.16} {r['attack']!s:<16.16} {dataset:<10} {r['n']!s:>4} {cells}{flag}")
+    return lines
+
+
+def finish_session(
+    cases_dir: Path,
+    results_dir: Path,
+    write: Callable[[str], None],
+    mlflow_uri: str | None,
+    experiment: str,
+    project_root: Path,
+) -> list[CaseResult]:
+    """Write every output of a session; ``mlflow_uri`` None disables MLflow, "" means the default store."""
+    results = load_cases(cases_dir)
+    if not results:
+        return results
+    rows = [case_summary(r) for r in results]
+    rows += amplitude_means(rows)
+    summary = write_summary(rows, results_dir / "summary.csv")
+    per_image = write_per_image(results, results_dir / "per_image")
+    write("")
+    write("iqa-robustness: gains > 0 mean the metric was fooled; higher R means more robust")
+    for line in format_table(rows):
+        write(line)
+    write(f"summary: {summary}; per-image CSVs: {per_image[0].parent} ({len(per_image)} files)")
+    if mlflow_uri is not None:
+        from .tracking import default_tracking_uri, log_session, session_tags
+
+        uri = mlflow_uri or default_tracking_uri(project_root)
+        modes = sorted({r.weights_mode for r in results})
+        devices = sorted({str(r.params.get("device", "")) for r in results})
+        try:
+            run_id = log_session(
+                results,
+                uri=uri,
+                experiment=experiment,
+                tags=session_tags(device=",".join(devices), weights_mode=",".join(modes)),
+                results_dir=results_dir,
+            )
+            write(f"MLflow: experiment {experiment!r}, parent run {run_id} at {uri}")
+        except Exception as exc:  # tracking must never lose the results on disk
+            log.exception("MLflow logging failed")
+            write(f"MLflow logging to {uri} failed ({exc}); results are kept in {results_dir}")
+    return results

@@ -1,0 +1,297 @@
+"""Run one grid case: metric x attack x dataset [x train set x amplitude] -> :class:`CaseResult`.
+
+The flow is the benchmark's: clean scores (computed once per metric and dataset, shared by all
+attacks, without gradients), the attack on equal-size batches, attacked scores, per-image PSNR /
+SSIM / MSE, and the group scores of METHODOLOGY.md. Expensive objects (metric models, datasets,
+clean scores, trained perturbations) are cached on the :class:`Suite`, which the pytest plugin
+keeps for the whole session.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import resource
+import sys
+import time
+import zlib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from attacks import Attack, attack_class, create_attack
+from metrics import Metric, create_metric, get_spec
+
+from .case import CaseResult
+from .data import Dataset, iter_batches, resolve_dataset
+from .scores import image_similarity, score_group
+
+log = logging.getLogger(__name__)
+
+DEFAULT_AMPLITUDES = (0.2, 0.4, 0.8)
+
+
+@dataclasses.dataclass(frozen=True)
+class CaseSpec:
+    """One point of the grid. Its ``id`` is the pytest id and the results' file stem."""
+
+    metric: str
+    attack: str
+    dataset: str
+    amplitude: float | None = None
+    train_dataset: str | None = None
+
+    @property
+    def id(self) -> str:
+        parts = [self.attack, self.metric, _slug(self.dataset)]
+        if self.train_dataset is not None:
+            parts.append(f"on-{_slug(self.train_dataset)}")
+        if self.amplitude is not None:
+            parts.append(f"amp{self.amplitude:g}")
+        return "-".join(parts)
+
+    @property
+    def universal(self) -> bool:
+        return attack_class(self.attack).universal
+
+
+def _slug(dataset: str) -> str:
+    """A short readable name for a dataset given by name or by path."""
+    return Path(dataset).name if ("/" in dataset or "\\" in dataset) else dataset
+
+
+def build_grid(
+    metrics: Sequence[str],
+    attacks: Sequence[str],
+    datasets: Sequence[str],
+    amplitudes: Sequence[float] = DEFAULT_AMPLITUDES,
+    train_datasets: Sequence[str] = ("sample",),
+) -> list[CaseSpec]:
+    """Every compatible combination, in a stable order (metric-major, so one worker keeps one model)."""
+    grid: list[CaseSpec] = []
+    for m in metrics:
+        for a in attacks:
+            for d in datasets:
+                if attack_class(a).universal:
+                    grid.extend(CaseSpec(m, a, d, amp, t) for t in train_datasets for amp in amplitudes)
+                else:
+                    grid.append(CaseSpec(m, a, d))
+    return grid
+
+
+def stable_seed(base: int, *parts: object) -> int:
+    """A per-case seed independent of execution order (xdist runs cases in any order)."""
+    return (base + zlib.crc32("|".join(map(str, parts)).encode())) % (2**31 - 1)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # ru_maxrss is KiB on Linux, bytes on macOS: the process high-water mark, not per case.
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclasses.dataclass
+class SuiteConfig:
+    """Everything a session shares; the pytest options map one-to-one onto these fields."""
+
+    device: str = "auto"
+    batch_size: int = 8
+    weights_dir: str | None = None
+    random_weights: bool = False
+    max_images: int | None = None
+    image_size: int | None = None
+    seed: int = 0
+    results_dir: Path = Path("results")
+    uap_file: str | None = None
+    uap_steps: int | None = None
+    clamp_uap: bool = False
+    pairs_to_save: int = 2
+
+    def resolved_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    @property
+    def weights(self) -> str | None:
+        return "random" if self.random_weights else self.weights_dir
+
+
+class Suite:
+    """Session state: caches of metrics, datasets, clean scores and trained perturbations."""
+
+    def __init__(self, config: SuiteConfig) -> None:
+        self.config = config
+        self.device = config.resolved_device()
+        self._metrics: dict[str, Metric] = {}
+        self._datasets: dict[tuple[str, str], Dataset] = {}
+        self._clean: dict[tuple[str, str], dict[str, float]] = {}
+        self._perturbations: dict[tuple[str, str, str], Any] = {}
+
+    # -- cached resources -----------------------------------------------------------------
+    def metric(self, name: str) -> Metric:
+        if name not in self._metrics:
+            log.info("building metric %s on %s", name, self.device)
+            self._metrics[name] = create_metric(name, device=self.device, weights=self.config.weights)
+        return self._metrics[name]
+
+    def dataset(self, name: str, metric: str) -> Dataset:
+        spec = get_spec(metric)
+        key = (name, spec.kind)
+        if key not in self._datasets:
+            self._datasets[key] = resolve_dataset(
+                name, max_images=self.config.max_images, size=self.config.image_size
+            )
+        return self._datasets[key]
+
+    def _batches(self, dataset: Dataset) -> Iterable[tuple[list[str], torch.Tensor]]:
+        for names, batch in iter_batches(dataset, self.config.batch_size):
+            yield names, batch.to(self.device)
+
+    @torch.no_grad()
+    def clean_scores(self, metric_name: str, dataset_name: str) -> dict[str, float]:
+        """Raw clean scores per image, computed once and shared by every attack."""
+        key = (metric_name, dataset_name)
+        if key not in self._clean:
+            metric = self.metric(metric_name)
+            scores: dict[str, float] = {}
+            for names, batch in self._batches(self.dataset(dataset_name, metric_name)):
+                scores.update(zip(names, metric(batch).float().cpu().tolist(), strict=True))
+            self._clean[key] = scores
+        return self._clean[key]
+
+    def perturbation(self, attack: Attack, metric_name: str, train_dataset: str) -> Any:
+        """The universal perturbation for (attack, metric, train set): imported, cached or trained once."""
+        from attacks.universal import load_perturbation
+
+        key = (repr(attack), metric_name, train_dataset)
+        if key not in self._perturbations:
+            if self.config.uap_file:
+                self._perturbations[key] = load_perturbation(self.config.uap_file)
+            else:
+                train = self.dataset(train_dataset, metric_name)
+                self._perturbations[key] = attack.fit(
+                    self.metric(metric_name),
+                    train,
+                    seed=stable_seed(self.config.seed, attack.name, metric_name, train_dataset),
+                    steps=self.config.uap_steps,
+                    cache_dir=self.config.results_dir / "perturbations",
+                )
+        return self._perturbations[key]
+
+    # -- one case -------------------------------------------------------------------------
+    def run(self, case: CaseSpec, attack_kwargs: dict[str, Any] | None = None) -> CaseResult:
+        attack = create_attack(case.attack, **(attack_kwargs or {}))
+        metric = self.metric(case.metric)
+        attack.check_metric(metric)
+        dataset = self.dataset(case.dataset, case.metric)
+        clean = self.clean_scores(case.metric, case.dataset)
+        seed = stable_seed(self.config.seed, case.id)
+        torch.manual_seed(seed)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+        perturbation = None
+        if attack.universal:
+            assert case.train_dataset is not None and case.amplitude is not None  # build_grid guarantees it
+            perturbation = self.perturbation(attack, case.metric, case.train_dataset)
+
+        rows: list[dict[str, Any]] = []
+        attack_seconds = 0.0
+        max_linf = 0.0
+        pairs: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+        for names, batch in self._batches(dataset):
+            _sync(self.device)
+            start = time.perf_counter()
+            if perturbation is not None:
+                adv = attack.apply(perturbation, batch, case.amplitude, clamp=self.config.clamp_uap)
+            else:
+                adv = attack(metric, batch)
+            _sync(self.device)
+            attack_seconds += time.perf_counter() - start
+            with torch.no_grad():
+                attacked = metric(adv).float().cpu().tolist()
+            max_linf = max(max_linf, float((adv - batch).abs().max()))
+            sim = image_similarity(batch.clamp(0, 1), adv.clamp(0, 1))
+            for i, name in enumerate(names):
+                c, a = clean[name], attacked[i]
+                row = {
+                    "image_name": name,
+                    "test_dataset": _slug(case.dataset),
+                    "clear": c,
+                    "attacked": a,
+                    "rel_gain": a / c if c != 0 else math.nan,
+                    "psnr": sim["psnr"][i],
+                    "ssim": sim["ssim"][i],
+                    "mse": sim["mse"][i],
+                }
+                if attack.universal:
+                    row["train_dataset"] = _slug(case.train_dataset or "")
+                    row["amplitude"] = case.amplitude
+                rows.append(row)
+            for i in range(min(len(names), self.config.pairs_to_save - len(pairs))):
+                pairs.append((names[i], batch[i].cpu(), adv[i].cpu()))
+
+        clear = np.array([r["clear"] for r in rows], dtype=np.float64)
+        attacked_arr = np.array([r["attacked"] for r in rows], dtype=np.float64)
+        scores = score_group(clear, attacked_arr, lower_better=metric.lower_better)
+        scores["max_linf"] = max_linf
+        params = {
+            **attack.params(),
+            "metric": case.metric,
+            "dataset": case.dataset,
+            "seed": seed,
+            "batch_size": self.config.batch_size,
+            "device": str(self.device),
+            "image_size": self.config.image_size,
+            "max_images": self.config.max_images,
+        }
+        if attack.universal:
+            params.update(amplitude=case.amplitude, train_dataset=case.train_dataset, clamp=self.config.clamp_uap)
+        result = CaseResult(
+            case_id=case.id,
+            metric=case.metric,
+            attack=case.attack,
+            dataset=case.dataset,
+            params=params,
+            rows=rows,
+            scores=scores,
+            lower_better=metric.lower_better,
+            weights_mode=metric.weights_mode,
+            seconds_per_image=attack_seconds / max(len(rows), 1),
+            peak_memory_mb=peak_memory_mb(self.device),
+            amplitude=case.amplitude,
+            train_dataset=case.train_dataset,
+        )
+        result.artifacts.update(self._save_artifacts(case, perturbation, pairs))
+        return result
+
+    def _save_artifacts(
+        self, case: CaseSpec, perturbation: Any, pairs: list[tuple[str, torch.Tensor, torch.Tensor]]
+    ) -> dict[str, str]:
+        from PIL import Image
+
+        out = self.config.results_dir / "artifacts" / case.id
+        out.mkdir(parents=True, exist_ok=True)
+        saved: dict[str, str] = {}
+        for name, clean, adv in pairs:
+            both = torch.cat([clean, adv.clamp(0, 1)], dim=-1)  # side by side: clean | adversarial
+            arr = (both.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            path = out / f"pair_{Path(name).stem}.png"
+            Image.fromarray(arr).save(path)
+            saved[path.name] = str(path)
+        if perturbation is not None and hasattr(perturbation, "save"):
+            for path in perturbation.save(out / f"perturbation_{case.attack}_{case.metric}"):
+                saved[Path(path).name] = str(path)
+        return saved

@@ -1,0 +1,213 @@
+"""The pytest plugin of the robustness suite: options, markers, the grid, session fixtures, reporting.
+
+``pytest -m uap --metric linearity`` runs the universal attacks on LinearityIQA. The grid is
+metric x attack x dataset (x train set x amplitude for universal attacks), built from the
+registries in :func:`pytest_generate_tests`. Each case writes its :class:`~benchmark.case.CaseResult`
+as JSON under ``--results-dir``; at the end of the session the controller process (the only one,
+also under pytest-xdist) writes the MSU-format CSVs, the summary and the MLflow runs, and prints
+a compact table.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_METRICS = "cnniqa-live,niqe,brisque,paq2piq"
+DEFAULT_DATASETS = ("sample",)
+MARKERS = {
+    "iterative": "FGSM-family attacks (fgsm, ifgsm, mifgsm, amifgsm)",
+    "perceptual": "perceptually constrained attacks (korhonen, madc)",
+    "uap": "universal perturbations, trained once per metric (uap, cumulative-uap, generative-uap, cnn)",
+    "learned": "attacks with a learned generator (generative-uap, cnn)",
+    "video": "cases on a video metric",
+    "gpu": "cases impractically slow without a GPU",
+    "weights": "cases that need real (pretrained) metric weights",
+    "slow": "cases that train a perturbation or run a heavy metric",
+}
+STASH_SUITE = pytest.StashKey["object"]()
+STASH_SESSION = pytest.StashKey[str]()
+
+log = logging.getLogger("iqa_robustness")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("iqa-robustness", "adversarial robustness grid (iqa-robustness)")
+    g.addoption("--metric", default=DEFAULT_METRICS,
+                help=f"metrics: comma list, globs or 'all' (default: {DEFAULT_METRICS})")
+    g.addoption("--attack", default="all", help="attacks: comma list, globs or 'all' (default: all)")
+    g.addoption("--dataset", action="append", default=None,
+                help="test dataset by name (sample, msu5, ...) or folder path; repeatable (default: sample)")
+    g.addoption("--train-dataset", action="append", default=None,
+                help="training set for universal attacks, name or folder; repeatable (default: sample)")
+    g.addoption("--amplitude", default="0.2,0.4,0.8",
+                help="amplitudes for universal perturbations, comma list (default: 0.2,0.4,0.8)")
+    g.addoption("--device", default="auto", help="torch device; auto = cuda when present (default: auto)")
+    g.addoption("--batch-size", type=int, default=8, help="images per attack batch (default: 8)")
+    g.addoption("--weights-dir", default=os.environ.get("IQA_ROBUSTNESS_WEIGHTS"),
+                help="folder searched first for parameter files (default: $IQA_ROBUSTNESS_WEIGHTS)")
+    g.addoption("--random-weights", action="store_true",
+                help="smoke mode: random weights, no downloads; results are labelled, never benchmark numbers")
+    g.addoption("--max-images", type=int, default=None, help="use the first N images of each dataset")
+    g.addoption("--image-size", type=int, default=None,
+                help="resize images so the longer side is N px (fast CPU runs; default: native size)")
+    g.addoption("--seed", type=int, default=0, help="base random seed (default: 0)")
+    g.addoption("--uap-steps", type=int, default=None,
+                help="training steps for universal attacks instead of their epochs (short CI runs)")
+    g.addoption("--uap-file", default=None,
+                help="apply this published perturbation (MSU .npy or CVIU .png) instead of training")
+    g.addoption("--clamp-uap", action="store_true", help="clamp perturbed images to [0,1] (MSU code does not)")
+    g.addoption("--mlflow-uri", default=None,
+                help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the project)")
+    g.addoption("--experiment", default="iqa-robustness", help="MLflow experiment (default: iqa-robustness)")
+    g.addoption("--no-mlflow", action="store_true", help="do not log to MLflow")
+    g.addoption("--results-dir", default="results",
+                help="per-image CSVs, summary, artefacts (default: ./results)")
+    g.addoption("--baseline", default=None,
+                help="CSV of thresholds (metric,attack,score,min,max; globs allowed); cases outside fail")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, doc in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {doc}")
+    try:
+        from attacks import list_attacks
+    except ImportError:  # the package is not installed: the project's own tests will say so
+        return
+    for name in list_attacks():
+        config.addinivalue_line("markers", f"{_marker(name)}: the {name} attack")
+    if not hasattr(config, "workerinput"):
+        config.stash[STASH_SESSION] = uuid.uuid4().hex[:12]
+    else:
+        config.stash[STASH_SESSION] = config.workerinput["iqa_session"]
+        _pin_worker_resources(config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:  # pytest-xdist hook (controller side)
+    node.workerinput["iqa_session"] = node.config.stash[STASH_SESSION]
+
+
+def _pin_worker_resources(config: pytest.Config) -> None:
+    """Split CPU threads between xdist workers; give each worker its own GPU when there are several."""
+    import torch
+
+    workers = int(config.workerinput.get("workercount", 1))
+    index = int(config.workerinput["workerid"].lstrip("gw") or 0)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    if config.getoption("--device") == "auto" and torch.cuda.is_available() and torch.cuda.device_count() > 1:
+        config.option.device = f"cuda:{index % torch.cuda.device_count()}"
+
+
+def _marker(attack: str) -> str:
+    return attack.replace("-", "_")
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "image_case" in metafunc.fixturenames:
+        fixture, universal = "image_case", False
+    elif "universal_case" in metafunc.fixturenames:
+        fixture, universal = "universal_case", True
+    else:
+        return
+    from attacks import attack_class, list_attacks
+    from benchmark.runner import build_grid
+    from metrics import get_spec, list_metrics
+
+    opt = metafunc.config.getoption
+    attacks = [a for a in list_attacks(opt("--attack")) if attack_class(a).universal == universal]
+    grid = build_grid(
+        metrics=list_metrics(opt("--metric")),
+        attacks=attacks,
+        datasets=opt("--dataset") or list(DEFAULT_DATASETS),
+        amplitudes=[float(a) for a in _csv(opt("--amplitude"))],
+        train_datasets=opt("--train-dataset") or list(DEFAULT_DATASETS),
+    )
+    params = []
+    for case in grid:
+        spec, cls = get_spec(case.metric), attack_class(case.attack)
+        marks = [getattr(pytest.mark, _marker(case.attack)), pytest.mark.xdist_group(case.metric)]
+        if cls.family in ("iterative", "perceptual", "learned"):
+            marks.append(getattr(pytest.mark, cls.family))
+        if cls.universal:
+            marks += [pytest.mark.uap, pytest.mark.slow]
+        if spec.is_video:
+            marks.append(pytest.mark.video)
+        if spec.needs_gpu:
+            marks.append(pytest.mark.gpu)
+        if spec.heavy:
+            marks.append(pytest.mark.slow)
+        if not opt("--random-weights"):
+            marks.append(pytest.mark.weights)
+        params.append(pytest.param(case, id=case.id, marks=marks))
+    metafunc.parametrize(fixture, params)
+
+
+@pytest.fixture(scope="session")
+def suite(request: pytest.FixtureRequest):
+    """The session's :class:`benchmark.runner.Suite`: metric models, datasets, clean scores, perturbations."""
+    from benchmark.runner import Suite, SuiteConfig
+
+    opt = request.config.getoption
+    config = SuiteConfig(
+        device=opt("--device"),
+        batch_size=opt("--batch-size"),
+        weights_dir=opt("--weights-dir"),
+        random_weights=opt("--random-weights"),
+        max_images=opt("--max-images"),
+        image_size=opt("--image-size"),
+        seed=opt("--seed"),
+        results_dir=Path(opt("--results-dir")),
+        uap_file=opt("--uap-file"),
+        uap_steps=opt("--uap-steps"),
+        clamp_uap=opt("--clamp-uap"),
+    )
+    suite = Suite(config)
+    request.config.stash[STASH_SUITE] = suite
+    return suite
+
+
+@pytest.fixture(scope="session")
+def baseline(request: pytest.FixtureRequest):
+    """Thresholds from ``--baseline`` (None without one: cases then record and pass)."""
+    from benchmark.baseline import Baseline
+
+    path = request.config.getoption("--baseline")
+    return Baseline.load(path) if path else None
+
+
+@pytest.fixture
+def case_results_dir(request: pytest.FixtureRequest) -> Path:
+    """Where this session's per-case JSON files go (shared by all xdist workers)."""
+    session = request.config.stash[STASH_SESSION]
+    path = Path(request.config.getoption("--results-dir")) / "cases" / session
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if hasattr(config, "workerinput") or STASH_SESSION not in config.stash:
+        return
+    results_dir = Path(config.getoption("--results-dir"))
+    cases_dir = results_dir / "cases" / config.stash[STASH_SESSION]
+    if not cases_dir.is_dir():
+        return
+    from benchmark.report import finish_session
+
+    finish_session(
+        cases_dir=cases_dir,
+        results_dir=results_dir,
+        write=terminalreporter.write_line,
+        mlflow_uri=None if config.getoption("--no-mlflow") else (config.getoption("--mlflow-uri") or ""),
+        experiment=config.getoption("--experiment"),
+        project_root=ROOT,
+    )

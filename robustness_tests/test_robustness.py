@@ -1,0 +1,68 @@
+"""The benchmark as tests: every grid case runs its attack, checks the invariants, logs the scores.
+
+A case fails when an invariant breaks (budget, pixel range, finite scores, one row per image) or,
+with ``--baseline``, when the metric is less robust than its threshold. Without a baseline a case
+records its numbers and passes: a fooled metric is a finding, not a broken suite.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from attacks import NotDifferentiableError
+from metrics import MissingWeightsError, get_spec
+
+# L-inf budgets the attacks promise (METHODOLOGY.md); attacks without a budget are not listed.
+LINF_BUDGET_PARAM = {"fgsm": "eps", "ifgsm": "eps", "mifgsm": "eps"}
+FINITE_SCORES = ("abs_gain", "norm_abs_gain", "wasserstein_score", "energy_distance_score")
+
+
+def _run(suite, case, case_results_dir, baseline):
+    if get_spec(case.metric).needs_gpu and suite.device.type != "cuda":
+        pytest.skip(f"{case.metric} is impractically slow without a GPU; run with a CUDA device")
+    try:
+        result = suite.run(case)
+    except MissingWeightsError as exc:
+        pytest.skip(f"weights not available: {exc}")
+    except NotDifferentiableError as exc:
+        pytest.skip(str(exc))
+    except RuntimeError as exc:
+        if "CUDA" in str(exc) and suite.device.type != "cuda":
+            pytest.skip(f"needs a GPU: {exc}")
+        raise
+    violations = baseline.check(result) if baseline is not None else []
+    result.status = "failed" if violations else "passed"
+    result.message = "; ".join(violations)
+    result.save_json(case_results_dir / f"{case.id}.json")
+    return result, violations
+
+
+def _check_common(result, n_images):
+    assert len(result.rows) == n_images, "one result row per test image"
+    for key in FINITE_SCORES:
+        assert math.isfinite(result.scores[key]), f"{key} is not finite: {result.scores[key]}"
+    for row in result.rows:
+        assert math.isfinite(row["clear"]) and math.isfinite(row["attacked"]), row
+        assert row["mse"] >= 0
+
+
+def test_image_specific_attack(image_case, suite, case_results_dir, baseline):
+    result, violations = _run(suite, image_case, case_results_dir, baseline)
+    _check_common(result, len(suite.dataset(image_case.dataset, image_case.metric)))
+    budget = LINF_BUDGET_PARAM.get(image_case.attack)
+    if budget is not None:
+        eps = result.params[budget]
+        assert result.scores["max_linf"] <= eps + 1e-5, f"L-inf {result.scores['max_linf']:.5f} > eps {eps:.5f}"
+    assert not violations, "less robust than the baseline: " + "; ".join(violations)
+
+
+def test_universal_attack(universal_case, suite, case_results_dir, baseline):
+    result, violations = _run(suite, universal_case, case_results_dir, baseline)
+    _check_common(result, len(suite.dataset(universal_case.dataset, universal_case.metric)))
+    bound = result.params.get("linf_bound")
+    if bound is not None:
+        limit = bound * universal_case.amplitude + 1e-5
+        assert result.scores["max_linf"] <= limit, f"L-inf {result.scores['max_linf']:.5f} > {limit:.5f}"
+    assert not violations, "less robust than the baseline: " + "; ".join(violations)
