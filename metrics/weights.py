@@ -5,6 +5,9 @@ variable ``IQA_ROBUSTNESS_WEIGHTS`` (it may hold pyiqa-named files and original-
 flat or under ``pyiqa/`` and ``original/``), pyiqa's cache (``$TORCH_HOME/hub/pyiqa``), and
 finally the file's public URL, downloaded into that cache. Offline, a missing file raises
 :class:`MissingWeightsError` naming the file and where to put it.
+
+Offline mode (``HF_HUB_OFFLINE=1``, ``TRANSFORMERS_OFFLINE=1`` or ``IQA_ROBUSTNESS_OFFLINE=1``) skips
+the download attempt, so a missing file fails at once instead of after network time-outs.
 """
 
 from __future__ import annotations
@@ -19,11 +22,18 @@ import torch
 log = logging.getLogger(__name__)
 
 ENV_VAR = "IQA_ROBUSTNESS_WEIGHTS"
+OFFLINE_ENV_VARS = ("IQA_ROBUSTNESS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 _SUBFOLDERS = ("", "pyiqa", "original")
+_TRUE = {"1", "true", "yes", "on"}
 
 
 class MissingWeightsError(FileNotFoundError):
     """A parameter file is not on disk and could not be downloaded."""
+
+
+def offline_mode() -> bool:
+    """True when the environment asks for no network access (read at call time)."""
+    return any(os.environ.get(var, "").strip().lower() in _TRUE for var in OFFLINE_ENV_VARS)
 
 
 def pyiqa_cache_dir() -> Path:
@@ -44,8 +54,11 @@ def search_dirs(weights_dir: str | Path | None = None) -> list[Path]:
     return dirs
 
 
-def find_weight_file(filename: str, weights_dir: str | Path | None = None) -> Path | None:
-    for folder in search_dirs(weights_dir):
+def find_weight_file(
+    filename: str, weights_dir: str | Path | None = None, extra_dirs: Iterable[str | Path] = ()
+) -> Path | None:
+    """First existing ``filename`` in :func:`search_dirs`, then in ``extra_dirs``; None if absent."""
+    for folder in [*search_dirs(weights_dir), *(Path(d) for d in extra_dirs)]:
         candidate = folder / filename
         if candidate.is_file():
             return candidate
@@ -56,17 +69,28 @@ def resolve_weight_file(
     filename: str,
     weights_dir: str | Path | None = None,
     urls: Iterable[str] = (),
+    cache_dir: str | Path | None = None,
 ) -> Path:
-    """Path of a parameter file, downloading it into pyiqa's cache when it is nowhere on disk.
+    """Path of a parameter file, downloading it into a cache when it is nowhere on disk.
+
+    Args:
+        filename: the file's name.
+        weights_dir: an explicit folder searched first.
+        urls: where to download the file from, tried in order (skipped in offline mode).
+        cache_dir: where a download goes and a further folder searched; pyiqa's cache by default.
 
     Raises:
-        MissingWeightsError: the file is not on disk and no URL worked (e.g. offline).
+        MissingWeightsError: the file is not on disk and no URL worked (offline, or the download failed).
     """
-    found = find_weight_file(filename, weights_dir)
+    cache = Path(cache_dir) if cache_dir is not None else pyiqa_cache_dir()
+    found = find_weight_file(filename, weights_dir, extra_dirs=(cache,))
     if found is not None:
         log.debug("weights %s found at %s", filename, found)
         return found
-    target = pyiqa_cache_dir() / filename
+    target = cache / filename
+    urls = list(urls)
+    if urls and offline_mode():
+        raise missing_weights_error(filename, weights_dir, cache, why=" Offline mode: no download attempted.")
     errors: list[str] = []
     for url in urls:
         try:
@@ -77,9 +101,19 @@ def resolve_weight_file(
         except Exception as exc:  # network errors come in many types
             errors.append(f"{url}: {exc}")
             target.unlink(missing_ok=True)
-    searched = ", ".join(str(d) for d in search_dirs(weights_dir))
     why = f" Download failed ({'; '.join(errors)})." if errors else ""
-    raise MissingWeightsError(
+    raise missing_weights_error(filename, weights_dir, cache, why=why)
+
+
+def missing_weights_error(
+    filename: str, weights_dir: str | Path | None = None, cache_dir: str | Path | None = None, why: str = ""
+) -> MissingWeightsError:
+    """The error for a file that is nowhere on disk: names the file and every folder that would do."""
+    folders = search_dirs(weights_dir)
+    if cache_dir is not None and Path(cache_dir) not in folders:
+        folders.append(Path(cache_dir))
+    searched = ", ".join(str(d) for d in folders)
+    return MissingWeightsError(
         f"weight file {filename!r} not found.{why} Put it in one of: {searched} "
         f"(or point {ENV_VAR} / --weights-dir at a folder holding it), "
         "or use weights='random' (--random-weights) for a smoke run without real weights."

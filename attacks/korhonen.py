@@ -1,0 +1,91 @@
+"""Korhonen & You's attack on blind IQA models ("Adversarial Attacks against Blind Image Quality
+Assessment Models", ACM QoEVMA 2022) as the MSU Metrics Robustness Benchmark runs it
+(Antsiferova et al., AAAI 2024).
+
+Adam optimises the image directly (no eps-ball; clamp to [0, 1] after each step). Before every step
+the gradient is multiplied elementwise by a spatial-activity map computed once from the clean
+image, so the perturbation concentrates in textured regions. The map, per image:
+
+1. luma of the image in 0..255 scaled to studio range, ``(Y * 219 + 16) / 255`` with
+   ``Y = 0.299 R + 0.587 G + 0.114 B``;
+2. a 3x3 Sobel response with its one-pixel frame set to zero;
+   ``sobel="code"`` (MSU code, default): the signed horizontal derivative only, so the map is
+   negative where luma falls from left to right and the gradient is reversed there;
+   ``sobel="text"`` (published text): the gradient magnitude of the horizontal and vertical filters;
+3. division by the image's maximum response (if that maximum is 0, the MSU code adds 1 instead);
+4. grey dilation with a 5x5 disk (the 5x5 square without its corners);
+5. division by 255.
+
+The map is shared by the three colour channels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from metrics.base import Metric
+
+from .base import Attack, loss_grad, register_attack
+
+SobelVariant = Literal["code", "text"]
+_SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def spatial_activity_map(images: torch.Tensor, sobel: SobelVariant = "code") -> torch.Tensor:
+    """The per-image spatial-activity map (N, 1, H, W) of Korhonen's attack (see module docstring)."""
+    weights = images.new_tensor(_LUMA).view(1, 3, 1, 1)
+    luma = ((images * 255.0 * weights).sum(1, keepdim=True) * 219.0 + 16.0) / 255.0
+    kx = _SOBEL_X.to(images).view(1, 1, 3, 3)
+    padded = F.pad(luma, (1, 1, 1, 1), mode="replicate")
+    response = F.conv2d(padded, kx)
+    if sobel == "text":
+        response = torch.hypot(response, F.conv2d(padded, kx.transpose(-1, -2)))
+    interior = torch.zeros_like(response)
+    interior[..., 1:-1, 1:-1] = response[..., 1:-1, 1:-1]
+    peak = interior.amax(dim=(-2, -1), keepdim=True)
+    normalised = torch.where(peak == 0, interior + 1.0, interior / torch.where(peak == 0, 1.0, peak))
+    # The 5x5 disk is the union of a 5x3 and a 3x5 rectangle; max-pooling ignores the outside.
+    dilated = torch.max(
+        F.max_pool2d(normalised, (5, 3), stride=1, padding=(2, 1)),
+        F.max_pool2d(normalised, (3, 5), stride=1, padding=(1, 2)),
+    )
+    return dilated / 255.0
+
+
+@register_attack
+@dataclasses.dataclass(frozen=True)
+class Korhonen(Attack):
+    """Adam on the image with the gradient weighted by a spatial-activity map.
+
+    Attributes:
+        lr: Adam learning rate.
+        iters: number of steps.
+        sobel: ``"code"`` (MSU code, signed horizontal Sobel) or ``"text"`` (Sobel magnitude).
+    """
+
+    name = "korhonen"
+    family = "perceptual"
+
+    lr: float = 0.005
+    iters: int = 10
+    sobel: SobelVariant = "code"
+
+    def __post_init__(self) -> None:
+        if self.sobel not in ("code", "text"):
+            raise ValueError(f"korhonen: sobel must be 'code' or 'text', got {self.sobel!r}")
+
+    def run(self, metric: Metric, images: torch.Tensor) -> torch.Tensor:
+        activity = spatial_activity_map(images, self.sobel)
+        x = images.clone().requires_grad_(True)
+        optimiser = torch.optim.Adam([x], lr=self.lr)
+        for _ in range(self.iters):
+            x.grad = loss_grad(metric, x) * activity
+            optimiser.step()
+            with torch.no_grad():
+                x.clamp_(0.0, 1.0)
+        return x.detach()

@@ -1,0 +1,283 @@
+"""pyiqa's no-reference image metrics, registered by their pyiqa names, one line each.
+
+Implementation: pyiqa (C. Chen et al., "TOPIQ: A top-down approach from semantics to distortions
+for image quality assessment", IEEE TIP 2024; https://github.com/chaofengc/IQA-PyTorch), version
+0.1.16. Each metric's facts live in the table below as data; nothing is built until
+:func:`metrics.create_metric` is called.
+
+Facts come from pyiqa's ``DEFAULT_CONFIGS`` (``lower_better``; ``bounds`` = ``score_range``
+with the ``~`` "about" marks dropped) except where pyiqa leaves an end open: there the table
+documents the approximate range it uses. ``weight_files`` are the files pyiqa loads for the
+metric (pyiqa cache names; CLIP models by their OpenAI file names). ``differentiable=False``
+marks metrics whose input gradient is zero or undefined (checked on small inputs).
+
+Left out on purpose: ``fid``, ``sfid``, ``fid_dinov2`` and ``inception_score`` score image
+*sets*, not images; ``clipscore`` needs a caption per image.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ._pyiqa_loading import DownloadBlockedError, loading
+from .base import Metric, MetricSpec
+from .registry import register_metric
+from .weights import MissingWeightsError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DownloadBlockedError", "PyiqaMetric"]
+
+
+class PyiqaMetric(Metric):
+    """A pyiqa no-reference metric behind the suite's :class:`~metrics.base.Metric` interface.
+
+    Wraps ``pyiqa.create_metric(name, as_loss=True, loss_reduction="none")``: pyiqa's loss mode
+    returns the raw per-image score unchanged (no sign flip for lower-better metrics, no
+    reduction with ``loss_reduction="none"`` and no loss weight) and skips pyiqa's [0, 1] input
+    check, so out-of-range images (unclamped universal perturbations) are scored as they are.
+    pyiqa enables gradients whenever ``as_loss`` is set; here the caller's grad mode decides.
+    """
+
+    def __init__(
+        self,
+        spec: MetricSpec,
+        device: torch.device,
+        weights_dir: Path | None = None,
+        random: bool = False,
+        *,
+        full_checkpoint: bool = False,
+        per_image: bool = False,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(spec, "random" if random else "pretrained")
+        self.per_image = per_image
+        self.iqa = _create(spec.name, device, weights_dir, random, full_checkpoint, dict(options or {}))
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        self.iqa.as_loss = torch.is_grad_enabled()
+        if self.per_image:
+            out = torch.cat([_first(self.iqa(x[i : i + 1])).reshape(1) for i in range(n)])
+        else:
+            out = _first(self.iqa(x))
+        if out.numel() != n:
+            raise RuntimeError(f"{self.name}: pyiqa returned {out.numel()} scores for {n} images")
+        return out.reshape(n).to(x.dtype)
+
+
+def _first(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, tuple | list) else out
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    from urllib.error import URLError
+
+    errors: list[type[BaseException]] = [URLError, ConnectionError, TimeoutError]
+    try:
+        from huggingface_hub import errors as hf_errors
+
+        errors += [hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled, hf_errors.HfHubHTTPError]
+    except ImportError:  # pragma: no cover - pyiqa depends on huggingface_hub
+        pass
+    return tuple(errors)
+
+
+def _create(
+    name: str,
+    device: torch.device,
+    weights_dir: Path | None,
+    random: bool,
+    full_checkpoint: bool,
+    options: dict[str, Any],
+) -> torch.nn.Module:
+    import pyiqa
+
+    try:
+        with loading(name, weights_dir, random, full_checkpoint):
+            return pyiqa.create_metric(name, as_loss=True, loss_reduction="none", device=device, **options)
+    except MissingWeightsError as exc:
+        if str(exc).startswith(f"{name}:"):
+            raise
+        raise type(exc)(f"{name}: {exc}") from exc
+    except _network_errors() as exc:
+        raise MissingWeightsError(
+            f"{name}: a file it needs could not be fetched ({type(exc).__name__}: {exc}). Pre-fetch "
+            "the metric once with network access, or use weights='random' for a smoke run."
+        ) from exc
+
+
+# ----------------------------------------------------------------------------------------------
+# The table: one line per metric.
+# ----------------------------------------------------------------------------------------------
+_CLIP_RN50 = "RN50.pt"
+_CLIP_VITB32 = "ViT-B-32.pt"
+_CLIP_VITL14 = "ViT-L-14.pt"
+
+
+def _nr(
+    name: str,
+    bounds: tuple[float, float],
+    weight_files: tuple[str, ...] = (),
+    *,
+    lower_better: bool = False,
+    differentiable: bool = True,
+    min_side: int | None = None,
+    fixed_size: tuple[int, int] | None = None,
+    heavy: bool = False,
+    needs_gpu: bool = False,
+    full_checkpoint: bool = False,
+    per_image: bool = False,
+    description: str = "",
+) -> None:
+    """Register one pyiqa NR metric.
+
+    ``full_checkpoint``: pyiqa loads the metric's checkpoint strictly over the whole network, so
+    the ImageNet backbone initialisation is redundant and skipped. ``per_image``: pyiqa's
+    network scores only the first image of a batch, so images are fed one at a time.
+    """
+    spec = MetricSpec(
+        name=name,
+        kind="nr-image",
+        lower_better=lower_better,
+        bounds=(float(bounds[0]), float(bounds[1])),
+        differentiable=differentiable,
+        min_side=min_side,
+        fixed_size=fixed_size,
+        weight_files=weight_files,
+        heavy=heavy,
+        needs_gpu=needs_gpu,
+        source="pyiqa",
+        description=description,
+    )
+
+    def build(spec: MetricSpec, device: torch.device, weights_dir: Path | None, random: bool) -> Metric:
+        return PyiqaMetric(
+            spec, device, weights_dir, random, full_checkpoint=full_checkpoint, per_image=per_image
+        )
+
+    register_metric(spec, build)
+
+
+# Classical (hand-crafted features; parameter files are fitted statistics, not networks)
+_nr("niqe", (0, 100), ("niqe_modelparameters.mat",), lower_better=True, min_side=96,
+    description="NIQE (Mittal et al., IEEE SPL 2013), natural-scene-statistics distance")
+_nr("niqe_matlab", (0, 100), ("niqe_matlab_params.mat",), lower_better=True, min_side=96,
+    description="NIQE with the MATLAB release's parameters")
+_nr("ilniqe", (0, 100), ("ILNIQE_templateModel.mat",), lower_better=True, min_side=96, needs_gpu=True,
+    description="IL-NIQE (Zhang et al., IEEE TIP 2015)")
+_nr("brisque", (0, 150), ("brisque_svm_weights.pth",), lower_better=True, min_side=8,
+    description="BRISQUE (Mittal et al., IEEE TIP 2012), SVR on NSS features")
+_nr("brisque_matlab", (0, 100), ("brisque_matlab.mat",), lower_better=True, min_side=8,
+    description="BRISQUE with the MATLAB release's model")
+_nr("piqe", (0, 100), (), lower_better=True, differentiable=False, min_side=16,
+    description="PIQE (Venkatanath et al., NCC 2015); block classification, zero input gradient")
+_nr("nrqm", (0, 10), ("NRQM_model.mat",), differentiable=False, min_side=32,
+    description="NRQM / Ma et al. (CVIU 2017); features pass through numpy")
+# pyiqa: '~0, ~'. PI = ((10 - NRQM) + NIQE) / 2 with NRQM in [0, 10] and NIQE in ~[0, 100].
+_nr("pi", (0, 55), ("niqe_modelparameters.mat", "NRQM_model.mat"), lower_better=True, differentiable=False,
+    min_side=96, description="Perceptual Index (Blau et al., PIRM 2018) = (10 - NRQM + NIQE) / 2")
+_nr("entropy", (0, 8), (), differentiable=False,
+    description="grey-level histogram entropy; histogram counts have no input gradient")
+
+# CNNs and transformers
+_nr("cnniqa", (0, 1), ("CNNIQA_koniq10k-e6f14c91.pth",), min_side=7,
+    description="CNNIQA (Kang et al., CVPR 2014), pyiqa's RGB KonIQ-10k retrain")
+_nr("wadiqam_nr", (-1, 0.1), ("WaDIQaM-NR-koniq-aaffea29.pth",), min_side=64,
+    description="WaDIQaM-NR (Bosse et al., IEEE TIP 2018), KonIQ-10k")
+_nr("dbcnn", (0, 1), ("DBCNN_KonIQ10k-2de81c0a.pth", "DBCNN_scnn-7ea73d75.pth"), full_checkpoint=True,
+    description="DBCNN (Zhang et al., IEEE TCSVT 2020), KonIQ-10k")
+_nr("paq2piq", (0, 100), ("P2P_RoIPoolModel-fit.10.bs.120-ca69882e.pth",), min_side=32, full_checkpoint=True,
+    description="PaQ-2-PiQ (Ying et al., CVPR 2020)")
+_nr("hyperiqa", (0, 1), ("HyperIQA-resnet50-koniq10k-c96c41b1.pth",), min_side=224, full_checkpoint=True,
+    description="HyperIQA (Su et al., CVPR 2020), KonIQ-10k")
+_nr("nima", (0, 10), ("NIMA_InceptionV2_ava-b0c77c00.pth",), full_checkpoint=True,
+    description="NIMA (Talebi & Milanfar, IEEE TIP 2018), Inception-ResNet-v2, AVA")
+_nr("nima-vgg16-ava", (0, 10), ("NIMA_VGG16_ava-dc4e8265.pth",), full_checkpoint=True,
+    description="NIMA, VGG-16, AVA")
+_nr("nima-koniq", (0, 1), ("NIMA_koniq-250367ae.pth",), full_checkpoint=True,
+    description="NIMA, Inception-ResNet-v2, KonIQ-10k")
+_nr("nima-spaq", (0, 1), ("NIMA-spaq-46a7fcb7.pth",), full_checkpoint=True,
+    description="NIMA, Inception-ResNet-v2, SPAQ")
+_nr("musiq", (0, 100), ("musiq_koniq_ckpt-e95806b9.pth",),
+    description="MUSIQ (Ke et al., ICCV 2021), KonIQ-10k")
+_nr("musiq-ava", (1, 10), ("musiq_ava_ckpt-e8d3f067.pth",), description="MUSIQ, AVA")
+_nr("musiq-paq2piq", (0, 100), ("musiq_paq2piq_ckpt-364c0c84.pth",), description="MUSIQ, PaQ-2-PiQ")
+_nr("musiq-spaq", (0, 100), ("musiq_spaq_ckpt-358bb6af.pth",), description="MUSIQ, SPAQ")
+_nr("maniqa", (0, 1), ("ckpt_koniq10k.pt",), min_side=224, heavy=True, full_checkpoint=True,
+    description="MANIQA (Yang et al., CVPRW 2022), KonIQ-10k")
+_nr("maniqa-kadid", (0, 1), ("ckpt_kadid10k.pt",), min_side=224, heavy=True, full_checkpoint=True,
+    description="MANIQA, KADID-10k")
+_nr("maniqa-pipal", (0, 1), ("MANIQA_PIPAL-ae6d356b.pth",), min_side=224, heavy=True, full_checkpoint=True,
+    description="MANIQA, PIPAL")
+_nr("tres", (0, 100), ("tres_koniq-f0502926.pth",), min_side=224, full_checkpoint=True,
+    description="TReS (Golestaneh et al., WACV 2022), KonIQ-10k")
+_nr("tres-flive", (0, 100), ("tres_flive-09b0de5b.pth",), min_side=224, full_checkpoint=True,
+    description="TReS, FLIVE")
+_nr("topiq_nr", (0, 1), ("cfanet_nr_koniq_res50-9a73138b.pth",), full_checkpoint=True,
+    description="TOPIQ-NR (Chen et al., IEEE TIP 2024), ResNet-50, KonIQ-10k")
+_nr("topiq_nr-flive", (0, 1), ("cfanet_nr_flive_res50-ded1c74e.pth",), full_checkpoint=True,
+    description="TOPIQ-NR, FLIVE")
+_nr("topiq_nr-spaq", (0, 1), ("cfanet_nr_spaq_res50-a7f799ac.pth",), full_checkpoint=True,
+    description="TOPIQ-NR, SPAQ")
+_nr("topiq_nr-face", (0, 1), ("topiq_nr_cgfiqa_res50-0a8b8e4f.pth",), full_checkpoint=True, per_image=True,
+    description="TOPIQ-NR for faces (CGFIQA), ResNet-50; aligns faces with facexlib")
+_nr("topiq_nr-face-v1", (0, 1), ("topiq_nr_gfiqa_res50-d76bf1ae.pth",), full_checkpoint=True, per_image=True,
+    description="TOPIQ-NR for faces (GFIQA), ResNet-50")
+_nr("topiq_nr_swin-face", (0, 1), ("topiq_nr_gfiqa_swin-7bb80a60.pth",), heavy=True, full_checkpoint=True,
+    per_image=True, description="TOPIQ-NR for faces, Swin-B")
+_nr("topiq_iaa", (1, 10), ("cfanet_iaa_ava_swin-393b41b4.pth",), heavy=True, full_checkpoint=True,
+    description="TOPIQ aesthetics, Swin-B, AVA")
+_nr("topiq_iaa_res50", (1, 10), ("cfanet_iaa_ava_res50-3cd62bb3.pth",), full_checkpoint=True,
+    description="TOPIQ aesthetics, ResNet-50, AVA")
+_nr("metaiqa", (0, 1), ("Metaiqa_livec.pth",), description="MetaIQA (Zhu et al., CVPR 2020), LIVE Challenge")
+_nr("unique", (-3, 3), ("UNIQUE.pt",), full_checkpoint=True,
+    description="UNIQUE (Zhang et al., IEEE TIP 2021)")
+_nr("uranker", (-1, 2), ("URanker_ckpt-450eb36d.pth",),
+    description="URanker (Guo et al., AAAI 2023), underwater image ranking")
+_nr("arniqa", (0, 1), ("ARNIQA.pth", "regressor_koniq10k.pth"),
+    description="ARNIQA (Agnolucci et al., WACV 2024), KonIQ-10k regressor")
+for _ds, _file in [("live", "live"), ("csiq", "csiq"), ("tid", "tid2013"), ("kadid", "kadid10k"),
+                   ("clive", "clive"), ("flive", "flive"), ("spaq", "spaq")]:
+    _nr(f"arniqa-{_ds}", (0, 1), ("ARNIQA.pth", f"regressor_{_file}.pth"),
+        description=f"ARNIQA, {_ds.upper()} regressor")
+
+# CLIP-based
+_nr("clipiqa", (0, 1), (_CLIP_RN50,), heavy=True, description="CLIP-IQA (Wang et al., AAAI 2023), RN50")
+_nr("clipiqa+", (0, 1), (_CLIP_RN50, "CLIP-IQA+_learned_prompts-603f3273.pth"), heavy=True,
+    description="CLIP-IQA+ (learned prompts), RN50")
+_nr("clipiqa+_rn50_512", (0, 1), (_CLIP_RN50, "CLIPIQA+_RN50_512-89f5d940.pth"), heavy=True,
+    description="CLIP-IQA+, RN50 at 512 px")
+_nr("clipiqa+_vitL14_512", (0, 1), (_CLIP_VITL14, "CLIPIQA+_ViTL14_512-e66488f2.pth"), heavy=True,
+    description="CLIP-IQA+, ViT-L/14 at 512 px")
+_nr("liqe", (1, 5), (_CLIP_VITB32, "liqe_koniq.pt"), heavy=True,
+    description="LIQE (Zhang et al., CVPR 2023), KonIQ-10k")
+_nr("liqe_mix", (1, 5), (_CLIP_VITB32, "liqe_mix.pt"), heavy=True, description="LIQE, mixed datasets")
+_nr("laion_aes", (1, 10), (_CLIP_VITL14, "sac+logos+ava1-l14-linearMSE.pth"), heavy=True,
+    description="LAION aesthetic predictor (CLIP ViT-L/14 + MLP)")
+_nr("qualiclip", (0, 1), (_CLIP_RN50, "QualiCLIP.pth"), heavy=True,
+    description="QualiCLIP (Agnolucci et al., 2024), opinion-unaware")
+for _ds, _file in [("", "koniq"), ("-clive", "clive"), ("-flive", "flive"), ("-spaq", "spaq")]:
+    _nr(f"qualiclip+{_ds}", (0, 1), (_CLIP_RN50, "QualiCLIP.pth", f"QualiCLIP+_{_file}.pth"), heavy=True,
+        description=f"QualiCLIP+ fine-tuned on {_file}")
+_nr("maclip", (0, 1), (_CLIP_RN50,), heavy=True, needs_gpu=True,
+    description="MA-CLIP (pyiqa); builds its CLIP model on CUDA")
+_nr("afine_nr", (-2, 2), (_CLIP_VITB32, "afine.pth"), lower_better=True, heavy=True,
+    description="A-FINE no-reference branch (Chen et al., CVPR 2025)")
+_nr("fgresq", (0, 1), ("FGResQ.pth", "FGResQ_Degradation.pth"), heavy=True,
+    description="FGResQ (fine-grained restoration quality), CLIP ViT backbone from Hugging Face")
+
+# Multimodal large language models: multi-GB downloads, scored through PIL images (no gradient)
+for _name in ("qalign", "qalign_8bit", "qalign_4bit"):
+    _nr(_name, (1, 5), ("q-future/one-align",), differentiable=False, heavy=True, needs_gpu=True, per_image=True,
+        description="Q-Align (Wu et al., ICML 2024), mPLUG-Owl2 7B")
+_nr("compare2score", (0, 100), ("q-future/Compare2Score",), differentiable=False, heavy=True, needs_gpu=True,
+    per_image=True, description="Compare2Score (Zhu et al., NeurIPS 2024), mPLUG-Owl2 7B")
+for _name in ("qrealign", "qrealign-mini", "qrealign-lite", "qrealign-pro"):
+    _nr(_name, (0, 1), (), differentiable=False, heavy=True, needs_gpu=True,
+        description="Q-ReAlign (pyiqa), Qwen-based multimodal model")
