@@ -21,6 +21,7 @@ frame size, scaled by the amplitude and added to every frame (:func:`universal_c
 per-clip gains, distortion and the temporal flicker of the perturbation (:func:`temporal_flicker`).
 Long clips are read in chunks (:func:`iter_clip_chunks`, :func:`score_source`); the metric itself
 runs its backbone in chunks and, with gradients, checkpoints each chunk to bound memory.
+Image datasets under a video metric are one-frame clips, one per image (:func:`as_image_metric`).
 """
 
 from __future__ import annotations
@@ -256,6 +257,28 @@ def temporal_flicker(perturbation: torch.Tensor | np.ndarray) -> float:
     if p.ndim < 1 or p.shape[0] < 2:
         return 0.0
     return float((p[1:] - p[:-1]).abs().mean())
+
+
+class FramesAsClips(Metric):
+    """A video metric scoring an image batch (N, 3, H, W) as N one-frame clips.
+
+    Image datasets and universal-perturbation training feed batches of independent images; a
+    video metric would read such a batch as one clip. This wrapper scores each image on its own,
+    so every image gets its own score and gradient, and batching changes nothing.
+    """
+
+    def __init__(self, video_metric: Metric) -> None:
+        spec = dataclasses.replace(video_metric.spec, kind="nr-image")
+        super().__init__(spec, video_metric.weights_mode)
+        self.video_metric = video_metric
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.video_metric.score(frame) for frame in x.split(1)])
+
+
+def as_image_metric(metric: Metric) -> Metric:
+    """``metric`` itself for an image metric; a :class:`FramesAsClips` view of a video metric."""
+    return FramesAsClips(metric) if metric.spec.is_video else metric
 
 
 @dataclasses.dataclass

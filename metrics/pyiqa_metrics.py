@@ -51,13 +51,15 @@ class PyiqaMetric(Metric):
         weights_dir: Path | None = None,
         random: bool = False,
         *,
+        pyiqa_name: str | None = None,
         full_checkpoint: bool = False,
         per_image: bool = False,
         options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(spec, "random" if random else "pretrained")
+        self.pyiqa_name = pyiqa_name or spec.name
         self.per_image = per_image
-        self.iqa = _create(spec.name, device, weights_dir, random, full_checkpoint, dict(options or {}))
+        self.iqa = _create(self.pyiqa_name, device, weights_dir, random, full_checkpoint, dict(options or {}))
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
@@ -105,11 +107,26 @@ def _create(
         if str(exc).startswith(f"{name}:"):
             raise
         raise type(exc)(f"{name}: {exc}") from exc
-    except _network_errors() as exc:
+    except (*_network_errors(), OSError) as exc:
+        if not _is_network_error(exc):
+            raise
+        if random:
+            raise DownloadBlockedError(
+                f"{name}: random-weights mode never downloads, but building it needs files from the "
+                f"network ({type(exc).__name__}: {exc}). This metric has no random-weights build."
+            ) from exc
         raise MissingWeightsError(
-            f"{name}: a file it needs could not be fetched ({type(exc).__name__}: {exc}). Pre-fetch "
-            "the metric once with network access, or use weights='random' for a smoke run."
+            f"{name}: a file it needs could not be fetched ({type(exc).__name__}: {exc}). Fetch it once "
+            "with network access (pyiqa caches it), or use weights='random' for a smoke run."
         ) from exc
+
+
+def _is_network_error(exc: BaseException) -> bool:
+    """Network and hub errors, including transformers' OSError for an uncached hub model."""
+    if isinstance(exc, _network_errors()):
+        return True
+    text = str(exc).lower()
+    return any(key in text for key in ("huggingface.co", "couldn't connect", "offline mode", "urlopen error"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -137,12 +154,13 @@ def _nr(
 ) -> None:
     """Register one pyiqa NR metric.
 
+    The registry name is pyiqa's name in lower case (the registry is case-insensitive).
     ``full_checkpoint``: pyiqa loads the metric's checkpoint strictly over the whole network, so
     the ImageNet backbone initialisation is redundant and skipped. ``per_image``: pyiqa's
     network scores only the first image of a batch, so images are fed one at a time.
     """
     spec = MetricSpec(
-        name=name,
+        name=name.lower(),
         kind="nr-image",
         lower_better=lower_better,
         bounds=(float(bounds[0]), float(bounds[1])),
@@ -158,7 +176,8 @@ def _nr(
 
     def build(spec: MetricSpec, device: torch.device, weights_dir: Path | None, random: bool) -> Metric:
         return PyiqaMetric(
-            spec, device, weights_dir, random, full_checkpoint=full_checkpoint, per_image=per_image
+            spec, device, weights_dir, random, pyiqa_name=name, full_checkpoint=full_checkpoint,
+            per_image=per_image,
         )
 
     register_metric(spec, build)

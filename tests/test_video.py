@@ -14,6 +14,7 @@ from torchvision.models import resnet50
 
 from attacks import create_attack, list_attacks
 from benchmark.video import (
+    as_image_metric,
     attack_clip,
     iter_clip_chunks,
     read_clip,
@@ -166,6 +167,17 @@ def test_chunked_and_checkpointed_scoring_equals_one_pass(random_metrics: dict, 
         metric.chunk_size, metric.gradient_checkpointing = 16, None
     torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad_chunked, grad_whole, rtol=1e-4, atol=1e-8)
+
+
+def test_an_image_batch_is_scored_as_one_frame_clips(random_metrics: dict, clip: torch.Tensor) -> None:
+    video_metric = random_metrics["vsfa"]
+    image_metric = as_image_metric(video_metric)
+    with torch.no_grad():
+        batch = image_metric(clip[:3])
+        alone = torch.cat([video_metric(clip[i : i + 1]) for i in range(3)])
+    assert image_metric.spec.kind == "nr-image"
+    assert batch.shape == (3,)
+    torch.testing.assert_close(batch, alone)
 
 
 # --------------------------------------------------------------------------- attacks on clips

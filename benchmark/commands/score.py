@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="robustness scores of MSU per-image result CSV files",
         description=(
             "Score MSU per-image result CSVs (<attack>_<metric>_test.csv): gains, robustness score, "
-            "Wasserstein and energy-distance scores, with 95%% Student-t intervals, per attack, per "
+            "Wasserstein and energy-distance scores, with 95% Student-t intervals, per attack, per "
             "universal attack x training set x amplitude, and over all/iterative/uap attacks."
         ),
     )
