@@ -201,17 +201,17 @@ class Perturbation:
         written: list[Path] = []
         if self.delta is not None:
             array = self.to_numpy()
-            written.append(_atomic(stem.with_suffix(".npy"), lambda f: np.save(f, array)))
+            written.append(_atomic(_with(stem, ".npy"), lambda f: np.save(f, array)))
             view = np.clip(np.round((array + 0.5) * 255.0), 0, 255).astype(np.uint8)
             written.append(
-                _atomic(stem.with_suffix(".png"), lambda f: Image.fromarray(view).save(f, format="PNG"))
+                _atomic(_with(stem, ".png"), lambda f: Image.fromarray(view).save(f, format="PNG"))
             )
         else:
             state = {k: v.detach().cpu() for k, v in self.generator.state_dict().items()}
             payload = {"state_dict": state, "scale": self.scale, "meta": self.meta}
-            written.append(_atomic(stem.with_suffix(".pt"), lambda f: torch.save(payload, f)))
+            written.append(_atomic(_with(stem, ".pt"), lambda f: torch.save(payload, f)))
         text = json.dumps({"kind": self.kind, "scale": self.scale, **self.meta}, indent=1, default=str)
-        written.append(_atomic(stem.with_suffix(".json"), lambda f: f.write(text.encode())))
+        written.append(_atomic(_with(stem, ".json"), lambda f: f.write(text.encode())))
         return written
 
     @classmethod
@@ -308,6 +308,11 @@ def _sidecar_meta(path: Path, *, fmt: str) -> dict[str, Any]:
     return {"format": fmt, "source": str(path)}
 
 
+def _with(stem: Path, suffix: str) -> Path:
+    """``stem`` plus a suffix, keeping any dots already in the name (``uap_run.v2`` -> ``uap_run.v2.npy``)."""
+    return stem.with_name(stem.name + suffix)
+
+
 def _atomic(path: Path, write: Any) -> Path:
     """Write through a temporary file and rename, so a reader never sees half an artefact."""
     tmp = path.with_name(path.name + ".tmp")
@@ -324,21 +329,44 @@ def _atomic(path: Path, write: Any) -> Path:
 class TrainingSet:
     """Training images after the benchmark's preprocessing, and what identifies them for the cache.
 
+    Small sets are decoded once and kept in memory; a dataset of more than
+    :data:`PRELOAD_LIMIT` images (COCO, VOC) is decoded batch by batch, as the MSU loader does.
+
     Attributes:
-        images: (N, 3, 256, 256) float32 on the CPU.
         identity: dataset name and (image name, H, W) of every source image, or a content hash
-            for an unnamed tensor.
+            for unnamed tensors.
+        images: (N, 3, 256, 256) float32 on the CPU, when kept in memory.
+        dataset: the dataset decoded lazily otherwise.
     """
 
-    images: torch.Tensor
     identity: dict[str, Any]
+    images: torch.Tensor | None = None
+    dataset: Any = None
 
     def __len__(self) -> int:
-        return int(self.images.shape[0])
+        return int(self.images.shape[0]) if self.images is not None else len(self.dataset)
+
+    def batch(self, indices: Sequence[int]) -> torch.Tensor:
+        """The prepared images at ``indices`` (N, 3, 256, 256); undecodable ones are left out when
+        the dataset skips errors."""
+        if self.images is not None:
+            return self.images[list(indices)]
+        from benchmark.data import uap_train_transform
+
+        loaded = (self.dataset.load(self.dataset.items[i]) for i in indices)
+        tensors = [uap_train_transform(t) for t in loaded if t is not None]
+        if not tensors:
+            raise ValueError(f"no image of a training batch of {self.dataset.name!r} could be decoded")
+        return torch.stack(tensors)
+
+
+#: datasets up to this many images are decoded once and kept in memory (about 0.8 MB each)
+PRELOAD_LIMIT = 512
 
 
 def prepare_training_set(train_images: Any) -> TrainingSet:
-    """Turn the training data into a :class:`TrainingSet`.
+    """Turn the training data into a :class:`TrainingSet` (256x256 by
+    :func:`benchmark.data.uap_train_transform`).
 
     Args:
         train_images: a :class:`benchmark.data.Dataset` (or a name/path that
@@ -347,37 +375,44 @@ def prepare_training_set(train_images: Any) -> TrainingSet:
     """
     from benchmark.data import Dataset, resolve_dataset, uap_train_transform
 
-    if isinstance(train_images, (str, Path)):
-        train_images = resolve_dataset(train_images)
     if isinstance(train_images, TrainingSet):
         return train_images
-    named: list[tuple[str | None, torch.Tensor]]
-    if isinstance(train_images, torch.Tensor):
+    if isinstance(train_images, (str, Path)):
+        train_images = resolve_dataset(train_images)
+    if isinstance(train_images, Dataset):
+        if len(train_images) == 0:
+            raise ValueError(f"dataset {train_images.name!r} has no images to train on")
+        identity = {
+            "dataset": train_images.name,
+            "images": [[item.image_name, *item.shape] for item in train_images.items],
+        }
+        if len(train_images) > PRELOAD_LIMIT:
+            return TrainingSet(identity, dataset=train_images)
+        named: list[tuple[str | None, torch.Tensor]] = list(train_images.images())
+    elif isinstance(train_images, torch.Tensor):
         if train_images.ndim != 4 or train_images.shape[1] != 3:
             raise ValueError(
                 f"training images must be a batch (N, 3, H, W) in [0, 1], got {tuple(train_images.shape)}"
             )
         named = [(None, img) for img in train_images]
-        dataset_name = None
-    elif isinstance(train_images, Dataset):
-        named = list(train_images.images())
-        dataset_name = train_images.name
+        identity = {}
     else:
         named = [_as_named(entry) for entry in train_images]
-        dataset_name = None
+        identity = {}
     if not named:
         raise ValueError("no training images: give at least one image")
-    sizes = [tuple(int(s) for s in img.shape[-2:]) for _, img in named]
-    prepared = torch.stack([uap_train_transform(img.detach().float().cpu()) for _, img in named])
-    if all(name is not None for name, _ in named):
-        identity: dict[str, Any] = {
-            "dataset": dataset_name,
-            "images": [[name, *size] for (name, _), size in zip(named, sizes, strict=True)],
-        }
-    else:
-        digest = hashlib.sha256(prepared.numpy().tobytes()).hexdigest()
-        identity = {"dataset": dataset_name, "n_images": len(named), "sizes": sizes, "sha256": digest}
-    return TrainingSet(prepared.contiguous(), identity)
+    prepared = torch.stack([uap_train_transform(img.detach().float().cpu()) for _, img in named]).contiguous()
+    if not identity:
+        sizes = [[int(s) for s in img.shape[-2:]] for _, img in named]
+        if all(name is not None for name, _ in named):
+            identity = {
+                "dataset": None,
+                "images": [[name, *size] for (name, _), size in zip(named, sizes, strict=True)],
+            }
+        else:
+            digest = hashlib.sha256(prepared.numpy().tobytes()).hexdigest()
+            identity = {"dataset": None, "n_images": len(named), "sizes": sizes, "sha256": digest}
+    return TrainingSet(identity, images=prepared)
 
 
 def _as_named(entry: Any) -> tuple[str | None, torch.Tensor]:
@@ -487,9 +522,7 @@ class UniversalAttack(Attack):
             self.batch_size,
         )
         sampler = torch.Generator().manual_seed(seed)
-        batches = _Batches(
-            data.images, self.batch_size, total, per_epoch, sampler, device, self.name, metric.name
-        )
+        batches = _Batches(data, self.batch_size, total, per_epoch, sampler, device, self.name, metric.name)
         start = time.perf_counter()
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
@@ -518,8 +551,8 @@ class UniversalAttack(Attack):
 
     def _load_cached(self, stem: Path, key: str) -> Perturbation | None:
         for suffix in (".npy", ".pt"):
-            path = stem.with_suffix(suffix)
-            if path.is_file() and stem.with_suffix(".json").is_file():
+            path = _with(stem, suffix)
+            if path.is_file() and _with(stem, ".json").is_file():
                 perturbation = load_perturbation(path)
                 if perturbation.meta.get("key") != key:
                     continue
@@ -576,7 +609,7 @@ class _Batches:
 
     def __init__(
         self,
-        images: torch.Tensor,
+        data: TrainingSet,
         batch_size: int,
         total: int,
         per_epoch: int,
@@ -585,7 +618,7 @@ class _Batches:
         attack: str,
         metric: str,
     ) -> None:
-        self.images = images
+        self.data = data
         self.batch_size = batch_size
         self.total = total
         self.per_epoch = per_epoch
@@ -596,10 +629,10 @@ class _Batches:
         self._every = max(1, total // 20)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        n = self.images.shape[0]
+        n = len(self.data)
         for _ in range(self.total):
             index = torch.randperm(n, generator=self.sampler)[: self.batch_size]
-            yield self.images[index].to(self.device)
+            yield self.data.batch(index.tolist()).to(self.device)
 
     def report(self, step: int, loss: float) -> None:
         """Log the loss of step ``step`` (0-based): every epoch's mean and, on long runs, progress."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,6 +121,15 @@ def _parse_number(text: str, column: str, where: str) -> float:
         raise ValueError(f"{where}: column {column!r} is not a number: {text!r}") from None
 
 
+def _decoded_lines(fh: Iterable[bytes], path: Path) -> Iterator[str]:
+    """UTF-8 lines (a leading byte-order mark dropped), so a decoding error can name its line."""
+    for number, raw in enumerate(fh, start=1):
+        try:
+            yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}, line {number}: not a UTF-8 text file ({exc.reason})") from None
+
+
 def read_msu_csv(path: str | Path, attack: str | None = None, metric: str | None = None) -> ResultFile:
     """Read one MSU per-image result CSV (either layout).
 
@@ -139,14 +148,15 @@ def read_msu_csv(path: str | Path, attack: str | None = None, metric: str | None
     attack = attack or name_attack or path.stem
     metric = metric or name_metric
     rows: list[dict[str, Any]] = []
-    line = 1
+    line = 0  # last line read whole; errors name the next one
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.reader(fh)
+        with path.open("rb") as fh:
+            reader = csv.reader(_decoded_lines(fh, path))
             header = next(reader, None)
             if header is None:
                 raise ValueError(f"{path}, line 1: empty file; expected an MSU result CSV header")
             header = [h.strip() for h in header]
+            line = reader.line_num
             universal = "train_dataset" in header or "amplitude" in header
             layout = UNIVERSAL_COLUMNS if universal else IMAGE_COLUMNS
             missing = [c for c in layout if c not in header]
@@ -171,8 +181,6 @@ def read_msu_csv(path: str | Path, attack: str | None = None, metric: str | None
                         raise ValueError(f"{where}: missing value for column {col!r} (too few fields)")
                     row[col] = _parse_number(text, col, where) if col in NUMERIC_COLUMNS else text
                 rows.append(row)
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}, line {line + 1}: not a UTF-8 text file ({exc.reason})") from None
     except csv.Error as exc:
         raise ValueError(f"{path}, line {line + 1}: malformed CSV ({exc})") from None
     except OSError as exc:

@@ -28,7 +28,7 @@ from metrics import Metric, create_metric, get_spec
 
 from .case import CaseResult
 from .data import Dataset, iter_batches, resolve_dataset
-from .scores import image_similarity, score_group
+from .scores import image_distortion, score_group
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,8 @@ class Suite:
             with torch.no_grad():
                 attacked = metric(adv).float().cpu().tolist()
             max_linf = max(max_linf, float((adv - batch).abs().max()))
-            sim = image_similarity(batch.clamp(0, 1), adv.clamp(0, 1))
+            # unclamped, as the benchmark measures universal perturbations
+            sim = image_distortion(batch, adv)
             for i, name in enumerate(names):
                 c, a = clean[name], attacked[i]
                 row = {

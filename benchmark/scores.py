@@ -272,4 +272,3 @@ def image_distortion(clean: Any, adversarial: Any) -> dict[str, np.ndarray]:
 
 
 #: Same as :func:`image_distortion` (PSNR and SSIM are similarities, MSE a distance).
-image_similarity = image_distortion

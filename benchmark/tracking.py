@@ -253,12 +253,13 @@ def case_metrics(result: CaseResult) -> dict[str, float]:
     """
     from .report import case_summary
 
-    summary = case_summary(result)
     values: dict[str, Any] = dict(result.scores)
+    try:
+        summary = case_summary(result)
+        values.update(psnr=summary["psnr"], ssim=summary["ssim"], mse=summary["mse"])
+    except (KeyError, TypeError, ValueError) as exc:  # rows without similarity columns
+        log.warning("case %s: no mean PSNR/SSIM/MSE (%s)", result.case_id, exc)
     values.update(
-        psnr=summary["psnr"],
-        ssim=summary["ssim"],
-        mse=summary["mse"],
         seconds_per_image=result.seconds_per_image,
         peak_memory_mb=result.peak_memory_mb,
         n_images=result.n_images,
@@ -517,12 +518,15 @@ def log_session(
         )
         log.error("%s", message)
         raise TrackingError(message) from exc
+    where = (
+        f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{parent_id}" if uri.startswith("http") else uri
+    )
     log.info(
-        "MLflow: %d case runs under session run %s (experiment %r, %s)",
+        "MLflow: %d case runs under session run %s (experiment %r): %s",
         len(results),
         parent_id,
         experiment,
-        uri,
+        where,
     )
     return parent_id
 

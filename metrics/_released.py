@@ -110,4 +110,3 @@ def shorter_side_size(height: int, width: int, shorter: int) -> tuple[int, int]:
     if height <= width:
         return shorter, int(shorter * width / height)
     return int(shorter * height / width), shorter
-

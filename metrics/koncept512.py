@@ -65,7 +65,12 @@ SPEC = MetricSpec(
 
 
 def _head_block(in_features: int, out_features: int, dropout: float) -> list[nn.Module]:
-    return [nn.Linear(in_features, out_features), nn.ReLU(), nn.BatchNorm1d(out_features), nn.Dropout(dropout)]
+    return [
+        nn.Linear(in_features, out_features),
+        nn.ReLU(),
+        nn.BatchNorm1d(out_features),
+        nn.Dropout(dropout),
+    ]
 
 
 class KonCept512Net(nn.Module):
@@ -103,7 +108,9 @@ class KonCept512(Metric):
             map must pool to 1x1: each side between 299 and 554 px works.
     """
 
-    def __init__(self, spec: MetricSpec, net: KonCept512Net, input_size: tuple[int, int] = INPUT_SIZE) -> None:
+    def __init__(
+        self, spec: MetricSpec, net: KonCept512Net, input_size: tuple[int, int] = INPUT_SIZE
+    ) -> None:
         super().__init__(spec)
         self.net = net
         self.input_size = input_size
@@ -128,7 +135,9 @@ def load_koncept512(path: str | Path) -> KonCept512Net:
 
 
 @metric(SPEC)
-def build_koncept512(spec: MetricSpec, device: torch.device, weights_dir: Path | None, random: bool) -> Metric:
+def build_koncept512(
+    spec: MetricSpec, device: torch.device, weights_dir: Path | None, random: bool
+) -> Metric:
     """Random mode: random InceptionResNet-v2 and head (timm ``pretrained=False``), no download."""
     if random:
         return KonCept512(spec, KonCept512Net().eval())

@@ -66,7 +66,7 @@ SPEC = MetricSpec(
     weight_files=(LINEARITY_FILE,),
     heavy=True,
     source="own",
-    description="LinearityIQA (Li et al., ACM MM 2020): ResNeXt-101 two-level features, norm-in-norm loss; KonIQ-10k",
+    description="LinearityIQA (Li et al., ACM MM 2020): ResNeXt-101 two-level features; KonIQ-10k",
 )
 
 

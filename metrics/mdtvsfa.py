@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._video_features import RESNET50_FILE, build_video_metric, load_head, temporal_pool
+from ._video_features import FEATURE_DIM, RESNET50_FILE, build_video_metric, load_head, temporal_pool
 from .base import Metric, MetricSpec
 from .registry import metric
 
@@ -35,8 +35,7 @@ SPEC = MetricSpec(
     differentiable=True,
     min_side=64,  # res5c must keep at least 2x2 positions for the std pooling
     weight_files=(MDTVSFA_FILE, RESNET50_FILE),
-    heavy=True,
-    needs_gpu=True,
+    heavy=True,  # ResNet-50 on every frame; full-HD clips want a GPU
     source="own",
     description="MDTVSFA (Li et al., IJCV 2021): VSFA trained on mixed datasets, unified score in (0, 1)",
 )
@@ -52,7 +51,7 @@ class MDTVSFAHead(nn.Module):
 
     def __init__(
         self,
-        input_size: int = 4096,
+        input_size: int = FEATURE_DIM,
         reduced_size: int = 128,
         hidden_size: int = 32,
         dataset: str | None = None,

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._video_features import RESNET50_FILE, build_video_metric, load_head, temporal_pool
+from ._video_features import FEATURE_DIM, RESNET50_FILE, build_video_metric, load_head, temporal_pool
 from .base import Metric, MetricSpec
 from .registry import metric
 
@@ -30,8 +30,7 @@ SPEC = MetricSpec(
     differentiable=True,
     min_side=64,  # res5c must keep at least 2x2 positions for the std pooling
     weight_files=(VSFA_FILE, RESNET50_FILE),
-    heavy=True,
-    needs_gpu=True,
+    heavy=True,  # ResNet-50 on every frame; full-HD clips want a GPU
     source="own",
     description="VSFA (Li et al., ACM MM 2019): ResNet-50 mean/std features, GRU, temporal pooling",
 )
@@ -44,7 +43,7 @@ class _ReductionANN(nn.Module):
     """
 
     def __init__(
-        self, input_size: int = 4096, reduced_size: int = 128, n_layers: int = 1, dropout: float = 0.5
+        self, input_size: int = FEATURE_DIM, reduced_size: int = 128, n_layers: int = 1, dropout: float = 0.5
     ):
         super().__init__()
         self.n_layers = n_layers
@@ -62,7 +61,7 @@ class _ReductionANN(nn.Module):
 class VSFAHead(nn.Module):
     """Features (T, 4096) of one clip -> its quality, shape (1,). State-dict keys match ``VSFA.pt``."""
 
-    def __init__(self, input_size: int = 4096, reduced_size: int = 128, hidden_size: int = 32) -> None:
+    def __init__(self, input_size: int = FEATURE_DIM, reduced_size: int = 128, hidden_size: int = 32) -> None:
         super().__init__()
         self.ann = _ReductionANN(input_size, reduced_size, n_layers=1)
         self.rnn = nn.GRU(reduced_size, hidden_size, batch_first=True)

@@ -61,7 +61,7 @@ def test_image_specific_attack(image_case, suite, case_results_dir, baseline):
 def test_universal_attack(universal_case, suite, case_results_dir, baseline):
     result, violations = _run(suite, universal_case, case_results_dir, baseline)
     _check_common(result, len(suite.dataset(universal_case.dataset, universal_case.metric)))
-    bound = result.params.get("linf_bound")
+    bound = result.params.get("eps")
     if bound is not None:
         limit = bound * universal_case.amplitude + 1e-5
         assert result.scores["max_linf"] <= limit, f"L-inf {result.scores['max_linf']:.5f} > {limit:.5f}"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from attacks import create_attack, list_attacks
+from attacks import create_attack, list_attacks, universal
 from attacks._unet import UNetGenerator
 from attacks.cnn import CNNAttack
 from attacks.uap import OptimizedUAP
@@ -19,6 +19,7 @@ from attacks.universal import (
     AMPLITUDES,
     Perturbation,
     load_perturbation,
+    prepare_training_set,
     sweep_amplitudes,
     tile_perturbation,
 )
@@ -255,6 +256,17 @@ def test_a_published_facpa_state_dict_loads_as_a_generator(generator, tmp_path: 
 
 
 # --------------------------------------------------------------------------- training
+
+
+def test_training_images_get_the_benchmark_preprocessing_and_large_sets_load_lazily(tiny_train, monkeypatch):
+    kept = prepare_training_set(tiny_train)
+    assert kept.images.shape == (2, 3, 256, 256)
+    assert kept.identity["images"] == [[item.image_name, *item.shape] for item in tiny_train.items]
+    monkeypatch.setattr(universal, "PRELOAD_LIMIT", 1)
+    lazy = prepare_training_set(tiny_train)
+    assert lazy.images is None
+    assert lazy.identity == kept.identity
+    torch.testing.assert_close(lazy.batch([1, 0]), kept.images[[1, 0]])
 
 
 @pytest.mark.parametrize("name", UNIVERSAL)
