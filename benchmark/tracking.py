@@ -328,8 +328,9 @@ def _probe(uri: str, timeout: float = 5.0) -> None:
         reason = getattr(exc, "reason", exc)
         raise TrackingError(
             f"cannot reach the MLflow tracking server at {uri} ({reason}). Start it (for example "
-            "`mlflow server --host 127.0.0.1 --port 5000`), or point --mlflow-uri / MLFLOW_TRACKING_URI "
-            "at a running server or at a local store such as sqlite:///mlflow.db"
+            "`mlflow server --host 127.0.0.1 --port 5000`), or point the tracking URI (pytest --mlflow-uri, "
+            "--tracking-uri of the command line, or MLFLOW_TRACKING_URI) at a running server or at a local "
+            "store such as sqlite:///mlflow.db"
         ) from exc
 
 
@@ -513,8 +514,8 @@ def log_session(
         raise TrackingError(message) from exc
     except Exception as exc:  # whatever the store raises (HTTP, SQL, disk), the same advice
         message = (
-            f"MLflow logging to {uri} failed: {type(exc).__name__}: {exc}. Check that the store is "
-            f"reachable and writable (--mlflow-uri / MLFLOW_TRACKING_URI). {kept}{later}."
+            f"MLflow logging to {uri} failed: {type(exc).__name__}: {exc}. Check that the store is reachable "
+            f"and writable (pytest --mlflow-uri, --tracking-uri, MLFLOW_TRACKING_URI). {kept}{later}."
         )
         log.error("%s", message)
         raise TrackingError(message) from exc

@@ -32,6 +32,15 @@ VIDEO_METRICS = ("vsfa", "mdtvsfa")
 T, SIDE = 16, 64
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """ResNet-50 on 64x64 frames gains little from a second thread and loses much on shared cores (xdist)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def random_metrics() -> dict[str, torch.nn.Module]:
     torch.manual_seed(0)
