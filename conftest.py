@@ -38,38 +38,78 @@ log = logging.getLogger("iqa_robustness")
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("iqa-robustness", "adversarial robustness grid (iqa-robustness)")
-    g.addoption("--metric", default=DEFAULT_METRICS,
-                help=f"metrics: comma list, globs or 'all' (default: {DEFAULT_METRICS})")
+    g.addoption(
+        "--metric",
+        default=DEFAULT_METRICS,
+        help=f"metrics: comma list, globs or 'all' (default: {DEFAULT_METRICS})",
+    )
     g.addoption("--attack", default="all", help="attacks: comma list, globs or 'all' (default: all)")
-    g.addoption("--dataset", action="append", default=None,
-                help="test dataset by name (sample, msu5, ...) or folder path; repeatable (default: sample)")
-    g.addoption("--train-dataset", action="append", default=None,
-                help="training set for universal attacks, name or folder; repeatable (default: sample)")
-    g.addoption("--amplitude", default="0.2,0.4,0.8",
-                help="amplitudes for universal perturbations, comma list (default: 0.2,0.4,0.8)")
+    g.addoption(
+        "--dataset",
+        action="append",
+        default=None,
+        help="test dataset by name (sample, msu5, ...) or folder path; repeatable (default: sample)",
+    )
+    g.addoption(
+        "--train-dataset",
+        action="append",
+        default=None,
+        help="training set for universal attacks, name or folder; repeatable (default: sample)",
+    )
+    g.addoption(
+        "--amplitude",
+        default="0.2,0.4,0.8",
+        help="amplitudes for universal perturbations, comma list (default: 0.2,0.4,0.8)",
+    )
     g.addoption("--device", default="auto", help="torch device; auto = cuda when present (default: auto)")
     g.addoption("--batch-size", type=int, default=8, help="images per attack batch (default: 8)")
-    g.addoption("--weights-dir", default=os.environ.get("IQA_ROBUSTNESS_WEIGHTS"),
-                help="folder searched first for parameter files (default: $IQA_ROBUSTNESS_WEIGHTS)")
-    g.addoption("--random-weights", action="store_true",
-                help="smoke mode: random weights, no downloads; results are labelled, never benchmark numbers")
+    g.addoption(
+        "--weights-dir",
+        default=os.environ.get("IQA_ROBUSTNESS_WEIGHTS"),
+        help="folder searched first for parameter files (default: $IQA_ROBUSTNESS_WEIGHTS)",
+    )
+    g.addoption(
+        "--random-weights",
+        action="store_true",
+        help="smoke mode: random weights, no downloads; results are labelled, never benchmark numbers",
+    )
     g.addoption("--max-images", type=int, default=None, help="use the first N images of each dataset")
-    g.addoption("--image-size", type=int, default=None,
-                help="resize images so the longer side is N px (fast CPU runs; default: native size)")
+    g.addoption(
+        "--image-size",
+        type=int,
+        default=None,
+        help="resize images so the longer side is N px (fast CPU runs; default: native size)",
+    )
     g.addoption("--seed", type=int, default=0, help="base random seed (default: 0)")
-    g.addoption("--uap-steps", type=int, default=None,
-                help="training steps for universal attacks instead of their epochs (short CI runs)")
-    g.addoption("--uap-file", default=None,
-                help="apply this published perturbation (MSU .npy or CVIU .png) instead of training")
-    g.addoption("--clamp-uap", action="store_true", help="clamp perturbed images to [0,1] (MSU code does not)")
-    g.addoption("--mlflow-uri", default=None,
-                help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the project)")
+    g.addoption(
+        "--uap-steps",
+        type=int,
+        default=None,
+        help="training steps for universal attacks instead of their epochs (short CI runs)",
+    )
+    g.addoption(
+        "--uap-file",
+        default=None,
+        help="apply this published perturbation (MSU .npy or CVIU .png) instead of training",
+    )
+    g.addoption(
+        "--clamp-uap", action="store_true", help="clamp perturbed images to [0,1] (MSU code does not)"
+    )
+    g.addoption(
+        "--mlflow-uri",
+        default=None,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the project)",
+    )
     g.addoption("--experiment", default="iqa-robustness", help="MLflow experiment (default: iqa-robustness)")
     g.addoption("--no-mlflow", action="store_true", help="do not log to MLflow")
-    g.addoption("--results-dir", default="results",
-                help="per-image CSVs, summary, artefacts (default: ./results)")
-    g.addoption("--baseline", default=None,
-                help="CSV of thresholds (metric,attack,score,min,max; globs allowed); cases outside fail")
+    g.addoption(
+        "--results-dir", default="results", help="per-image CSVs, summary, artefacts (default: ./results)"
+    )
+    g.addoption(
+        "--baseline",
+        default=None,
+        help="CSV of thresholds (metric,attack,score,min,max; globs allowed); cases outside fail",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -64,8 +64,11 @@ def amplitude_means(rows: Iterable[dict[str, object]]) -> list[dict[str, object]
         if row["amplitude"] != "":
             groups[(row["metric"], row["attack"], row["dataset"], row["train_dataset"])].append(row)
     out = []
-    for (metric, attack, dataset, train), members in groups.items():
-        mean: dict[str, object] = {**members[0], "case_id": f"{members[0]['case_id'].rsplit('-amp', 1)[0]}-ampmean"}
+    for members in groups.values():
+        mean: dict[str, object] = {
+            **members[0],
+            "case_id": f"{members[0]['case_id'].rsplit('-amp', 1)[0]}-ampmean",
+        }
         mean["amplitude"] = "mean"
         for key, value in members[0].items():
             if isinstance(value, float) and key != "amplitude":
@@ -112,7 +115,9 @@ def format_table(rows: list[dict[str, object]]) -> list[str]:
         flag = "  (random weights)" if r["weights_mode"] == "random" else ""
         flag += "  FAILED" if r["status"] == "failed" else ""
         dataset = Path(str(r["dataset"])).name[:10]
-        lines.append(f"{r['metric']!s:<16.16} {r['attack']!s:<16.16} {dataset:<10} {r['n']!s:>4} {cells}{flag}")
+        lines.append(
+            f"{r['metric']!s:<16.16} {r['attack']!s:<16.16} {dataset:<10} {r['n']!s:>4} {cells}{flag}"
+        )
     return lines
 
 

@@ -29,6 +29,7 @@ from metrics import Metric, create_metric, get_spec
 from .case import CaseResult
 from .data import Dataset, iter_batches, resolve_dataset
 from .scores import image_distortion, score_group
+from .video import as_image_metric
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,9 @@ class Suite:
     def metric(self, name: str) -> Metric:
         if name not in self._metrics:
             log.info("building metric %s on %s", name, self.device)
-            self._metrics[name] = create_metric(name, device=self.device, weights=self.config.weights)
+            model = create_metric(name, device=self.device, weights=self.config.weights)
+            # The grid's datasets are image sets: a video metric scores each image as a one-frame clip.
+            self._metrics[name] = as_image_metric(model)
         return self._metrics[name]
 
     def dataset(self, name: str, metric: str) -> Dataset:
@@ -204,7 +207,8 @@ class Suite:
 
         perturbation = None
         if attack.universal:
-            assert case.train_dataset is not None and case.amplitude is not None  # build_grid guarantees it
+            if case.train_dataset is None or case.amplitude is None:
+                raise ValueError(f"{case.id}: a universal attack needs a train dataset and an amplitude")
             perturbation = self.perturbation(attack, case.metric, case.train_dataset)
 
         rows: list[dict[str, Any]] = []
@@ -259,7 +263,9 @@ class Suite:
             "max_images": self.config.max_images,
         }
         if attack.universal:
-            params.update(amplitude=case.amplitude, train_dataset=case.train_dataset, clamp=self.config.clamp_uap)
+            params.update(
+                amplitude=case.amplitude, train_dataset=case.train_dataset, clamp=self.config.clamp_uap
+            )
         result = CaseResult(
             case_id=case.id,
             metric=case.metric,

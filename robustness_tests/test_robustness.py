@@ -44,7 +44,8 @@ def _check_common(result, n_images):
     for key in FINITE_SCORES:
         assert math.isfinite(result.scores[key]), f"{key} is not finite: {result.scores[key]}"
     for row in result.rows:
-        assert math.isfinite(row["clear"]) and math.isfinite(row["attacked"]), row
+        assert math.isfinite(row["clear"]), row
+        assert math.isfinite(row["attacked"]), row
         assert row["mse"] >= 0
 
 
@@ -54,7 +55,9 @@ def test_image_specific_attack(image_case, suite, case_results_dir, baseline):
     budget = LINF_BUDGET_PARAM.get(image_case.attack)
     if budget is not None:
         eps = result.params[budget]
-        assert result.scores["max_linf"] <= eps + 1e-5, f"L-inf {result.scores['max_linf']:.5f} > eps {eps:.5f}"
+        assert result.scores["max_linf"] <= eps + 1e-5, (
+            f"L-inf {result.scores['max_linf']:.5f} > eps {eps:.5f}"
+        )
     assert not violations, "less robust than the baseline: " + "; ".join(violations)
 
 
