@@ -42,6 +42,9 @@ from benchmark.tracking import (
     session_tags,
 )
 
+# Under ``pytest -n N --dist loadgroup`` one worker runs the whole module: one server, not N.
+pytestmark = pytest.mark.xdist_group("mlflow-server")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "tracking-test"
 # Attack strength per metric: the stronger the change of the scores, the less robust the metric.
