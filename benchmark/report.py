@@ -143,7 +143,7 @@ def finish_session(
         write(line)
     write(f"summary: {summary}; per-image CSVs: {per_image[0].parent} ({len(per_image)} files)")
     if mlflow_uri is not None:
-        from .tracking import default_tracking_uri, log_session, session_tags
+        from .tracking import TrackingError, default_tracking_uri, log_session, session_tags
 
         uri = mlflow_uri or default_tracking_uri(project_root)
         modes = sorted({r.weights_mode for r in results})
@@ -157,7 +157,6 @@ def finish_session(
                 results_dir=results_dir,
             )
             write(f"MLflow: experiment {experiment!r}, parent run {run_id} at {uri}")
-        except Exception as exc:  # tracking must never lose the results on disk
-            log.exception("MLflow logging failed")
-            write(f"MLflow logging to {uri} failed ({exc}); results are kept in {results_dir}")
+        except TrackingError as exc:  # the results on disk are complete either way
+            write(f"MLflow logging to {uri} failed: {exc}; results are kept in {results_dir}")
     return results

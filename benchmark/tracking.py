@@ -32,7 +32,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -662,7 +662,3 @@ def describe_session(run: Run) -> str:
         parts.append(f"branch {tags[TAG_BRANCH]}")
     parts.append(f"{started} UTC")
     return f"{run.info.run_id} ({', '.join(parts)})"
-
-
-def session_weights_modes(cases: Iterable[LoggedCase]) -> set[str]:
-    return {c.weights_mode for c in cases if c.weights_mode}

@@ -57,25 +57,31 @@ def load_release_checkpoint(path: str | Path, release_page: str) -> Any:
     with a warning saying why, since it comes from the authors' own release.
 
     Raises:
-        ValueError: the file is an HTML page (a download that was redirected or blocked).
+        ValueError: the file is an HTML page (a download that was redirected or blocked) or not a
+            PyTorch checkpoint at all (e.g. an archive of the release folder).
     """
     path = Path(path)
+    by_hand = f"Delete it, download the file by hand from {release_page} and put it in the same folder."
     if _looks_like_html(path):
         raise ValueError(
-            f"{path} is an HTML page, not a checkpoint: the download was redirected or blocked. "
-            f"Delete it, download the file by hand from {release_page} and put it in the same folder."
+            f"{path} is an HTML page, not a checkpoint: the download was redirected or blocked. {by_hand}"
         )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+    except RuntimeError as exc:  # torch's reader reports a foreign or truncated archive this way
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({exc}). {by_hand}") from exc
+    except pickle.UnpicklingError:
         log.warning(
-            "%s holds Python objects that torch.load(weights_only=True) refuses (%s); loading it with "
-            "weights_only=False because it is the authors' released file from %s",
+            "%s pickles Python objects other than tensors and containers, which "
+            "torch.load(weights_only=True) refuses; loading it with weights_only=False because it is "
+            "the authors' released file (%s)",
             path,
-            str(exc).splitlines()[0],
             release_page,
         )
+    try:
         return torch.load(path, map_location="cpu", weights_only=False)
+    except (pickle.UnpicklingError, EOFError, RuntimeError) as exc:
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({exc}). {by_hand}") from exc
 
 
 def state_dict_from(checkpoint: Any, key: str | None, path: str | Path) -> Mapping[str, torch.Tensor]:

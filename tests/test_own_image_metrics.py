@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -270,6 +271,14 @@ def test_an_html_page_saved_as_checkpoint_is_reported_as_a_blocked_download(tmp_
     page.write_text("<!DOCTYPE html><html><body>Virus scan warning</body></html>")
     with pytest.raises(ValueError, match="HTML page"):
         load_release_checkpoint(page, koncept512.KONCEPT512_RELEASE)
+
+
+def test_an_archive_saved_as_checkpoint_is_reported_as_unreadable(tmp_path: Path) -> None:
+    archive = tmp_path / "KonCept512.pth"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("KonCept512/readme.txt", "a folder share downloads as a zip")
+    with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
+        load_release_checkpoint(archive, koncept512.KONCEPT512_RELEASE)
 
 
 def test_a_checkpoint_with_pickled_objects_loads_with_a_warning(
