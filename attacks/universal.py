@@ -73,15 +73,6 @@ def tile_perturbation(delta: torch.Tensor, height: int, width: int) -> torch.Ten
     return delta.repeat(*reps)[..., :height, :width]
 
 
-def add_perturbation(
-    images: torch.Tensor, delta: torch.Tensor, amplitude: float, *, clamp: bool = False
-) -> torch.Tensor:
-    """``images + amplitude * delta``, with ``delta`` tiled to the image size; clamped only on request."""
-    delta = tile_perturbation(delta.to(device=images.device, dtype=images.dtype), *images.shape[-2:])
-    out = images + amplitude * delta
-    return out.clamp(0.0, 1.0) if clamp else out
-
-
 def _clamp_passing_gradient(x: torch.Tensor) -> torch.Tensor:
     """``clamp(x, 0, 1)`` in value with an identity gradient.
 
@@ -431,6 +422,14 @@ def _as_named(entry: Any) -> tuple[str | None, torch.Tensor]:
     return name, image
 
 
+def _summary(identity: dict[str, Any]) -> dict[str, Any]:
+    """A short description of the training data for provenance (the cache key uses all of it)."""
+    images = identity.get("images")
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    n_images = len(images) if images is not None else identity.get("n_images")
+    return {"dataset": identity.get("dataset"), "n_images": n_images, "digest": digest}
+
+
 def _metric_fingerprint(metric: Metric) -> str:
     """Identify a metric's parameter values cheaply: per tensor, its name, shape and rounded sums."""
     digest = hashlib.sha256()
@@ -533,7 +532,7 @@ class UniversalAttack(Attack):
             metric=metric.name,
             weights_mode=metric.weights_mode,
             hyperparameters=dataclasses.asdict(self),
-            training_data=data.identity,
+            training_data=_summary(data.identity),
             seed=seed,
             steps=total,
             device=str(device),

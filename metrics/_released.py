@@ -23,6 +23,10 @@ from .weights import MissingWeightsError, resolve_weight_file
 
 log = logging.getLogger(__name__)
 
+#: Normalisation of torchvision's ImageNet models (LinearityIQA's ``normalize`` call).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 
 def google_drive_url(file_id: str) -> str:
     """A direct download link of a public Google Drive file.

@@ -6,9 +6,10 @@ Linear-ReLU-BatchNorm-Dropout blocks (1536 -> 2048 -> 1024 -> 256) and a final L
 trained on KonIQ-10k images at 512x384 with MOS on KonIQ-10k's scale (3.9 to 88.4 in the
 database; bounds here 0 to 100). Higher is better.
 
-This is the PyTorch port by Zhengyu Zhao (github.com/ZhengyuZhao/koniq-PyTorch), whose released
-``KonCept512.pth`` the adversarial-robustness literature on KonCept512 uses. Its ``model_qa`` keeps
-every child of Cadene's ``inceptionresnetv2`` but the classifier, so ``base`` ends with that model's
+This is the PyTorch port by Zhengyu Zhao (github.com/ZhengyuZhao/koniq-PyTorch); its released
+``KonCept512.pth`` is the file PyTorch robustness code for KonCept512 loads (e.g. the MSU-group
+``MetricModel`` wrappers). The port's ``model_qa`` keeps every child of Cadene's
+``inceptionresnetv2`` but the classifier, so ``base`` ends with that model's
 ``AvgPool2d(8, count_include_pad=False)``: at 384x512 the last feature map is 10x14 and the pool
 averages only its top-left 8x8 window (a 1x1 output). This is reproduced as released. timm's
 ``inception_resnet_v2`` has the same layers and state-dict keys as Cadene's, so it is the body here.
@@ -25,9 +26,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import timm
 import torch
-from timm.data import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 from torch import nn
 
 from ._released import load_release_checkpoint, resize_bilinear, resolve_release_file, state_dict_from
@@ -82,6 +81,8 @@ class KonCept512Net(nn.Module):
     """
 
     def __init__(self) -> None:
+        import timm  # imported on first build: registering the metric stays light
+
         super().__init__()
         body = timm.create_model("inception_resnet_v2", pretrained=False)
         layers = [getattr(body, name) for name in BODY_LAYERS]
@@ -114,12 +115,10 @@ class KonCept512(Metric):
         super().__init__(spec)
         self.net = net
         self.input_size = input_size
-        self.register_buffer("mean", torch.tensor(IMAGENET_INCEPTION_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_INCEPTION_STD).view(1, 3, 1, 1), persistent=False)
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         x = resize_bilinear(x, self.input_size)
-        return self.net((x - self.mean) / self.std).reshape(-1)
+        return self.net(x * 2.0 - 1.0).reshape(-1)  # Normalize(mean=0.5, std=0.5), as the port
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, input_size={self.input_size}"

@@ -16,7 +16,7 @@ Preprocessing follows the authors' test code with ``--resize``: the image is res
 resizes with PIL (bilinear, antialiased when shrinking, 8-bit output); here the resize is
 :func:`torch.nn.functional.interpolate` (bilinear, ``antialias=True``) on the float image so the
 whole pipeline is differentiable. ``input_size=None`` feeds images at their own size instead, as
-the MSU benchmark's wrapper of this metric does.
+the MSU-group ``MetricModel`` wrappers of this metric do.
 """
 
 from __future__ import annotations
@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 from torchvision.models import resnext101_32x8d
 
 from ._released import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     google_drive_url,
     load_release_checkpoint,
     resize_bilinear,
@@ -140,8 +141,8 @@ class LinearityIQA(Metric):
         self.k = float(k)
         self.b = float(b)
         self.input_size = input_size
-        self.register_buffer("mean", torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_size is not None:

@@ -195,6 +195,7 @@ def test_random_mode_backpropagates_at_the_native_input_size(
         ("linearity", lambda m: linearity.LinearityIQA(m.spec, m.net, input_size=(64, 80)), (50, 60)),
         ("spaq", lambda m: spaq.SPAQ(m.spec, m.net, resize_small=False), (224, 224)),
     ],
+    ids=["linearity-64x80", "spaq-one-patch"],
 )
 def test_gradient_reaches_the_image_on_a_cheaper_configuration(
     name: str, make: Callable[[Metric], Metric], hw: tuple[int, int], random_metrics: dict[str, Metric]
