@@ -63,7 +63,7 @@ def test_weights_load_strictly(weight_path, tmp_path):
     state = torch.load(weight_path, map_location="cpu", weights_only=True)
     state["fc4.weight"] = torch.zeros(1)
     torch.save(state, tmp_path / WEIGHT_FILE)
-    with pytest.raises(RuntimeError, match="fc4.weight"):
+    with pytest.raises(RuntimeError, match=r"fc4\.weight"):
         CNNIQALive().load_weights(tmp_path / WEIGHT_FILE)
 
 
@@ -123,7 +123,9 @@ def test_score_is_differentiable_per_image_even_on_flat_regions(model):
 
 def test_declared_facts():
     spec = get_spec("cnniqa-live")
-    assert spec.lower_better and spec.bounds == (0.0, 100.0) and spec.differentiable
+    assert spec.lower_better
+    assert spec.bounds == (0.0, 100.0)
+    assert spec.differentiable
     assert spec.min_side == 33
 
 

@@ -58,13 +58,15 @@ def test_every_spec_has_usable_bounds_and_a_description():
 
 
 def test_declared_facts_of_well_known_metrics():
-    assert get_spec("niqe").lower_better and get_spec("brisque").lower_better
+    assert get_spec("niqe").lower_better
+    assert get_spec("brisque").lower_better
     assert not get_spec("paq2piq").lower_better
     assert get_spec("paq2piq").bounds == (0.0, 100.0)
     assert get_spec("nima").bounds == (0.0, 10.0)
     assert get_spec("niqe").weight_files == ("niqe_modelparameters.mat",)
     assert "DBCNN_scnn-7ea73d75.pth" in get_spec("dbcnn").weight_files
-    assert get_spec("maniqa").min_side == 224 and get_spec("maniqa").heavy
+    assert get_spec("maniqa").min_side == 224
+    assert get_spec("maniqa").heavy
     assert get_spec("clipiqa").heavy
 
 

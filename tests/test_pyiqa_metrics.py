@@ -91,7 +91,8 @@ def test_scores_are_raw_pyiqa_values_without_a_loss_sign(pyiqa_weights):
 def test_pyiqa_runs_in_loss_mode_without_reduction(pyiqa_weights):
     brisque = create_metric("brisque")
     assert isinstance(brisque, PyiqaMetric)
-    assert brisque.iqa.as_loss and brisque.iqa.loss_reduction == "none"
+    assert brisque.iqa.as_loss
+    assert brisque.iqa.loss_reduction == "none"
     noisy = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert brisque(noisy).item() > 0  # BRISQUE of white noise is large and positive, not negated
@@ -108,7 +109,8 @@ def test_the_caller_grad_mode_decides_whether_a_graph_is_built(pyiqa_weights):
 @pytest.mark.parametrize(("name", "side"), [("paq2piq", 64), ("cnniqa", 48), ("wadiqam_nr", 64), ("dbcnn", 48)])
 def test_random_mode_builds_offline_without_any_download(name, side, no_network, offline):
     model = create_metric(name, weights="random")
-    assert model.weights_mode == "random" and model.is_random
+    assert model.weights_mode == "random"
+    assert model.is_random
     x = torch.rand(2, 3, side, side, generator=torch.Generator().manual_seed(0), requires_grad=True)
     scores = model(x)
     assert scores.shape == (2,)
@@ -139,7 +141,7 @@ def test_missing_weights_offline_fail_fast_naming_the_file_and_where_to_put_it(o
     import pyiqa  # noqa: F401  (import time is not the metric's)
 
     start = time.perf_counter()
-    with pytest.raises(MissingWeightsError, match="niqe_matlab_params.mat") as info:
+    with pytest.raises(MissingWeightsError, match=r"niqe_matlab_params\.mat") as info:
         create_metric("niqe_matlab")
     assert time.perf_counter() - start < 5.0
     assert ENV_VAR in str(info.value)
@@ -152,7 +154,7 @@ def test_a_missing_torchvision_backbone_offline_names_its_file(offline, no_netwo
 
 
 def test_random_mode_refuses_to_download_what_it_cannot_make_up(no_network, offline):
-    with pytest.raises(DownloadBlockedError, match="niqe_matlab_params.mat"):
+    with pytest.raises(DownloadBlockedError, match=r"niqe_matlab_params\.mat"):
         create_metric("niqe_matlab", weights="random")
 
 
@@ -168,7 +170,8 @@ def test_weights_come_from_an_explicit_folder_or_the_environment_without_backbon
     monkeypatch.setenv(ENV_VAR, str(tmp_path))
     from_env = create_metric("paq2piq")
 
-    assert from_folder.weights_mode == "pretrained" and not from_folder.is_random
+    assert from_folder.weights_mode == "pretrained"
+    assert not from_folder.is_random
     with torch.no_grad():
         expected = random_model(x)
         torch.testing.assert_close(from_folder(x), expected)
