@@ -115,9 +115,7 @@ class Perturbation:
             if delta.ndim == 3:
                 delta = delta.unsqueeze(0)
             if delta.ndim != 4 or delta.shape[:2] != (1, 3):
-                raise ValueError(
-                    f"a perturbation delta must be (1, 3, H, W) or (3, H, W), got {tuple(delta.shape)}"
-                )
+                raise ValueError(f"a perturbation delta must be (1, 3, H, W) or (3, H, W), got {tuple(delta.shape)}")
             self.delta = delta
         if self.generator is not None:
             self.generator.eval()
@@ -194,9 +192,7 @@ class Perturbation:
             array = self.to_numpy()
             written.append(_atomic(_with(stem, ".npy"), lambda f: np.save(f, array)))
             view = np.clip(np.round((array + 0.5) * 255.0), 0, 255).astype(np.uint8)
-            written.append(
-                _atomic(_with(stem, ".png"), lambda f: Image.fromarray(view).save(f, format="PNG"))
-            )
+            written.append(_atomic(_with(stem, ".png"), lambda f: Image.fromarray(view).save(f, format="PNG")))
         else:
             state = {k: v.detach().cpu() for k, v in self.generator.state_dict().items()}
             payload = {"state_dict": state, "scale": self.scale, "meta": self.meta}
@@ -210,9 +206,7 @@ class Perturbation:
         """From an (H, W, 3) RGB array (the MSU layout)."""
         array = np.asarray(array)
         if array.ndim != 3 or array.shape[2] != 3:
-            raise ValueError(
-                f"expected an (H, W, 3) RGB perturbation (the MSU layout), got shape {array.shape}"
-            )
+            raise ValueError(f"expected an (H, W, 3) RGB perturbation (the MSU layout), got shape {array.shape}")
         delta = torch.from_numpy(np.ascontiguousarray(array.astype(np.float32).transpose(2, 0, 1)))
         return cls(delta=delta, **kwargs)
 
@@ -228,9 +222,7 @@ class Perturbation:
         path = Path(path)
         with Image.open(path) as image:
             pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
-        perturbation = cls.from_numpy(
-            pixels / 255.0 - 0.5, meta=_sidecar_meta(path, fmt="cviu-png"), path=path
-        )
+        perturbation = cls.from_numpy(pixels / 255.0 - 0.5, meta=_sidecar_meta(path, fmt="cviu-png"), path=path)
         if perturbation.linf > 11 / 255:
             log.warning(
                 "%s decodes to values up to %.3f, beyond the 10/255 bound of the CVIU perturbations; "
@@ -273,9 +265,7 @@ def load_perturbation(path: str | Path) -> Perturbation:
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(
-            f"no perturbation file at {path}; give an MSU .npy, a CVIU .png or a generator .pt"
-        )
+        raise FileNotFoundError(f"no perturbation file at {path}; give an MSU .npy, a CVIU .png or a generator .pt")
     suffix = path.suffix.lower()
     if suffix == ".npy":
         return Perturbation.from_msu_npy(path)
@@ -283,9 +273,7 @@ def load_perturbation(path: str | Path) -> Perturbation:
         return Perturbation.from_cviu_png(path)
     if suffix in (".pt", ".pth"):
         return Perturbation.from_generator_file(path)
-    raise ValueError(
-        f"unknown perturbation format {path.name!r}: expected .npy (MSU), .png (CVIU) or .pt (generator)"
-    )
+    raise ValueError(f"unknown perturbation format {path.name!r}: expected .npy (MSU), .png (CVIU) or .pt (generator)")
 
 
 def _sidecar_meta(path: Path, *, fmt: str) -> dict[str, Any]:
@@ -382,9 +370,7 @@ def prepare_training_set(train_images: Any) -> TrainingSet:
         named: list[tuple[str | None, torch.Tensor]] = list(train_images.images())
     elif isinstance(train_images, torch.Tensor):
         if train_images.ndim != 4 or train_images.shape[1] != 3:
-            raise ValueError(
-                f"training images must be a batch (N, 3, H, W) in [0, 1], got {tuple(train_images.shape)}"
-            )
+            raise ValueError(f"training images must be a batch (N, 3, H, W) in [0, 1], got {tuple(train_images.shape)}")
         named = [(None, img) for img in train_images]
         identity = {}
     else:
@@ -416,9 +402,7 @@ def _as_named(entry: Any) -> tuple[str | None, torch.Tensor]:
             f"training images must be tensors (3, H, W) or (name, tensor) pairs, got {type(entry).__name__}"
         )
     if image.ndim != 3 or image.shape[0] != 3:
-        raise ValueError(
-            f"each training image must be (3, H, W) RGB in [0, 1], got shape {tuple(image.shape)}"
-        )
+        raise ValueError(f"each training image must be (3, H, W) RGB in [0, 1], got shape {tuple(image.shape)}")
     return name, image
 
 
@@ -581,9 +565,7 @@ class UniversalAttack(Attack):
             ``images + amplitude * tiled perturbation``, detached.
         """
         if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(
-                f"expected images (N, 3, H, W) or video frames (T, 3, H, W), got {tuple(images.shape)}"
-            )
+            raise ValueError(f"expected images (N, 3, H, W) or video frames (T, 3, H, W), got {tuple(images.shape)}")
         with torch.no_grad():
             delta = self._perturbation_for(perturbation, images)
             out = images + amplitude * delta
@@ -698,7 +680,6 @@ def sweep_amplitudes(
     with torch.no_grad():
         clear = metric(images).float().cpu()
         attacked = {
-            float(k): metric(attack.apply(perturbation, images, k, clamp=clamp)).float().cpu()
-            for k in amplitudes
+            float(k): metric(attack.apply(perturbation, images, k, clamp=clamp)).float().cpu() for k in amplitudes
         }
     return AmplitudeSweep(clear, attacked, metric.lower_better)

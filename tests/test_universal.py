@@ -154,9 +154,7 @@ def test_msu_npy_files_import_as_rgb_deltas_within_their_bound(shared_dir: Path)
         bound = 10 / 255 if name.startswith("generative") else 0.1
         assert perturbation.delta.shape == (1, 3, 256, 256)
         assert perturbation.linf <= bound + 1e-6
-        np.testing.assert_array_equal(
-            perturbation.to_numpy(), np.load(shared_dir / "data" / "msu" / "uaps" / name)
-        )
+        np.testing.assert_array_equal(perturbation.to_numpy(), np.load(shared_dir / "data" / "msu" / "uaps" / name))
 
 
 def test_cviu_pngs_decode_as_png_over_255_minus_half(shared_dir: Path):
@@ -327,10 +325,9 @@ def test_a_trained_generator_is_cached_as_a_state_dict(cnniqa, tiny_train, tmp_p
         assert torch.equal(second.generator.state_dict()[name], tensor), name
 
 
-@pytest.mark.slow
 def test_a_short_uap_training_on_the_sample_photos_lowers_cnniqa_dmos_on_held_out_images(cnniqa, msu5):
     """60 Adam steps (lr 0.01, batch 8) on the eight scikit-image photos, scored on the 5 MSU test
-    images, none of which it saw: about 80 CPU seconds."""
+    images, none of which it saw (about 20 s on two CPU cores)."""
     perturbation = create_attack("uap", lr=0.01).fit(cnniqa, resolve_dataset("sample"), steps=60, seed=0)
     _, images = msu5
     sweep = sweep_amplitudes(create_attack("uap"), perturbation, cnniqa, images)
