@@ -8,7 +8,8 @@ for image quality assessment", IEEE TIP 2024; https://github.com/chaofengc/IQA-P
 Facts come from pyiqa's ``DEFAULT_CONFIGS`` (``lower_better``; ``bounds`` = ``score_range``
 with the ``~`` "about" marks dropped) except where pyiqa leaves an end open: there the table
 documents the approximate range it uses. ``weight_files`` are the files pyiqa loads for the
-metric (pyiqa cache names; CLIP models by their OpenAI file names). ``differentiable=False``
+metric (pyiqa cache names; CLIP models by their OpenAI file names; Hugging Face repository ids
+for models loaded with ``from_pretrained``). ``differentiable=False``
 marks metrics whose input gradient is zero or undefined (checked on small inputs).
 
 Left out on purpose: ``fid``, ``sfid``, ``fid_dinov2`` and ``inception_score`` score image
@@ -176,45 +177,56 @@ def _nr(
 
     def build(spec: MetricSpec, device: torch.device, weights_dir: Path | None, random: bool) -> Metric:
         return PyiqaMetric(
-            spec, device, weights_dir, random, pyiqa_name=name, full_checkpoint=full_checkpoint,
+            spec,
+            device,
+            weights_dir,
+            random,
+            pyiqa_name=name,
+            full_checkpoint=full_checkpoint,
             per_image=per_image,
         )
 
     register_metric(spec, build)
 
 
-# Classical (hand-crafted features; parameter files are fitted statistics, not networks)
+# One line per metric. Facts checked on pyiqa 0.1.16 with random weights on CPU: min_side is set
+# where smaller inputs fail; needs_gpu where one forward+backward pass of a 299x299 image takes
+# more than ~20 s on two CPU cores (ilniqe ~28 s, tres ~42 s, maniqa ~110 s); heavy for large
+# transformer/CLIP models and slow multi-crop CNNs (hyperiqa ~6 s).
+# fmt: off
+# -- classical: hand-crafted features; the parameter files are fitted statistics, not networks
 _nr("niqe", (0, 100), ("niqe_modelparameters.mat",), lower_better=True, min_side=96,
     description="NIQE (Mittal et al., IEEE SPL 2013), natural-scene-statistics distance")
 _nr("niqe_matlab", (0, 100), ("niqe_matlab_params.mat",), lower_better=True, min_side=96,
     description="NIQE with the MATLAB release's parameters")
-_nr("ilniqe", (0, 100), ("ILNIQE_templateModel.mat",), lower_better=True, min_side=96, needs_gpu=True,
-    description="IL-NIQE (Zhang et al., IEEE TIP 2015)")
-_nr("brisque", (0, 150), ("brisque_svm_weights.pth",), lower_better=True, min_side=8,
+_nr("ilniqe", (0, 100), ("ILNIQE_templateModel.mat",), lower_better=True, fixed_size=(524, 524),
+    needs_gpu=True, description="IL-NIQE (Zhang et al., IEEE TIP 2015); resizes to 524x524")
+_nr("brisque", (0, 150), ("brisque_svm_weights.pth",), lower_better=True,
     description="BRISQUE (Mittal et al., IEEE TIP 2012), SVR on NSS features")
-_nr("brisque_matlab", (0, 100), ("brisque_matlab.mat",), lower_better=True, min_side=8,
+_nr("brisque_matlab", (0, 100), ("brisque_matlab.mat",), lower_better=True,
     description="BRISQUE with the MATLAB release's model")
 _nr("piqe", (0, 100), (), lower_better=True, differentiable=False, min_side=16,
-    description="PIQE (Venkatanath et al., NCC 2015); block classification, zero input gradient")
-_nr("nrqm", (0, 10), ("NRQM_model.mat",), differentiable=False, min_side=32,
-    description="NRQM / Ma et al. (CVIU 2017); features pass through numpy")
-# pyiqa: '~0, ~'. PI = ((10 - NRQM) + NIQE) / 2 with NRQM in [0, 10] and NIQE in ~[0, 100].
+    description="PIQE (Venkatanath et al., NCC 2015); 16x16 block classification, zero input gradient")
+_nr("nrqm", (0, 10), ("NRQM_model.mat",), differentiable=False,
+    description="NRQM (Ma et al., CVIU 2017); its features pass through numpy")
+# pyiqa declares '~0, ~'. PI = ((10 - NRQM) + NIQE) / 2 with NRQM in [0, 10] and NIQE in ~[0, 100].
 _nr("pi", (0, 55), ("niqe_modelparameters.mat", "NRQM_model.mat"), lower_better=True, differentiable=False,
     min_side=96, description="Perceptual Index (Blau et al., PIRM 2018) = (10 - NRQM + NIQE) / 2")
 _nr("entropy", (0, 8), (), differentiable=False,
     description="grey-level histogram entropy; histogram counts have no input gradient")
 
-# CNNs and transformers
+# -- CNNs and transformers
 _nr("cnniqa", (0, 1), ("CNNIQA_koniq10k-e6f14c91.pth",), min_side=7,
     description="CNNIQA (Kang et al., CVPR 2014), pyiqa's RGB KonIQ-10k retrain")
-_nr("wadiqam_nr", (-1, 0.1), ("WaDIQaM-NR-koniq-aaffea29.pth",), min_side=64,
+# 32x32 patches at offsets strictly below side - 32: a side must exceed 32
+_nr("wadiqam_nr", (-1, 0.1), ("WaDIQaM-NR-koniq-aaffea29.pth",), min_side=33,
     description="WaDIQaM-NR (Bosse et al., IEEE TIP 2018), KonIQ-10k")
 _nr("dbcnn", (0, 1), ("DBCNN_KonIQ10k-2de81c0a.pth", "DBCNN_scnn-7ea73d75.pth"), full_checkpoint=True,
     description="DBCNN (Zhang et al., IEEE TCSVT 2020), KonIQ-10k")
-_nr("paq2piq", (0, 100), ("P2P_RoIPoolModel-fit.10.bs.120-ca69882e.pth",), min_side=32, full_checkpoint=True,
+_nr("paq2piq", (0, 100), ("P2P_RoIPoolModel-fit.10.bs.120-ca69882e.pth",), full_checkpoint=True,
     description="PaQ-2-PiQ (Ying et al., CVPR 2020)")
-_nr("hyperiqa", (0, 1), ("HyperIQA-resnet50-koniq10k-c96c41b1.pth",), min_side=224, full_checkpoint=True,
-    description="HyperIQA (Su et al., CVPR 2020), KonIQ-10k")
+_nr("hyperiqa", (0, 1), ("HyperIQA-resnet50-koniq10k-c96c41b1.pth",), heavy=True, full_checkpoint=True,
+    description="HyperIQA (Su et al., CVPR 2020), KonIQ-10k; 25 crops of 224x224")
 _nr("nima", (0, 10), ("NIMA_InceptionV2_ava-b0c77c00.pth",), full_checkpoint=True,
     description="NIMA (Talebi & Milanfar, IEEE TIP 2018), Inception-ResNet-v2, AVA")
 _nr("nima-vgg16-ava", (0, 10), ("NIMA_VGG16_ava-dc4e8265.pth",), full_checkpoint=True,
@@ -228,15 +240,15 @@ _nr("musiq", (0, 100), ("musiq_koniq_ckpt-e95806b9.pth",),
 _nr("musiq-ava", (1, 10), ("musiq_ava_ckpt-e8d3f067.pth",), description="MUSIQ, AVA")
 _nr("musiq-paq2piq", (0, 100), ("musiq_paq2piq_ckpt-364c0c84.pth",), description="MUSIQ, PaQ-2-PiQ")
 _nr("musiq-spaq", (0, 100), ("musiq_spaq_ckpt-358bb6af.pth",), description="MUSIQ, SPAQ")
-_nr("maniqa", (0, 1), ("ckpt_koniq10k.pt",), min_side=224, heavy=True, full_checkpoint=True,
-    description="MANIQA (Yang et al., CVPRW 2022), KonIQ-10k")
-_nr("maniqa-kadid", (0, 1), ("ckpt_kadid10k.pt",), min_side=224, heavy=True, full_checkpoint=True,
+_nr("maniqa", (0, 1), ("ckpt_koniq10k.pt",), heavy=True, needs_gpu=True, full_checkpoint=True,
+    description="MANIQA (Yang et al., CVPRW 2022), ViT-B/8, KonIQ-10k; 20 crops of 224x224")
+_nr("maniqa-kadid", (0, 1), ("ckpt_kadid10k.pt",), heavy=True, needs_gpu=True, full_checkpoint=True,
     description="MANIQA, KADID-10k")
-_nr("maniqa-pipal", (0, 1), ("MANIQA_PIPAL-ae6d356b.pth",), min_side=224, heavy=True, full_checkpoint=True,
+_nr("maniqa-pipal", (0, 1), ("MANIQA_PIPAL-ae6d356b.pth",), heavy=True, needs_gpu=True, full_checkpoint=True,
     description="MANIQA, PIPAL")
-_nr("tres", (0, 100), ("tres_koniq-f0502926.pth",), min_side=224, full_checkpoint=True,
+_nr("tres", (0, 100), ("tres_koniq-f0502926.pth",), heavy=True, needs_gpu=True, full_checkpoint=True,
     description="TReS (Golestaneh et al., WACV 2022), KonIQ-10k")
-_nr("tres-flive", (0, 100), ("tres_flive-09b0de5b.pth",), min_side=224, full_checkpoint=True,
+_nr("tres-flive", (0, 100), ("tres_flive-09b0de5b.pth",), heavy=True, needs_gpu=True, full_checkpoint=True,
     description="TReS, FLIVE")
 _nr("topiq_nr", (0, 1), ("cfanet_nr_koniq_res50-9a73138b.pth",), full_checkpoint=True,
     description="TOPIQ-NR (Chen et al., IEEE TIP 2024), ResNet-50, KonIQ-10k")
@@ -244,16 +256,18 @@ _nr("topiq_nr-flive", (0, 1), ("cfanet_nr_flive_res50-ded1c74e.pth",), full_chec
     description="TOPIQ-NR, FLIVE")
 _nr("topiq_nr-spaq", (0, 1), ("cfanet_nr_spaq_res50-a7f799ac.pth",), full_checkpoint=True,
     description="TOPIQ-NR, SPAQ")
-_nr("topiq_nr-face", (0, 1), ("topiq_nr_cgfiqa_res50-0a8b8e4f.pth",), full_checkpoint=True, per_image=True,
-    description="TOPIQ-NR for faces (CGFIQA), ResNet-50; aligns faces with facexlib")
-_nr("topiq_nr-face-v1", (0, 1), ("topiq_nr_gfiqa_res50-d76bf1ae.pth",), full_checkpoint=True, per_image=True,
-    description="TOPIQ-NR for faces (GFIQA), ResNet-50")
-_nr("topiq_nr_swin-face", (0, 1), ("topiq_nr_gfiqa_swin-7bb80a60.pth",), heavy=True, full_checkpoint=True,
-    per_image=True, description="TOPIQ-NR for faces, Swin-B")
 _nr("topiq_iaa", (1, 10), ("cfanet_iaa_ava_swin-393b41b4.pth",), heavy=True, full_checkpoint=True,
     description="TOPIQ aesthetics, Swin-B, AVA")
 _nr("topiq_iaa_res50", (1, 10), ("cfanet_iaa_ava_res50-3cd62bb3.pth",), full_checkpoint=True,
     description="TOPIQ aesthetics, ResNet-50, AVA")
+# Face variants align faces with facexlib (numpy, one image at a time): no input gradient.
+_FACEXLIB = ("detection_Resnet50_Final.pth", "parsing_parsenet.pth")
+_nr("topiq_nr-face", (0, 1), ("topiq_nr_cgfiqa_res50-0a8b8e4f.pth", *_FACEXLIB), differentiable=False,
+    full_checkpoint=True, per_image=True, description="TOPIQ-NR for faces (CGFIQA), ResNet-50")
+_nr("topiq_nr-face-v1", (0, 1), ("topiq_nr_gfiqa_res50-d76bf1ae.pth", *_FACEXLIB), differentiable=False,
+    full_checkpoint=True, per_image=True, description="TOPIQ-NR for faces (GFIQA), ResNet-50")
+_nr("topiq_nr_swin-face", (0, 1), ("topiq_nr_gfiqa_swin-7bb80a60.pth", *_FACEXLIB), differentiable=False,
+    heavy=True, full_checkpoint=True, per_image=True, description="TOPIQ-NR for faces (CGFIQA), Swin-B")
 _nr("metaiqa", (0, 1), ("Metaiqa_livec.pth",), description="MetaIQA (Zhu et al., CVPR 2020), LIVE Challenge")
 _nr("unique", (-3, 3), ("UNIQUE.pt",), full_checkpoint=True,
     description="UNIQUE (Zhang et al., IEEE TIP 2021)")
@@ -266,7 +280,7 @@ for _ds, _file in [("live", "live"), ("csiq", "csiq"), ("tid", "tid2013"), ("kad
     _nr(f"arniqa-{_ds}", (0, 1), ("ARNIQA.pth", f"regressor_{_file}.pth"),
         description=f"ARNIQA, {_ds.upper()} regressor")
 
-# CLIP-based
+# -- CLIP-based (OpenAI CLIP files, cached in $TORCH_HOME/hub/clip)
 _nr("clipiqa", (0, 1), (_CLIP_RN50,), heavy=True, description="CLIP-IQA (Wang et al., AAAI 2023), RN50")
 _nr("clipiqa+", (0, 1), (_CLIP_RN50, "CLIP-IQA+_learned_prompts-603f3273.pth"), heavy=True,
     description="CLIP-IQA+ (learned prompts), RN50")
@@ -287,16 +301,19 @@ for _ds, _file in [("", "koniq"), ("-clive", "clive"), ("-flive", "flive"), ("-s
 _nr("maclip", (0, 1), (_CLIP_RN50,), heavy=True, needs_gpu=True,
     description="MA-CLIP (pyiqa); builds its CLIP model on CUDA")
 _nr("afine_nr", (-2, 2), (_CLIP_VITB32, "afine.pth"), lower_better=True, heavy=True,
-    description="A-FINE no-reference branch (Chen et al., CVPR 2025)")
-_nr("fgresq", (0, 1), ("FGResQ.pth", "FGResQ_Degradation.pth"), heavy=True,
-    description="FGResQ (fine-grained restoration quality), CLIP ViT backbone from Hugging Face")
+    description="A-FINE naturalness term (Chen et al., CVPR 2025)")
+_nr("fgresq", (0, 1), ("openai/clip-vit-base-patch16", "FGResQ.pth", "FGResQ_Degradation.pth"), heavy=True,
+    description="FGResQ (fine-grained restoration quality), CLIP ViT-B/16 from Hugging Face")
 
-# Multimodal large language models: multi-GB downloads, scored through PIL images (no gradient)
+# -- multimodal language models: multi-GB Hugging Face downloads, scored through PIL images (no
+#    gradient). Q-Align and Compare2Score also need the `icecream` package.
 for _name in ("qalign", "qalign_8bit", "qalign_4bit"):
-    _nr(_name, (1, 5), ("q-future/one-align",), differentiable=False, heavy=True, needs_gpu=True, per_image=True,
-        description="Q-Align (Wu et al., ICML 2024), mPLUG-Owl2 7B")
+    _nr(_name, (1, 5), ("q-future/one-align",), differentiable=False, heavy=True, needs_gpu=True,
+        per_image=True, description="Q-Align (Wu et al., ICML 2024), mPLUG-Owl2 7B")
 _nr("compare2score", (0, 100), ("q-future/Compare2Score",), differentiable=False, heavy=True, needs_gpu=True,
     per_image=True, description="Compare2Score (Zhu et al., NeurIPS 2024), mPLUG-Owl2 7B")
-for _name in ("qrealign", "qrealign-mini", "qrealign-lite", "qrealign-pro"):
-    _nr(_name, (0, 1), (), differentiable=False, heavy=True, needs_gpu=True,
-        description="Q-ReAlign (pyiqa), Qwen-based multimodal model")
+for _name, _repo in [("qrealign", "Mini-0.8B"), ("qrealign-mini", "Mini-0.8B"), ("qrealign-lite", "Lite-4B"),
+                     ("qrealign-pro", "Pro-9B")]:
+    _nr(_name, (0, 1), (f"q-future/Q-ReAlign-{_repo}",), differentiable=False, heavy=True, needs_gpu=True,
+        description=f"Q-ReAlign {_repo} (pyiqa), Qwen3.5-VL based")
+# fmt: on

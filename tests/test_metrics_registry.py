@@ -65,7 +65,7 @@ def test_declared_facts_of_well_known_metrics():
     assert get_spec("nima").bounds == (0.0, 10.0)
     assert get_spec("niqe").weight_files == ("niqe_modelparameters.mat",)
     assert "DBCNN_scnn-7ea73d75.pth" in get_spec("dbcnn").weight_files
-    assert get_spec("maniqa").min_side == 224
+    assert get_spec("maniqa").needs_gpu
     assert get_spec("maniqa").heavy
     assert get_spec("clipiqa").heavy
 
