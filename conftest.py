@@ -92,9 +92,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="apply this published perturbation (MSU .npy or CVIU .png) instead of training",
     )
-    g.addoption(
-        "--clamp-uap", action="store_true", help="clamp perturbed images to [0,1] (MSU code does not)"
-    )
+    g.addoption("--clamp-uap", action="store_true", help="clamp perturbed images to [0,1] (MSU code does not)")
     g.addoption(
         "--mlflow-uri",
         default=None,
@@ -102,9 +100,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     g.addoption("--experiment", default="iqa-robustness", help="MLflow experiment (default: iqa-robustness)")
     g.addoption("--no-mlflow", action="store_true", help="do not log to MLflow")
-    g.addoption(
-        "--results-dir", default="results", help="per-image CSVs, summary, artefacts (default: ./results)"
-    )
+    g.addoption("--results-dir", default="results", help="per-image CSVs, summary, artefacts (default: ./results)")
     g.addoption(
         "--baseline",
         default=None,

@@ -119,9 +119,7 @@ def create_attack(name: str, **hyperparameters: Any) -> Attack:
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = set(hyperparameters) - fields
     if unknown:
-        raise TypeError(
-            f"attack {cls.name!r} has no hyperparameter(s) {sorted(unknown)}; it has {sorted(fields)}"
-        )
+        raise TypeError(f"attack {cls.name!r} has no hyperparameter(s) {sorted(unknown)}; it has {sorted(fields)}")
     return cls(**hyperparameters)
 
 

@@ -39,6 +39,4 @@ class MIFGSM(Attack):
     nu: float = 1.0
 
     def run(self, metric: Metric, images: torch.Tensor) -> torch.Tensor:
-        return sign_steps_on_perturbation(
-            metric, images, eps=self.eps, alpha=self.alpha, iters=self.iters, nu=self.nu
-        )
+        return sign_steps_on_perturbation(metric, images, eps=self.eps, alpha=self.alpha, iters=self.iters, nu=self.nu)

@@ -53,22 +53,16 @@ class Baseline:
     def load(cls, path: str | Path) -> Baseline:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(
-                f"baseline file {path} not found; pass a CSV with columns {', '.join(_REQUIRED)}"
-            )
+            raise FileNotFoundError(f"baseline file {path} not found; pass a CSV with columns {', '.join(_REQUIRED)}")
         rows: list[Threshold] = []
         with path.open(newline="") as fh:
             reader = csv.DictReader(fh)
             missing = [c for c in _REQUIRED if c not in (reader.fieldnames or [])]
             if missing:
-                raise ValueError(
-                    f"{path}: baseline lacks column(s) {missing}; expected metric,attack,score,min,max"
-                )
+                raise ValueError(f"{path}: baseline lacks column(s) {missing}; expected metric,attack,score,min,max")
             for line, row in enumerate(reader, start=2):
                 try:
-                    low, high = (
-                        float(row[k]) if (row.get(k) or "").strip() else None for k in ("min", "max")
-                    )
+                    low, high = (float(row[k]) if (row.get(k) or "").strip() else None for k in ("min", "max"))
                 except ValueError as exc:
                     raise ValueError(f"{path}:{line}: min/max must be numbers or empty ({exc})") from None
                 rows.append(

@@ -160,9 +160,7 @@ def _open_file(path: Path) -> Image.Image:
     return Image.open(path)
 
 
-def _decode(
-    reader: Callable[..., Image.Image], arg: object, source: str, image_name: str, size: Size
-) -> torch.Tensor:
+def _decode(reader: Callable[..., Image.Image], arg: object, source: str, image_name: str, size: Size) -> torch.Tensor:
     try:
         with reader(arg) as image:
             tensor = image_to_tensor(image)
@@ -197,9 +195,7 @@ def _check_options(max_images: int | None, size: Size, on_error: str) -> None:
     _check_size(size)
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    if max_images is not None and (
-        isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1
-    ):
+    if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1):
         raise ValueError(f"max_images must be a positive int or None, got {max_images!r}")
 
 
@@ -428,9 +424,7 @@ def folder_dataset(
         except Exception as exc:  # Pillow raises a zoo of exception types for damaged files
             bad[image_name] = _reason(exc)
             continue
-        items.append(
-            ImageItem(image_name, str(path), path=path, size=size, native_size=native, _reader_arg=path)
-        )
+        items.append(ImageItem(image_name, str(path), path=path, size=size, native_size=native, _reader_arg=path))
 
     if bad:
         if on_error == "raise":
@@ -515,16 +509,12 @@ def _open_skimage(spec: tuple[str, int | None]) -> Image.Image:
     return Image.fromarray(np.asarray(array))
 
 
-def sample_dataset(
-    *, max_images: int | None = None, size: Size = None, on_error: OnError = "raise"
-) -> Dataset:
+def sample_dataset(*, max_images: int | None = None, size: Size = None, on_error: OnError = "raise") -> Dataset:
     """Eight real photographs bundled with scikit-image (astronaut, cat, coffee, Hubble deep field,
     immunohistochemistry, motorcycle stereo pair, rocket), 300x451 to 872x1000; read offline."""
     _check_options(max_images, size, on_error)
     items = tuple(
-        ImageItem(
-            name, f"skimage.data.{function}", size=size, _reader=_open_skimage, _reader_arg=(function, index)
-        )
+        ImageItem(name, f"skimage.data.{function}", size=size, _reader=_open_skimage, _reader_arg=(function, index))
         for name, function, index in sorted(_SAMPLE_IMAGES)
     )
     return Dataset(name="sample", items=items[:max_images], root=None, on_error=on_error)
@@ -600,9 +590,7 @@ class DatasetInfo:
 _REGISTRY: dict[str, DatasetInfo] = {}
 
 
-def register_dataset(
-    name: str, locate: Callable[[], Path], *, description: str = "", replace: bool = False
-) -> None:
+def register_dataset(name: str, locate: Callable[[], Path], *, description: str = "", replace: bool = False) -> None:
     """Register a named folder dataset.
 
     Args:
@@ -635,9 +623,7 @@ def _env_var_for(name: str) -> str:
     return "IQA_ROBUSTNESS_" + re.sub(r"[^0-9A-Za-z]+", "_", name).upper()
 
 
-_REGISTRY["sample"] = DatasetInfo(
-    "sample", "8 real photographs bundled with scikit-image (offline, no download)", None
-)
+_REGISTRY["sample"] = DatasetInfo("sample", "8 real photographs bundled with scikit-image (offline, no download)", None)
 register_dataset(
     "msu5",
     _SharedFolder("msu5", "data/msu/test_images"),
@@ -755,9 +741,7 @@ def uap_train_transform(img: torch.Tensor, *, antialias: bool = False) -> torch.
     side = UAP_TRAIN_SIDE
     if height < _UAP_CROP_MIN_SIDE or width < _UAP_CROP_MIN_SIDE:
         batch = img if img.ndim == 4 else img.unsqueeze(0)
-        out = F.interpolate(
-            batch, size=(side, side), mode="bilinear", align_corners=False, antialias=antialias
-        )
+        out = F.interpolate(batch, size=(side, side), mode="bilinear", align_corners=False, antialias=antialias)
         return out if img.ndim == 4 else out[0]
     top, left = (height - side) // 2, (width - side) // 2
     return img[..., top : top + side, left : left + side]

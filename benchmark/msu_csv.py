@@ -281,9 +281,7 @@ def collect_groups(
             attacked.append(float(row["attacked"]))
             pooled.append(label)
             is_universal.append(f.universal)
-            leaf.append(
-                universal_group_name(label, row["train_dataset"], row["amplitude"]) if f.universal else label
-            )
+            leaf.append(universal_group_name(label, row["train_dataset"], row["amplitude"]) if f.universal else label)
             ds = str(row["test_dataset"])
             dataset.append(dataset_aliases.get(ds, ds))
     c, a = np.asarray(clear, dtype=np.float64), np.asarray(attacked, dtype=np.float64)

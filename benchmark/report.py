@@ -115,9 +115,7 @@ def format_table(rows: list[dict[str, object]]) -> list[str]:
         flag = "  (random weights)" if r["weights_mode"] == "random" else ""
         flag += "  FAILED" if r["status"] == "failed" else ""
         dataset = Path(str(r["dataset"])).name[:10]
-        lines.append(
-            f"{r['metric']!s:<16.16} {r['attack']!s:<16.16} {dataset:<10} {r['n']!s:>4} {cells}{flag}"
-        )
+        lines.append(f"{r['metric']!s:<16.16} {r['attack']!s:<16.16} {dataset:<10} {r['n']!s:>4} {cells}{flag}")
     return lines
 
 

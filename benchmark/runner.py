@@ -153,9 +153,7 @@ class Suite:
         spec = get_spec(metric)
         key = (name, spec.kind)
         if key not in self._datasets:
-            self._datasets[key] = resolve_dataset(
-                name, max_images=self.config.max_images, size=self.config.image_size
-            )
+            self._datasets[key] = resolve_dataset(name, max_images=self.config.max_images, size=self.config.image_size)
         return self._datasets[key]
 
     def _batches(self, dataset: Dataset) -> Iterable[tuple[list[str], torch.Tensor]]:
@@ -263,9 +261,7 @@ class Suite:
             "max_images": self.config.max_images,
         }
         if attack.universal:
-            params.update(
-                amplitude=case.amplitude, train_dataset=case.train_dataset, clamp=self.config.clamp_uap
-            )
+            params.update(amplitude=case.amplitude, train_dataset=case.train_dataset, clamp=self.config.clamp_uap)
         result = CaseResult(
             case_id=case.id,
             metric=case.metric,

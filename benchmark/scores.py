@@ -238,9 +238,7 @@ def _as_hwc_batch(images: Any, name: str) -> np.ndarray:
     if arr.ndim == 3:
         arr = arr[None]
     if arr.ndim != 4 or arr.shape[1] != 3:
-        raise ValueError(
-            f"{name}: expected an (N, 3, H, W) RGB batch (or one (3, H, W) image), got shape {arr.shape}"
-        )
+        raise ValueError(f"{name}: expected an (N, 3, H, W) RGB batch (or one (3, H, W) image), got shape {arr.shape}")
     return arr.transpose(0, 2, 3, 1)
 
 

@@ -417,9 +417,7 @@ def _no_url_printing() -> Iterator[None]:
 
 
 def _log_case(client: MlflowClient, experiment_id: str, parent_id: str, result: CaseResult, tmp: Path) -> str:
-    run = client.create_run(
-        experiment_id, run_name=result.case_id, tags={PARENT_TAG: parent_id, **case_tags(result)}
-    )
+    run = client.create_run(experiment_id, run_name=result.case_id, tags={PARENT_TAG: parent_id, **case_tags(result)})
     run_id = run.info.run_id
     _log_batch(client, run_id, metrics=case_metrics(result), params=case_params(result))
     folder = tmp / re.sub(r"[^\w.-]+", "_", result.case_id)
@@ -519,9 +517,7 @@ def log_session(
         )
         log.error("%s", message)
         raise TrackingError(message) from exc
-    where = (
-        f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{parent_id}" if uri.startswith("http") else uri
-    )
+    where = f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{parent_id}" if uri.startswith("http") else uri
     log.info(
         "MLflow: %d case runs under session run %s (experiment %r): %s",
         len(results),
@@ -567,9 +563,7 @@ def _experiment_id(client: MlflowClient, experiment: str, uri: str) -> str:
     return exp.experiment_id
 
 
-def _search(
-    client: MlflowClient, experiment_id: str, filter_string: str, max_results: int | None = None
-) -> list[Run]:
+def _search(client: MlflowClient, experiment_id: str, filter_string: str, max_results: int | None = None) -> list[Run]:
     runs: list[Run] = []
     token = None
     while True:
@@ -638,9 +632,7 @@ def load_session_cases(client: MlflowClient, session: Run) -> list[LoggedCase]:
                 metric=params.get("metric", ""),
                 attack=params.get("attack", ""),
                 dataset=params.get("dataset", ""),
-                train_dataset=""
-                if params.get("train_dataset") in (None, "None")
-                else params["train_dataset"],
+                train_dataset="" if params.get("train_dataset") in (None, "None") else params["train_dataset"],
                 amplitude="" if amplitude in (None, "None") else amplitude,
                 status=tags.get("status", ""),
                 weights_mode=tags.get("weights_mode", ""),
@@ -654,9 +646,7 @@ def load_session_cases(client: MlflowClient, session: Run) -> list[LoggedCase]:
 def describe_session(run: Run) -> str:
     """``<run id> (commit abc12345, branch main, 2026-01-31 12:00 UTC)`` for headers and messages."""
     tags = run.data.tags
-    started = _dt.datetime.fromtimestamp(run.info.start_time / 1000, _dt.timezone.utc).strftime(
-        "%Y-%m-%d %H:%M"
-    )
+    started = _dt.datetime.fromtimestamp(run.info.start_time / 1000, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
     parts = [f"commit {tags[TAG_COMMIT][:8]}" if TAG_COMMIT in tags else "no commit"]
     if TAG_BRANCH in tags:
         parts.append(f"branch {tags[TAG_BRANCH]}")

@@ -150,9 +150,7 @@ def iter_frames(
     elif path.is_file():
         frames = _frames_from_file(path, size, keep)
     else:
-        raise FileNotFoundError(
-            f"clip {path} not found: pass a folder of frames or a video file (y4m, mp4, ...)"
-        )
+        raise FileNotFoundError(f"clip {path} not found: pass a folder of frames or a video file (y4m, mp4, ...)")
     for kept, frame in enumerate(frames, start=1):
         yield frame
         if max_frames is not None and kept >= max_frames:
@@ -375,8 +373,7 @@ def attack_clip(
     _check_video_metric(metric)
     if attack.universal:
         raise ValueError(
-            f"{attack.name} is a universal attack: train it with fit(), "
-            "then apply it to the clip with universal_clip()"
+            f"{attack.name} is a universal attack: train it with fit(), then apply it to the clip with universal_clip()"
         )
     clip = clip.to(metric.device)
     with torch.no_grad():

@@ -37,9 +37,7 @@ def google_drive_url(file_id: str) -> str:
     return f"https://drive.usercontent.google.com/download?id={file_id}&export=download&confirm=t"
 
 
-def resolve_release_file(
-    filename: str, weights_dir: str | Path | None, urls: Iterable[str], release_page: str
-) -> Path:
+def resolve_release_file(filename: str, weights_dir: str | Path | None, urls: Iterable[str], release_page: str) -> Path:
     """:func:`metrics.weights.resolve_weight_file`, with the original release page in the error message."""
     try:
         return resolve_weight_file(filename, weights_dir, urls=urls)
@@ -67,9 +65,7 @@ def load_release_checkpoint(path: str | Path, release_page: str) -> Any:
     path = Path(path)
     by_hand = f"Delete it, download the file by hand from {release_page} and put it in the same folder."
     if _looks_like_html(path):
-        raise ValueError(
-            f"{path} is an HTML page, not a checkpoint: the download was redirected or blocked. {by_hand}"
-        )
+        raise ValueError(f"{path} is an HTML page, not a checkpoint: the download was redirected or blocked. {by_hand}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except RuntimeError as exc:  # torch's reader reports a foreign or truncated archive this way
@@ -95,8 +91,7 @@ def state_dict_from(checkpoint: Any, key: str | None, path: str | Path) -> Mappi
     if not isinstance(checkpoint, Mapping) or not all(torch.is_tensor(v) for v in checkpoint.values()):
         where = f"under {key!r} " if key is not None else ""
         raise ValueError(
-            f"{path} does not hold a state dict {where}as the original release does; "
-            "check that it is the right file"
+            f"{path} does not hold a state dict {where}as the original release does; check that it is the right file"
         )
     return checkpoint
 

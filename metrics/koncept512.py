@@ -109,9 +109,7 @@ class KonCept512(Metric):
             map must pool to 1x1: each side between 299 and 554 px works.
     """
 
-    def __init__(
-        self, spec: MetricSpec, net: KonCept512Net, input_size: tuple[int, int] = INPUT_SIZE
-    ) -> None:
+    def __init__(self, spec: MetricSpec, net: KonCept512Net, input_size: tuple[int, int] = INPUT_SIZE) -> None:
         super().__init__(spec)
         self.net = net
         self.input_size = input_size
@@ -134,9 +132,7 @@ def load_koncept512(path: str | Path) -> KonCept512Net:
 
 
 @metric(SPEC)
-def build_koncept512(
-    spec: MetricSpec, device: torch.device, weights_dir: Path | None, random: bool
-) -> Metric:
+def build_koncept512(spec: MetricSpec, device: torch.device, weights_dir: Path | None, random: bool) -> Metric:
     """Random mode: random InceptionResNet-v2 and head (timm ``pretrained=False``), no download."""
     if random:
         return KonCept512(spec, KonCept512Net().eval())

@@ -69,9 +69,7 @@ def get_spec(name: str) -> MetricSpec:
     return _REGISTRY[_canonical(name)].spec
 
 
-def select_names(
-    patterns: str | Iterable[str] | None, names: list[str], canonical: Callable[[str], str]
-) -> list[str]:
+def select_names(patterns: str | Iterable[str] | None, names: list[str], canonical: Callable[[str], str]) -> list[str]:
     """Expand ``all``, globs and comma lists against ``names``; exact names go through ``canonical``."""
     if patterns is None:
         return names

@@ -42,9 +42,7 @@ class _ReductionANN(nn.Module):
     The released model uses one layer, so ``fc`` is stored in the file but unused.
     """
 
-    def __init__(
-        self, input_size: int = FEATURE_DIM, reduced_size: int = 128, n_layers: int = 1, dropout: float = 0.5
-    ):
+    def __init__(self, input_size: int = FEATURE_DIM, reduced_size: int = 128, n_layers: int = 1, dropout: float = 0.5):
         super().__init__()
         self.n_layers = n_layers
         self.fc0 = nn.Linear(input_size, reduced_size)

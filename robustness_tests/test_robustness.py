@@ -55,9 +55,7 @@ def test_image_specific_attack(image_case, suite, case_results_dir, baseline):
     budget = LINF_BUDGET_PARAM.get(image_case.attack)
     if budget is not None:
         eps = result.params[budget]
-        assert result.scores["max_linf"] <= eps + 1e-5, (
-            f"L-inf {result.scores['max_linf']:.5f} > eps {eps:.5f}"
-        )
+        assert result.scores["max_linf"] <= eps + 1e-5, f"L-inf {result.scores['max_linf']:.5f} > eps {eps:.5f}"
     assert not violations, "less robust than the baseline: " + "; ".join(violations)
 
 

@@ -122,9 +122,7 @@ def test_attack_leaves_its_input_untouched(attack_name: str, tiny: TinyNet, imag
     assert torch.equal(images, before)
 
 
-def test_a_batch_gives_the_same_images_as_one_at_a_time(
-    attack_name: str, tiny: TinyNet, images: torch.Tensor
-) -> None:
+def test_a_batch_gives_the_same_images_as_one_at_a_time(attack_name: str, tiny: TinyNet, images: torch.Tensor) -> None:
     attack = create_attack(attack_name)
     together = attack(tiny, images)
     alone = torch.cat([attack(tiny, images[i : i + 1]) for i in range(len(images))])
@@ -221,9 +219,7 @@ def test_madc_projection_is_orthogonal_per_image() -> None:
     torch.testing.assert_close(projected[1], g[1])
 
 
-def test_madc_keeps_rmse_within_eps_when_the_pull_back_has_to_act(
-    tiny: TinyNet, images: torch.Tensor
-) -> None:
+def test_madc_keeps_rmse_within_eps_when_the_pull_back_has_to_act(tiny: TinyNet, images: torch.Tensor) -> None:
     eps = 0.001  # below what 8 steps of 0.001 reach, so the pull-back runs
     free = create_attack("madc", eps=1.0)(tiny, images)
     held = create_attack("madc", eps=eps)(tiny, images)

@@ -215,11 +215,31 @@ def test_missing_file_exits_2(capsys, tmp_path):
     assert "absent_toy_test.csv" in err
 
 
-def test_files_of_different_metrics_are_refused(capsys, tmp_path, files):
-    other = write_msu_csv(tmp_path / "ifgsm_other_test.csv", image_rows(IFGSM))
-    code, _, err = run_cli(capsys, files[0], other)
+def test_files_of_several_metrics_are_scored_per_metric(capsys, tmp_path, files):
+    other = write_msu_csv(tmp_path / "ifgsm_toy-lower_test.csv", image_rows(IFGSM))
+    results = score_json(capsys, files[0], other, files[1])
+    assert [(r["metric"], r["lower_better"]) for r in results] == [("toy", False), (LOWER_BETTER_METRIC, True)]
+    assert [g["group"] for g in results[1]["groups"]] == ["ifgsm"]
+    assert len(results[0]["groups"]) == 9
+    # the lower-is-better metric's gains are oriented: the attack raised raw values, so it lost quality
+    assert results[1]["groups"][0]["abs_gain"] == pytest.approx(-results[0]["groups"][0]["abs_gain"])
+
+    code, out, _ = run_cli(capsys, files[0], other, "--format", "csv")
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [(r["metric"], r["group"]) for r in rows] == [("toy", "ifgsm"), (LOWER_BETTER_METRIC, "ifgsm")]
+
+    code, out, _ = run_cli(capsys, files[0], other)
+    assert code == 0
+    assert out.count("raw scores are better") == 2
+
+
+def test_a_file_of_unknown_metric_among_named_ones_is_refused(capsys, tmp_path, files):
+    unnamed = write_msu_csv(tmp_path / "results.csv", image_rows(IFGSM))
+    code, _, err = run_cli(capsys, files[0], unnamed)
     assert code == 2
-    assert "different metrics" in err
+    assert "results.csv" in err
+    assert "--metric" in err
 
 
 def test_shared_maniqa_results_score_as_the_benchmark_reports(capsys, shared_dir):

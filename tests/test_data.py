@@ -298,9 +298,7 @@ def test_a_named_dataset_that_is_not_set_up_says_how_to_provide_it(monkeypatch: 
         resolve_dataset("nips2017")
 
 
-def test_any_folder_under_the_data_root_opens_by_its_name(
-    mixed_folder: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_any_folder_under_the_data_root_opens_by_its_name(mixed_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IQA_ROBUSTNESS_DATA", str(mixed_folder.parent))
     dataset = resolve_dataset(mixed_folder.name)
     assert len(dataset) == 8

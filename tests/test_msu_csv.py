@@ -155,9 +155,7 @@ def test_scores_of_every_group_agree_with_the_benchmark(our_scores, group):
     ("dataset", "group"), [(d, g) for d, groups in reference()["by_dataset"].items() for g in sorted(groups)]
 )
 def test_scores_split_by_dataset_agree_with_the_benchmark(our_scores_by_dataset, dataset, group):
-    assert_matches_benchmark(
-        our_scores_by_dataset[(dataset, group)], reference()["by_dataset"][dataset][group]
-    )
+    assert_matches_benchmark(our_scores_by_dataset[(dataset, group)], reference()["by_dataset"][dataset][group])
 
 
 def test_classic_relative_gain_agrees_with_the_benchmark(msu_results):

@@ -153,9 +153,7 @@ def _image_gradient(metric: Metric, hw: tuple[int, int], batch: int = 1) -> tupl
         ("spaq", None, "BL_release.pt"),
     ],
 )
-def test_spec_declares_the_original_facts(
-    name: str, fixed_size: tuple[int, int] | None, weight_file: str
-) -> None:
+def test_spec_declares_the_original_facts(name: str, fixed_size: tuple[int, int] | None, weight_file: str) -> None:
     spec = get_spec(name)
     assert spec.kind == "nr-image"
     assert spec.lower_better is False
@@ -176,9 +174,7 @@ def test_each_metric_publishes_download_urls_for_its_release(name: str) -> None:
 
 # -- random mode: builds offline, differentiable end to end --------------------------------------
 @pytest.mark.parametrize("name", [pytest.param(n, marks=CASES[n].native_marks) for n in NAMES])
-def test_random_mode_backpropagates_at_the_native_input_size(
-    name: str, random_metrics: dict[str, Metric]
-) -> None:
+def test_random_mode_backpropagates_at_the_native_input_size(name: str, random_metrics: dict[str, Metric]) -> None:
     metric = random_metrics[name]
     assert metric.is_random
     scores, grad = _image_gradient(metric, CASES[name].native_hw)
@@ -227,9 +223,7 @@ def test_missing_weights_offline_raise_an_error_naming_the_file(
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_network_has_the_key_layout_of_the_original_release(
-    name: str, random_metrics: dict[str, Metric]
-) -> None:
+def test_network_has_the_key_layout_of_the_original_release(name: str, random_metrics: dict[str, Metric]) -> None:
     case = CASES[name]
     state = random_metrics[name].net.state_dict()
     assert len(state) == case.n_keys

@@ -199,9 +199,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     env = {**_env_without_mlflow(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     log_path = root / "server.log"
     with log_path.open("w") as log_file:
-        proc = subprocess.Popen(
-            command, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
+        proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
     def stop() -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -225,9 +223,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
             pass
         if time.monotonic() > deadline:
             stop()
-            pytest.fail(
-                f"mlflow server did not answer on {uri} within 120 s:\n{log_path.read_text()[-3000:]}"
-            )
+            pytest.fail(f"mlflow server did not answer on {uri} within 120 s:\n{log_path.read_text()[-3000:]}")
         time.sleep(0.25)
     yield SimpleNamespace(uri=uri, root=root)
     stop()
@@ -324,9 +320,7 @@ def test_session_tags_record_the_checkout_commit(monkeypatch):
 
 
 def test_long_parameter_values_are_cut_and_odd_keys_cleaned():
-    result = CaseResult(
-        "c", "m", "a", "d", params={"note": "y" * 5000, "weird key!": 1, "nested": {"k": [1, 2]}}
-    )
+    result = CaseResult("c", "m", "a", "d", params={"note": "y" * 5000, "weird key!": 1, "nested": {"k": [1, 2]}})
     params = case_params(result)
     assert len(params["note"]) == PARAM_VALUE_LIMIT
     assert params["note"].endswith("...")
@@ -458,9 +452,7 @@ def test_compare_reports_exactly_the_differences_between_two_sessions(logged, tm
         for score in COMPARED:
             assert row[f"{score}_a"] == pytest.approx(_expected(a, score), rel=1e-12)
             assert row[f"{score}_b"] == pytest.approx(_expected(b, score), rel=1e-12)
-            assert row[f"{score}_delta"] == pytest.approx(
-                _expected(b, score) - _expected(a, score), abs=1e-12
-            )
+            assert row[f"{score}_delta"] == pytest.approx(_expected(b, score) - _expected(a, score), abs=1e-12)
     only_a = [r for r in rows if r["present"] == "A only"]
     assert [r["dataset"] for r in only_a] == ["random-set"]
     assert only_a[0]["robustness_score_delta"] is None
@@ -477,9 +469,7 @@ def test_compare_table_names_both_sessions_and_signs_the_deltas(logged, tmp_path
     assert status == 0
     assert f"A = {logged.id_a}" in out
     assert f"B = {logged.id_b}" in out
-    line = next(
-        ln for ln in out.splitlines() if ln.startswith("fragile") and " uap " in ln and "norm_abs_gain" in ln
-    )
+    line = next(ln for ln in out.splitlines() if ln.startswith("fragile") and " uap " in ln and "norm_abs_gain" in ln)
     assert line.split()[-1].startswith("+")  # B's attacks are stronger: the gain grew
 
 

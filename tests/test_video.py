@@ -104,9 +104,7 @@ def test_pretrained_build_takes_the_head_from_the_weights_folder(
 ) -> None:
     _offline(monkeypatch)
     shutil.copy2(original_weights / "VSFA.pt", tmp_path / "VSFA.pt")
-    torch.save(
-        resnet50(weights=None).state_dict(), tmp_path / RESNET50_FILE
-    )  # a stand-in with the right keys
+    torch.save(resnet50(weights=None).state_dict(), tmp_path / RESNET50_FILE)  # a stand-in with the right keys
     metric = create_metric("vsfa", weights=tmp_path)
     assert not metric.is_random
     assert torch.equal(metric.head.q.bias, load_vsfa_head(original_weights / "VSFA.pt").q.bias)
@@ -206,13 +204,9 @@ def test_ifgsm_attacks_every_frame_against_the_clip_score(random_metrics: dict, 
     assert result.row()["image_name"] == "synthetic"
 
 
-def test_a_universal_delta_is_added_to_every_frame_without_flicker(
-    random_metrics: dict, clip: torch.Tensor
-) -> None:
+def test_a_universal_delta_is_added_to_every_frame_without_flicker(random_metrics: dict, clip: torch.Tensor) -> None:
     delta = 0.1 * (2 * torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(3)) - 1)
-    attacked, result = universal_clip(
-        random_metrics["mdtvsfa"], clip, delta, amplitude=0.4, train_dataset="noise"
-    )
+    attacked, result = universal_clip(random_metrics["mdtvsfa"], clip, delta, amplitude=0.4, train_dataset="noise")
     change = attacked - clip
     assert torch.allclose(change, change[:1].expand_as(change), atol=1e-6)
     assert torch.allclose(change[0, :, :24, :24], 0.4 * delta[0], atol=1e-6)
@@ -287,9 +281,7 @@ def _write_video(path: Path, fmt: str, codec: str, colours: list[tuple[int, int,
 COLOURS = [(200, 40 + 20 * i, 100) for i in range(6)]
 
 
-@pytest.mark.parametrize(
-    ("suffix", "fmt", "codec"), [(".y4m", "yuv4mpegpipe", "rawvideo"), (".mp4", "mp4", "mpeg4")]
-)
+@pytest.mark.parametrize(("suffix", "fmt", "codec"), [(".y4m", "yuv4mpegpipe", "rawvideo"), (".mp4", "mp4", "mpeg4")])
 def test_a_video_file_decodes_to_rgb_frames(tmp_path: Path, suffix: str, fmt: str, codec: str) -> None:
     path = tmp_path / f"clip{suffix}"
     _write_video(path, fmt, codec, COLOURS)

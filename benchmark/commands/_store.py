@@ -15,14 +15,11 @@ from ..cli import CommandError
 
 def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     """``--experiment`` and ``--tracking-uri``, with the defaults the pytest plugin logs to."""
-    parser.add_argument(
-        "--experiment", default="iqa-robustness", help="MLflow experiment (default: iqa-robustness)"
-    )
+    parser.add_argument("--experiment", default="iqa-robustness", help="MLflow experiment (default: iqa-robustness)")
     parser.add_argument(
         "--tracking-uri",
         default=None,
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the current "
-        "folder)",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the current folder)",
     )
 
 
@@ -54,8 +51,7 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Se
 
     def line(cells: Sequence[str]) -> str:
         return "  ".join(
-            f"{c!s:>{w}}" if i in right else f"{c!s:<{w}}"
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            f"{c!s:>{w}}" if i in right else f"{c!s:<{w}}" for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         ).rstrip()
 
     out = [line(header)]

@@ -38,9 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("a", metavar="A", help="session run id, git commit (prefix), 'latest' or 'previous'")
     p.add_argument("b", metavar="B", help="the same kinds of reference; deltas are B - A")
     add_store_arguments(p)
-    p.add_argument(
-        "--out", type=Path, default=Path("results/compare"), help="CSV folder (default: results/compare)"
-    )
+    p.add_argument("--out", type=Path, default=Path("results/compare"), help="CSV folder (default: results/compare)")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table", help="printed format")
     p.set_defaults(func=run)
 

@@ -1,8 +1,9 @@
 """``iqa-robustness score FILE.csv...``: robustness scores of MSU per-image result CSVs.
 
 Scores as the MSU Metrics Robustness Benchmark (Antsiferova et al., AAAI 2024) computes them,
-one row per group: each attack, each universal attack x training set x amplitude, and the
-aggregates ``all``, ``iterative`` and ``uap`` (see :mod:`benchmark.msu_csv`).
+for each metric the file names state (``<attack>_<metric>_test.csv``), one row per group: each
+attack, each universal attack x training set x amplitude, and the aggregates ``all``,
+``iterative`` and ``uap`` (see :mod:`benchmark.msu_csv`).
 """
 
 from __future__ import annotations
@@ -63,22 +64,27 @@ def resolve_lower_better(flag: bool | None, metric: str | None) -> bool:
         return bool(get_spec(metric).lower_better)
     except (KeyError, ValueError):
         log.warning(
-            "metric %r is not registered; treating higher scores as better (pass --lower-better if lower "
-            "is better)",
+            "metric %r is not registered; treating higher scores as better (pass --lower-better if lower is better)",
             metric,
         )
         return False
 
 
-def _metric_name(files: Sequence[Any], given: str | None) -> str | None:
+def split_by_metric(files: Sequence[Any], given: str | None) -> list[tuple[str | None, list[Any]]]:
+    """The files grouped by the metric their names state, in name order; ``given`` names them all."""
     if given:
-        return given
-    names = sorted({f.metric for f in files if f.metric})
-    if len(names) > 1:
+        return [(given, list(files))]
+    by_metric: dict[str | None, list[Any]] = {}
+    for f in files:
+        by_metric.setdefault(f.metric, []).append(f)
+    named = sorted(name for name in by_metric if name)
+    if None in by_metric and named:
+        unnamed = ", ".join(str(f.path) for f in by_metric[None])
         raise ValueError(
-            f"the files hold results of different metrics ({', '.join(names)}); score one metric at a time"
+            f"cannot tell which metric {unnamed} belongs to (files of {', '.join(named)} are also given); "
+            "name files <attack>_<metric>_test.csv or score them separately with --metric"
         )
-    return names[0] if names else None
+    return [(name, by_metric[name]) for name in named] or [(None, list(files))]
 
 
 def columns_of(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -112,8 +118,7 @@ def format_table(rows: Sequence[dict[str, Any]], caption: str = "") -> str:
 
     def line(cells: Sequence[str]) -> str:
         return "  ".join(
-            c.ljust(w) if i < n_left else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            c.ljust(w) if i < n_left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         ).rstrip()
 
     lines = [caption] if caption else []
@@ -132,13 +137,22 @@ def format_csv(rows: Sequence[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
+def format_csv_by_metric(parts: Sequence[tuple[str | None, bool, Sequence[dict[str, Any]]]]) -> str:
+    """CSV of several metrics' groups: the columns of :func:`format_csv` after a ``metric`` column."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    cols = columns_of(parts[0][2])
+    writer.writerow(["metric", *cols])
+    for metric, _, rows in parts:
+        for r in rows:
+            writer.writerow([metric or "", *(repr(r[c]) if isinstance(r[c], float) else r[c] for c in cols)])
+    return buf.getvalue()
+
+
 def format_json(rows: Sequence[dict[str, Any]], metric: str | None, lower_better: bool) -> str:
     """``{"metric", "lower_better", "groups": [...]}``; undefined numbers are ``null``."""
     cols = columns_of(rows)
-    clean = [
-        {c: (None if isinstance(r[c], float) and not math.isfinite(r[c]) else r[c]) for c in cols}
-        for r in rows
-    ]
+    clean = [{c: (None if isinstance(r[c], float) and not math.isfinite(r[c]) else r[c]) for c in cols} for r in rows]
     return json.dumps({"metric": metric, "lower_better": lower_better, "groups": clean}, indent=1) + "\n"
 
 
@@ -146,19 +160,25 @@ def run(args: argparse.Namespace) -> int:
     from benchmark.msu_csv import collect_groups, read_msu_csv, score_groups
 
     files = [read_msu_csv(path) for path in args.files]
-    metric = _metric_name(files, args.metric)
-    lower_better = resolve_lower_better(args.lower_better, metric)
-    rows = score_groups(collect_groups(files, by_dataset=args.by == "dataset"), lower_better=lower_better)
+    parts: list[tuple[str | None, bool, list[dict[str, Any]]]] = []
+    for metric, metric_files in split_by_metric(files, args.metric):
+        lower_better = resolve_lower_better(args.lower_better, metric)
+        groups = collect_groups(metric_files, by_dataset=args.by == "dataset")
+        parts.append((metric, lower_better, score_groups(groups, lower_better=lower_better)))
     if args.format == "json":
-        out = format_json(rows, metric, lower_better)
+        objects = [json.loads(format_json(rows, metric, lb)) for metric, lb, rows in parts]
+        out = json.dumps(objects[0] if len(objects) == 1 else objects, indent=1) + "\n"
     elif args.format == "csv":
-        out = format_csv(rows)
+        out = format_csv(parts[0][2]) if len(parts) == 1 else format_csv_by_metric(parts)
     else:
-        direction = "lower" if lower_better else "higher"
-        caption = (
-            f"{metric or 'metric'}: {direction} raw scores are better; "
-            "± is the half-width of the 95% Student-t interval"
-        )
-        out = format_table(rows, caption)
+        tables = []
+        for metric, lower_better, rows in parts:
+            direction = "lower" if lower_better else "higher"
+            caption = (
+                f"{metric or 'metric'}: {direction} raw scores are better; "
+                "± is the half-width of the 95% Student-t interval"
+            )
+            tables.append(format_table(rows, caption))
+        out = "\n".join(tables)
     sys.stdout.write(out)
     return 0

@@ -66,9 +66,7 @@ def dump(ref: dict) -> str:
         return ",\n".join(f"{pad}{json.dumps(k)}: {json.dumps(v)}" for k, v in recs.items())
 
     head = ",\n".join(f" {json.dumps(k)}: {json.dumps(ref[k])}" for k in ("_comment", "commit", "metric"))
-    by_ds = ",\n".join(
-        f"  {json.dumps(ds)}: {{\n{groups(g, '   ')}\n  }}" for ds, g in ref["by_dataset"].items()
-    )
+    by_ds = ",\n".join(f"  {json.dumps(ds)}: {{\n{groups(g, '   ')}\n  }}" for ds, g in ref["by_dataset"].items())
     body = groups(ref["groups"], "  ")
     return f'{{\n{head},\n "groups": {{\n{body}\n }},\n "by_dataset": {{\n{by_ds}\n }}\n}}\n'
 
@@ -86,9 +84,7 @@ def main(checkout: Path, shared: Path) -> None:
         df = ns["collect_results"](tmp, {"name": "maniqa"})
 
     def evaluate(frame: pd.DataFrame, attacks: list[str]) -> dict:
-        res = ns["evaluate_robustness"](
-            frame, attacks=attacks, metrics=["maniqa"], raw_values=True, methods=methods
-        )
+        res = ns["evaluate_robustness"](frame, attacks=attacks, metrics=["maniqa"], raw_values=True, methods=methods)
         is_uap = frame.attack.str.contains("uap", regex=False)
         sizes = {"all": len(frame), "iterative": int((~is_uap).sum()), "uap": int(is_uap.sum())}
         out = {}
