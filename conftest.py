@@ -32,6 +32,7 @@ MARKERS = {
 }
 STASH_SUITE = pytest.StashKey["object"]()
 STASH_SESSION = pytest.StashKey[str]()
+STASH_EMPTY_GRIDS = pytest.StashKey[set]()  # node ids of grid tests that got no case
 
 log = logging.getLogger("iqa_robustness")
 
@@ -185,7 +186,25 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if not opt("--random-weights"):
             marks.append(pytest.mark.weights)
         params.append(pytest.param(case, id=case.id, marks=marks))
+    if not params:
+        metafunc.config.stash.setdefault(STASH_EMPTY_GRIDS, set()).add(metafunc.definition.nodeid)
     metafunc.parametrize(fixture, params)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Drop the placeholder pytest makes for a test whose grid is empty under the options given.
+
+    ``--attack ifgsm`` selects no universal case; pytest would report the universal test as
+    skipped ("got empty parameter set"). It is deselected instead, so the summary counts cases only.
+    """
+    empty = [item for item in items if _is_empty_grid_placeholder(item)]
+    if empty:
+        config.hook.pytest_deselected(items=empty)
+        items[:] = [item for item in items if not _is_empty_grid_placeholder(item)]
+
+
+def _is_empty_grid_placeholder(item: pytest.Item) -> bool:
+    return item.nodeid.split("[", 1)[0] in item.config.stash.get(STASH_EMPTY_GRIDS, set())
 
 
 @pytest.fixture(scope="session")
