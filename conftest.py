@@ -63,7 +63,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="amplitudes for universal perturbations, comma list (default: 0.2,0.4,0.8)",
     )
     g.addoption("--device", default="auto", help="torch device; auto = cuda when present (default: auto)")
-    g.addoption("--batch-size", type=int, default=8, help="images per attack batch (default: 8)")
+    g.addoption(
+        "--batch-size",
+        type=_batch_size,
+        default=0,
+        help="images per attack batch, or 'auto' (default): 32 on a GPU, 8 on the CPU; on CUDA out-of-memory "
+        "batches are split in halves and the smaller size is kept for the metric",
+    )
     g.addoption(
         "--weights-dir",
         default=os.environ.get("IQA_ROBUSTNESS_WEIGHTS"),
@@ -100,6 +106,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the project)",
     )
     g.addoption("--experiment", default="iqa-robustness", help="MLflow experiment (default: iqa-robustness)")
+    g.addoption(
+        "--amp",
+        choices=["fp16", "bf16"],
+        default=None,
+        help="run metrics under autocast (faster on GPUs; scores change: `iqa-robustness bench --amp` says how much)",
+    )
+    g.addoption("--channels-last", action="store_true", help="channels-last memory layout for metrics and inputs")
     g.addoption("--no-mlflow", action="store_true", help="do not log to MLflow")
     g.addoption("--results-dir", default="results", help="per-image CSVs, summary, artefacts (default: ./results)")
     g.addoption(
@@ -143,6 +156,16 @@ def _pin_worker_resources(config: pytest.Config) -> None:
 
 def _marker(attack: str) -> str:
     return attack.replace("-", "_")
+
+
+def _batch_size(value: str) -> int:
+    """``auto`` -> 0 (chosen by the suite), else a positive int."""
+    if value.strip().lower() == "auto":
+        return 0
+    size = int(value)
+    if size < 1:
+        raise ValueError(f"--batch-size must be a positive number of images or 'auto', got {value}")
+    return size
 
 
 def _csv(value: str) -> list[str]:
@@ -225,6 +248,8 @@ def suite(request: pytest.FixtureRequest):
         uap_file=opt("--uap-file"),
         uap_steps=opt("--uap-steps"),
         clamp_uap=opt("--clamp-uap"),
+        amp=opt("--amp"),
+        channels_last=opt("--channels-last"),
     )
     suite = Suite(config)
     request.config.stash[STASH_SUITE] = suite

@@ -16,7 +16,7 @@ import resource
 import sys
 import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,12 +102,23 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+#: Images per batch when the batch size is "auto"; CUDA out-of-memory halves it per metric.
+AUTO_BATCH_SIZE = {"cuda": 32, "cpu": 8}
+
+
+def call_in_chunks(fn: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor, chunk: int) -> torch.Tensor:
+    """``fn`` over ``batch`` in slices of at most ``chunk`` images, concatenated."""
+    if chunk >= batch.shape[0]:
+        return fn(batch)
+    return torch.cat([fn(batch[i : i + chunk]) for i in range(0, batch.shape[0], chunk)])
+
+
 @dataclasses.dataclass
 class SuiteConfig:
     """Everything a session shares; the pytest options map one-to-one onto these fields."""
 
     device: str = "auto"
-    batch_size: int = 8
+    batch_size: int = 0  # 0 = auto: AUTO_BATCH_SIZE for the device
     weights_dir: str | None = None
     random_weights: bool = False
     max_images: int | None = None
@@ -118,6 +129,11 @@ class SuiteConfig:
     uap_steps: int | None = None
     clamp_uap: bool = False
     pairs_to_save: int = 2
+    amp: str | None = None  # "fp16" / "bf16": metrics run under autocast (scores change; see `bench --amp`)
+    channels_last: bool = False
+
+    def resolved_batch_size(self, device: torch.device) -> int:
+        return self.batch_size or AUTO_BATCH_SIZE["cuda" if device.type == "cuda" else "cpu"]
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":
@@ -139,12 +155,39 @@ class Suite:
         self._datasets: dict[tuple[str, str], Dataset] = {}
         self._clean: dict[tuple[str, str], dict[str, float]] = {}
         self._perturbations: dict[tuple[str, str, str], Any] = {}
+        self.batch_size = config.resolved_batch_size(self.device)
+        self._chunk: dict[str, int] = {}  # per metric: largest slice that fitted in memory
+
+    def run_batched(self, metric_name: str, fn: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor):
+        """``fn(batch)``; on CUDA out-of-memory, retried in halves (remembered for the metric) down to 1 image.
+
+        Attacks and scores are per image (losses are summed over the batch), so slicing a batch
+        does not change any result.
+        """
+        while True:
+            chunk = self._chunk.get(metric_name, batch.shape[0])
+            try:
+                return call_in_chunks(fn, batch, chunk)
+            except torch.cuda.OutOfMemoryError:
+                if chunk <= 1:
+                    raise
+                self._chunk[metric_name] = max(1, min(chunk, batch.shape[0]) // 2)
+                torch.cuda.empty_cache()
+                log.warning(
+                    "%s: CUDA out of memory at %d images per batch; continuing with %d",
+                    metric_name,
+                    min(chunk, batch.shape[0]),
+                    self._chunk[metric_name],
+                )
 
     # -- cached resources -----------------------------------------------------------------
     def metric(self, name: str) -> Metric:
         if name not in self._metrics:
             log.info("building metric %s on %s", name, self.device)
             model = create_metric(name, device=self.device, weights=self.config.weights)
+            if self.config.amp or self.config.channels_last:
+                dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[self.config.amp] if self.config.amp else None
+                model.set_speed_options(autocast=dtype, channels_last=self.config.channels_last)
             # The grid's datasets are image sets: a video metric scores each image as a one-frame clip.
             self._metrics[name] = as_image_metric(model)
         return self._metrics[name]
@@ -157,7 +200,7 @@ class Suite:
         return self._datasets[key]
 
     def _batches(self, dataset: Dataset) -> Iterable[tuple[list[str], torch.Tensor]]:
-        for names, batch in iter_batches(dataset, self.config.batch_size):
+        for names, batch in iter_batches(dataset, self.batch_size):
             yield names, batch.to(self.device)
 
     @torch.no_grad()
@@ -168,7 +211,8 @@ class Suite:
             metric = self.metric(metric_name)
             scores: dict[str, float] = {}
             for names, batch in self._batches(self.dataset(dataset_name, metric_name)):
-                scores.update(zip(names, metric(batch).float().cpu().tolist(), strict=True))
+                raw = self.run_batched(metric_name, metric, batch)
+                scores.update(zip(names, raw.float().cpu().tolist(), strict=True))
             self._clean[key] = scores
         return self._clean[key]
 
@@ -219,11 +263,11 @@ class Suite:
             if perturbation is not None:
                 adv = attack.apply(perturbation, batch, case.amplitude, clamp=self.config.clamp_uap)
             else:
-                adv = attack(metric, batch)
+                adv = self.run_batched(case.metric, lambda x: attack(metric, x), batch)
             _sync(self.device)
             attack_seconds += time.perf_counter() - start
             with torch.no_grad():
-                attacked = metric(adv).float().cpu().tolist()
+                attacked = self.run_batched(case.metric, metric, adv).float().cpu().tolist()
             max_linf = max(max_linf, float((adv - batch).abs().max()))
             # unclamped, as the benchmark measures universal perturbations
             sim = image_distortion(batch, adv)
@@ -255,10 +299,12 @@ class Suite:
             "metric": case.metric,
             "dataset": case.dataset,
             "seed": seed,
-            "batch_size": self.config.batch_size,
+            "batch_size": min(self.batch_size, self._chunk.get(case.metric, self.batch_size)),
             "device": str(self.device),
             "image_size": self.config.image_size,
             "max_images": self.config.max_images,
+            "amp": self.config.amp or "off",
+            "channels_last": self.config.channels_last,
         }
         if attack.universal:
             params.update(amplitude=case.amplitude, train_dataset=case.train_dataset, clamp=self.config.clamp_uap)

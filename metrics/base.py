@@ -92,6 +92,8 @@ class Metric(nn.Module):
         super().__init__()
         self.spec = spec
         self.weights_mode: WeightsMode = weights_mode
+        self.autocast_dtype: torch.dtype | None = None
+        self.channels_last = False
 
     # -- to implement -------------------------------------------------------------------
     def score(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
@@ -125,9 +127,29 @@ class Metric(nn.Module):
             p.requires_grad_(False)
         return self
 
+    def set_speed_options(self, *, autocast: torch.dtype | None = None, channels_last: bool = False) -> Metric:
+        """Mixed precision and memory layout for :meth:`forward` (off by default: scores then differ).
+
+        Args:
+            autocast: run :meth:`score` under ``torch.autocast`` with this dtype (``torch.float16``
+                or ``torch.bfloat16``); scores come back as float32.
+            channels_last: convert the parameters and every input to the channels-last layout.
+        """
+        self.autocast_dtype = autocast
+        self.channels_last = channels_last
+        self.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.spec.check_input(x)
-        out = self.score(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.autocast_dtype is None:
+            out = self.score(x)
+        else:
+            with torch.autocast(x.device.type, dtype=self.autocast_dtype):
+                out = self.score(x)
+            out = out.float()
         return out.reshape(-1)
 
     def orient(self, scores: torch.Tensor) -> torch.Tensor:

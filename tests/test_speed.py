@@ -1,0 +1,136 @@
+"""Speed machinery: `iqa-robustness bench`, out-of-memory splitting, mixed precision and channels-last."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+from benchmark.cli import main
+from benchmark.runner import Suite, SuiteConfig, call_in_chunks
+from benchmark.speed import BenchConfig, bench_images, precision_difference, run_bench
+from metrics import create_metric
+
+
+@pytest.fixture(scope="module")
+def cnniqa():
+    return create_metric("cnniqa", device="cpu", weights="random")
+
+
+def test_bench_measures_every_task_with_a_positive_time(cnniqa):
+    config = BenchConfig(
+        batch_size=2,
+        image_size=48,
+        attacks=("fgsm", "ifgsm"),
+        universal=("uap",),
+        repeats=1,
+        warmup=0,
+        reference_images=1,
+        train_steps=1,
+    )
+    rows = {row.task: row for row in run_bench(cnniqa, config)}
+    assert list(rows) == ["floor", "fgsm", "ifgsm", "train:uap", "evaluation"]
+    for row in rows.values():
+        assert row.seconds_per_image > 0
+        assert row.reference_seconds_per_image > 0
+    assert rows["ifgsm"].iterations == 10
+    assert rows["floor"].efficiency == pytest.approx(1.0)
+    # ten passes cannot take less than a small fraction of ten single passes
+    assert rows["ifgsm"].seconds_per_image > 2 * rows["floor"].seconds_per_image
+
+
+def test_bench_refuses_a_universal_attack_among_image_attacks(cnniqa):
+    with pytest.raises(ValueError, match="--universal"):
+        run_bench(cnniqa, BenchConfig(batch_size=1, image_size=32, attacks=("uap",), universal=(), repeats=1))
+
+
+def test_bench_command_prints_a_table_and_writes_csv(capsys, tmp_path):
+    out_csv = tmp_path / "bench.csv"
+    code = main(
+        [
+            "bench",
+            "--metric",
+            "cnniqa",
+            "--random-weights",
+            "--device",
+            "cpu",
+            "--image-size",
+            "40",
+            "--batch-size",
+            "2",
+            "--attacks",
+            "fgsm",
+            "--universal",
+            "",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--reference-images",
+            "1",
+            "--output",
+            str(out_csv),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "efficiency" in out
+    assert "fgsm" in out
+    rows = list(csv.DictReader(out_csv.open()))
+    assert [r["task"] for r in rows] == ["floor", "fgsm", "evaluation"]
+    assert {r["metric"] for r in rows} == {"cnniqa"}
+    assert float(rows[1]["s_per_image"]) > 0
+
+
+def test_bench_command_rejects_a_bad_batch_size(capsys):
+    code = main(["bench", "--metric", "cnniqa", "--random-weights", "--batch-size", "0"])
+    assert code == 2
+    assert "--batch-size" in capsys.readouterr().err
+
+
+def test_channels_last_keeps_scores_and_bf16_changes_them_a_little(cnniqa):
+    batch = bench_images(2, 48, torch.device("cpu"), seed=1)
+    assert precision_difference(cnniqa, batch, channels_last=True) < 1e-5
+    change = precision_difference(cnniqa, batch, autocast=torch.bfloat16)
+    assert 0 < change < 0.05
+    assert cnniqa.autocast_dtype is None  # options restored
+    assert not cnniqa.channels_last
+
+
+def test_call_in_chunks_matches_one_call():
+    batch = torch.arange(10.0).view(10, 1)
+    assert torch.equal(call_in_chunks(lambda x: x * 2, batch, 3), batch * 2)
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_the_smaller_size():
+    suite = Suite(SuiteConfig(device="cpu"))
+    seen: list[int] = []
+
+    def needs_small_batches(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x.shape[0])
+        if x.shape[0] > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated by a batch-size limit)")
+        return x + 1
+
+    batch = torch.zeros(8, 1)
+    assert torch.equal(suite.run_batched("m", needs_small_batches, batch), batch + 1)
+    assert seen == [8, 4, 2, 2, 2, 2]
+    seen.clear()
+    suite.run_batched("m", needs_small_batches, batch)
+    assert seen == [2, 2, 2, 2]  # remembered for the metric
+
+
+def test_out_of_memory_at_one_image_is_raised():
+    suite = Suite(SuiteConfig(device="cpu"))
+
+    def never_fits(x: torch.Tensor) -> torch.Tensor:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        suite.run_batched("m", never_fits, torch.zeros(4, 1))
+
+
+def test_auto_batch_size_depends_on_the_device():
+    assert Suite(SuiteConfig(device="cpu")).batch_size == 8
+    assert Suite(SuiteConfig(device="cpu", batch_size=3)).batch_size == 3
