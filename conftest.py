@@ -131,6 +131,8 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     for name in list_attacks():
         config.addinivalue_line("markers", f"{_marker(name)}: the {name} attack")
+    _check_names(config)
+    _group_metrics_in_workers(config)
     if not hasattr(config, "workerinput"):
         config.stash[STASH_SESSION] = uuid.uuid4().hex[:12]
     else:
@@ -141,6 +143,30 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node) -> None:  # pytest-xdist hook (controller side)
     node.workerinput["iqa_session"] = node.config.stash[STASH_SESSION]
+
+
+def _check_names(config: pytest.Config) -> None:
+    """Unknown metric or attack names stop the session with one line (and a "did you mean")."""
+    from attacks import list_attacks
+    from metrics import list_metrics
+
+    try:
+        list_metrics(config.getoption("--metric"))
+        list_attacks(config.getoption("--attack"))
+    except (KeyError, ValueError) as exc:
+        raise pytest.UsageError(str(exc).strip("'\"")) from None
+
+
+def _group_metrics_in_workers(config: pytest.Config) -> None:
+    """Under ``-n N`` without an explicit ``--dist``, keep each metric's cases in one worker.
+
+    The cases carry ``xdist_group(metric)`` marks, which pytest-xdist honours only with
+    ``--dist loadgroup``; a model then loads once per worker, not once per case's worker.
+    """
+    args = config.invocation_params.args
+    explicit = any(a == "--dist" or a.startswith("--dist=") or a.startswith("-d") for a in args)
+    if getattr(config.option, "dist", "no") == "load" and not explicit:
+        config.option.dist = "loadgroup"
 
 
 def _pin_worker_resources(config: pytest.Config) -> None:
@@ -196,8 +222,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     for case in grid:
         spec, cls = get_spec(case.metric), attack_class(case.attack)
         marks = [getattr(pytest.mark, _marker(case.attack)), pytest.mark.xdist_group(case.metric)]
-        if cls.family in ("iterative", "perceptual", "learned"):
+        if cls.family in ("iterative", "perceptual"):
             marks.append(getattr(pytest.mark, cls.family))
+        if cls.learned or cls.family == "learned":
+            marks.append(pytest.mark.learned)
         if cls.universal:
             marks += [pytest.mark.uap, pytest.mark.slow]
         if spec.is_video:

@@ -10,9 +10,11 @@ batch gives the same per-image result as running each image alone.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import difflib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar, TypeVar
 
 import torch
@@ -39,6 +41,7 @@ class Attack:
             perturbations) or ``learned`` (image-conditioned generator).
         universal: trained once, then applied to any image (``fit`` + ``apply``).
         needs_gradient: requires a differentiable metric.
+        learned: trains a generator network (generative-uap, cnn): the ``learned`` marker.
         iterations_attr: name of the field holding the number of forward+backward passes.
     """
 
@@ -46,6 +49,7 @@ class Attack:
     family: ClassVar[str] = "iterative"
     universal: ClassVar[bool] = False
     needs_gradient: ClassVar[bool] = True
+    learned: ClassVar[bool] = False
     iterations_attr: ClassVar[str | None] = "iters"
 
     def params(self) -> dict[str, Any]:
@@ -74,12 +78,39 @@ class Attack:
 # --- shared math ------------------------------------------------------------------------
 
 
+_RESEARCH_CODE_GRADIENTS = contextvars.ContextVar("research_code_gradients", default=False)
+
+
 def loss_grad(metric: Metric, x: torch.Tensor) -> torch.Tensor:
     """Gradient of the summed per-image loss J with respect to the input batch only."""
     x = x.detach().requires_grad_(True)
     loss = metric.loss(x).sum()
+    if _RESEARCH_CODE_GRADIENTS.get():
+        loss.backward()  # also fills every parameter's .grad, as the research scripts do
+        return x.grad
     (grad,) = torch.autograd.grad(loss, x)
     return grad
+
+
+@contextlib.contextmanager
+def research_code_gradients(metric: Metric) -> Iterator[None]:
+    """Take gradients the way the MSU benchmark's research scripts do, for speed comparisons only.
+
+    Inside the block the metric's parameters require gradients and :func:`loss_grad` calls
+    ``loss.backward()``, which computes and accumulates every parameter's gradient too. The
+    results are the same; the cost is what ``iqa-robustness bench`` compares the suite against.
+    """
+    params = [p for p in metric.parameters() if not p.requires_grad]
+    for p in params:
+        p.requires_grad_(True)
+    token = _RESEARCH_CODE_GRADIENTS.set(True)
+    try:
+        yield
+    finally:
+        _RESEARCH_CODE_GRADIENTS.reset(token)
+        for p in params:
+            p.requires_grad_(False)
+            p.grad = None
 
 
 def project_linf(delta: torch.Tensor, eps: float) -> torch.Tensor:

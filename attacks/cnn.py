@@ -41,6 +41,7 @@ class CNNAttack(UniversalAttack):
 
     name = "cnn"
     family = "learned"
+    learned = True
 
     epochs: int = 200
     batch_size: int = 4

@@ -42,6 +42,7 @@ class GenerativeUAP(UniversalAttack):
     """
 
     name = "generative-uap"
+    learned = True
 
     epochs: int = 1
     batch_size: int = 8

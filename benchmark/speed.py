@@ -6,10 +6,11 @@ passes of the metric on the same batch. For one metric, device, image size and b
 
 * ``floor``: one forward+backward pass (gradient with respect to the input only) per image;
 * each image-specific attack as the suite runs it (batched) and as a reference loop that runs the
-  same attack on one image at a time, as the MSU benchmark's code does; efficiency is
-  ``iterations x floor / attack time``;
+  same attack the way the MSU benchmark's research code does: one image at a time, metric
+  parameters requiring gradients and ``loss.backward()`` filling them
+  (:func:`attacks.base.research_code_gradients`); efficiency is ``iterations x floor / attack time``;
 * universal-perturbation training: images per second of optimisation at the batch size, against
-  the same training one image per step;
+  the same training one image per step with research-code gradients;
 * evaluation: scoring clean and attacked images, as the suite does it (batched, under
   ``torch.no_grad``, clean scores once per image shared by every attack) and as the reference
   does it (one image at a time with gradients recorded, the clean score recomputed per attack).
@@ -29,7 +30,7 @@ from typing import Any
 import torch
 
 from attacks import attack_class, create_attack
-from attacks.base import loss_grad
+from attacks.base import loss_grad, research_code_gradients
 from metrics.base import Metric
 
 #: The image-specific attacks benchmarked by default.
@@ -43,7 +44,8 @@ class BenchRow:
     """One line of the table.
 
     Attributes:
-        task: ``floor``, an attack name, ``train:<attack>`` or ``evaluation``.
+        task: ``floor`` (batched), ``floor:batch1`` (one image at a time), an attack name,
+            ``train:<attack>`` or ``evaluation``.
         seconds_per_image: the suite's median time per image.
         reference_seconds_per_image: the one-image-at-a-time reference's, if measured.
         iterations: forward+backward passes per image the task needs (0 for evaluation).
@@ -176,10 +178,18 @@ def run_bench(metric: Metric, config: BenchConfig, report: Callable[[BenchRow], 
         if report is not None:
             report(row)
 
+    def one_at_a_time(fn: Callable[[torch.Tensor], Any]) -> float:
+        with research_code_gradients(metric):
+            return median_seconds(lambda: [fn(x) for x in singles], device, **timing) / len(singles)
+
     _peak_reset(device)
     floor = median_seconds(lambda: loss_grad(metric, batch), device, **timing) / n
-    floor_single = median_seconds(lambda: [loss_grad(metric, x) for x in singles], device, **timing) / len(singles)
-    add(BenchRow("floor", floor, floor_single, 1, floor, _peak(device)))
+    peak = _peak(device)
+    reference_floor = one_at_a_time(lambda x: loss_grad(metric, x))
+    add(BenchRow("floor", floor, reference_floor, 1, floor, peak))
+    # the suite's own gradient one image at a time: what batching alone gains
+    single = median_seconds(lambda: [loss_grad(metric, x) for x in singles], device, **timing) / len(singles)
+    add(BenchRow("floor:batch1", single, reference_floor, 1, floor))
 
     for name in config.attacks:
         attack = create_attack(name)
@@ -189,7 +199,7 @@ def run_bench(metric: Metric, config: BenchConfig, report: Callable[[BenchRow], 
         _peak_reset(device)
         seconds = median_seconds(lambda a=attack: a(metric, batch), device, **timing) / n
         peak = _peak(device)
-        reference = median_seconds(lambda a=attack: [a(metric, x) for x in singles], device, **timing) / len(singles)
+        reference = one_at_a_time(lambda x, a=attack: a(metric, x))
         add(BenchRow(name, seconds, reference, attack.iterations, floor, peak))
 
     for name in config.universal:
@@ -224,7 +234,9 @@ def _bench_training(metric: Metric, name: str, batch: torch.Tensor, config: Benc
     _peak_reset(device)
     seconds = train(config.batch_size)
     peak = _peak(device)
-    return BenchRow(f"train:{name}", seconds, train(1), 1, floor, peak)
+    with research_code_gradients(metric):
+        reference = train(1)
+    return BenchRow(f"train:{name}", seconds, reference, 1, floor, peak)
 
 
 def _bench_evaluation(
@@ -251,7 +263,8 @@ def _bench_evaluation(
     _peak_reset(device)
     seconds = median_seconds(suite, device, **timing) / (n * n_attacks)
     peak = _peak(device)
-    reference_seconds = median_seconds(reference, device, **timing) / (len(singles) * n_attacks)
+    with research_code_gradients(metric):
+        reference_seconds = median_seconds(reference, device, **timing) / (len(singles) * n_attacks)
     return BenchRow("evaluation", seconds, reference_seconds, 0, float("nan"), peak)
 
 
@@ -265,3 +278,75 @@ def precision_difference(metric: Metric, batch: torch.Tensor, **speed_options: A
         fast = metric(batch).float()
     metric.set_speed_options(**saved)
     return float((fast - exact).abs().max()) / metric.spec.range
+
+
+@dataclasses.dataclass(frozen=True)
+class TestSet:
+    """A test set of the projection: its image count and size."""
+
+    name: str
+    images: int
+    height: int
+    width: int
+
+
+#: The benchmark's test sets (METHODOLOGY.md): NIPS 2017 dev (299x299 crops), Vimeo-90k test
+#: triplets (7824 x 3 frames of 448x256), Derf's blue_sky (250 frames of 1920x1080).
+BENCHMARK_TEST_SETS: tuple[TestSet, ...] = (
+    TestSet("nips2017", 1000, 299, 299),
+    TestSet("vimeo-test", 7824 * 3, 256, 448),
+    TestSet("derf-blue-sky", 250, 1080, 1920),
+)
+#: Universal training: epochs per attack (METHODOLOGY.md; cnn as its paper trains it).
+BENCHMARK_EPOCHS = {"uap": 5, "cumulative-uap": 5, "generative-uap": 1, "cnn": 200}
+
+
+def project_hours(
+    rows: Sequence[BenchRow],
+    image_side: int,
+    *,
+    test_sets: Sequence[TestSet] = BENCHMARK_TEST_SETS,
+    train_images: int = 10_000,
+    train_sets: int = 2,
+    amplitudes: int = 3,
+    epochs: dict[str, int] | None = None,
+    reference: bool = False,
+) -> dict[str, float]:
+    """Hours one metric's full grid takes on the benchmarked device, from one :func:`run_bench` result.
+
+    Per-image times are scaled by pixel count from the benchmarked ``image_side`` to each test
+    set's size (attack cost grows about linearly with pixels for convolutional metrics; metrics
+    that resize their input cost less). Universal attacks whose training was not benchmarked are
+    charged at the ``uap`` training rate.
+
+    With ``reference=True`` the one-image-at-a-time reference loop's times are used instead.
+
+    Returns:
+        Hours per part (``image attacks``, ``universal training``, ``evaluation``) and ``total``.
+    """
+
+    def per_image(row: BenchRow) -> float:
+        return row.reference_seconds_per_image if reference else row.seconds_per_image
+
+    epochs = {**BENCHMARK_EPOCHS, **(epochs or {})}
+    by_task = {row.task: row for row in rows}
+    bench_pixels = float(image_side * image_side)
+    weighted_images = sum(t.images * t.height * t.width / bench_pixels for t in test_sets)
+    image_attacks = [r for r in rows if r.task != "evaluation" and not r.task.startswith(("train:", "floor"))]
+    attack_seconds = sum(per_image(r) for r in image_attacks) * weighted_images
+    fallback = by_task.get("train:uap")
+    train_seconds = 0.0
+    for name, n_epochs in epochs.items():
+        row = by_task.get(f"train:{name}", fallback)
+        if row is not None:
+            train_seconds += n_epochs * train_images * train_sets * per_image(row)
+    cases = len(image_attacks) + len(epochs) * train_sets * amplitudes
+    evaluation = by_task.get("evaluation")
+    eval_seconds = cases * weighted_images * per_image(evaluation) if evaluation else 0.0
+    hours = {
+        "image attacks": attack_seconds / 3600,
+        "universal training": train_seconds / 3600,
+        "evaluation": eval_seconds / 3600,
+    }
+    hours["total"] = sum(hours.values())
+    return hours

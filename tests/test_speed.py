@@ -30,7 +30,7 @@ def test_bench_measures_every_task_with_a_positive_time(cnniqa):
         train_steps=1,
     )
     rows = {row.task: row for row in run_bench(cnniqa, config)}
-    assert list(rows) == ["floor", "fgsm", "ifgsm", "train:uap", "evaluation"]
+    assert list(rows) == ["floor", "floor:batch1", "fgsm", "ifgsm", "train:uap", "evaluation"]
     for row in rows.values():
         assert row.seconds_per_image > 0
         assert row.reference_seconds_per_image > 0
@@ -78,9 +78,9 @@ def test_bench_command_prints_a_table_and_writes_csv(capsys, tmp_path):
     assert "efficiency" in out
     assert "fgsm" in out
     rows = list(csv.DictReader(out_csv.open()))
-    assert [r["task"] for r in rows] == ["floor", "fgsm", "evaluation"]
+    assert [r["task"] for r in rows] == ["floor", "floor:batch1", "fgsm", "evaluation"]
     assert {r["metric"] for r in rows} == {"cnniqa"}
-    assert float(rows[1]["s_per_image"]) > 0
+    assert float(rows[2]["s_per_image"]) > 0
 
 
 def test_bench_command_rejects_a_bad_batch_size(capsys):
@@ -134,3 +134,38 @@ def test_out_of_memory_at_one_image_is_raised():
 def test_auto_batch_size_depends_on_the_device():
     assert Suite(SuiteConfig(device="cpu")).batch_size == 8
     assert Suite(SuiteConfig(device="cpu", batch_size=3)).batch_size == 3
+
+
+def test_projection_scales_by_pixels_epochs_and_cases():
+    from benchmark.speed import BenchRow, TestSet, project_hours
+
+    rows = [
+        BenchRow("floor", 0.1, 0.2, 1, 0.1),
+        BenchRow("ifgsm", 1.0, 3.0, 10, 0.1),
+        BenchRow("train:uap", 0.5, 2.0, 1, 0.1),
+        BenchRow("evaluation", 0.01, 0.04),
+    ]
+    sets = [TestSet("a", 100, 200, 200), TestSet("b", 10, 400, 400)]  # 100 + 10 x 4 = 140 images at 200 px
+    hours = project_hours(rows, 200, test_sets=sets, train_images=50, train_sets=2, amplitudes=3, epochs={"uap": 4})
+    universal = 4  # uap, cumulative-uap, generative-uap, cnn
+    assert hours["image attacks"] == pytest.approx(140 * 1.0 / 3600)
+    # every universal attack without its own row is charged at the uap rate, with its own epochs
+    assert hours["universal training"] == pytest.approx((4 + 5 + 1 + 200) * 50 * 2 * 0.5 / 3600)
+    assert hours["evaluation"] == pytest.approx((1 + universal * 2 * 3) * 140 * 0.01 / 3600)
+    assert hours["total"] == pytest.approx(sum(v for k, v in hours.items() if k != "total"))
+    reference = project_hours(rows, 200, test_sets=sets, train_images=50, epochs={"uap": 4}, reference=True)
+    assert reference["image attacks"] == pytest.approx(3 * hours["image attacks"])
+
+
+def test_research_code_gradients_give_the_same_gradient_and_restore_frozen_parameters(cnniqa):
+    from attacks.base import loss_grad, research_code_gradients
+
+    x = bench_images(2, 40, torch.device("cpu"), seed=2)
+    exact = loss_grad(cnniqa, x)
+    with research_code_gradients(cnniqa):
+        assert all(p.requires_grad for p in cnniqa.parameters())
+        slow = loss_grad(cnniqa, x)
+        assert any(p.grad is not None for p in cnniqa.parameters())  # backward filled the parameters too
+    torch.testing.assert_close(slow, exact)
+    assert not any(p.requires_grad for p in cnniqa.parameters())
+    assert all(p.grad is None for p in cnniqa.parameters())

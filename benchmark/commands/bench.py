@@ -55,6 +55,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--channels-last", action="store_true", help="channels-last memory layout")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+    p.add_argument(
+        "--project",
+        action="store_true",
+        help="also project the hours of this metric's full benchmark grid (all attacks, NIPS 2017 + Vimeo test + "
+        "Derf, 3 amplitudes, 2 training sets) on this device, for the suite and for the reference loop",
+    )
+    p.add_argument(
+        "--train-images", type=int, default=10_000, help="images per universal training set in the projection"
+    )
     p.add_argument("--format", choices=["table", "csv"], default="table", help="output format (default: table)")
     p.add_argument("--output", type=Path, default=None, help="also write the results as CSV to this file")
     p.set_defaults(func=run)
@@ -80,6 +89,22 @@ def format_table(rows: list[dict[str, object]]) -> str:
         "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True)))
         for line in [header, ["-" * w for w in widths], *body]
     ]
+    return "\n".join(lines) + "\n"
+
+
+def format_projection(results: list, image_side: int, train_images: int) -> str:
+    """Hours of the metric's full grid on this device: the suite against the reference loop."""
+    from benchmark.speed import BENCHMARK_TEST_SETS, project_hours
+
+    suite = project_hours(results, image_side, train_images=train_images)
+    reference = project_hours(results, image_side, train_images=train_images, reference=True)
+    sets = ", ".join(f"{t.name} {t.images}x{t.width}x{t.height}" for t in BENCHMARK_TEST_SETS)
+    lines = [
+        f"projection for this metric's full grid ({sets}; 2 training sets of {train_images} images; "
+        "3 amplitudes; per-image times scaled by pixel count):",
+        f"  {'part':20s} {'suite h':>10s} {'reference h':>12s}",
+    ]
+    lines += [f"  {part:20s} {suite[part]:10.1f} {reference[part]:12.1f}" for part in suite]
     return "\n".join(lines) + "\n"
 
 
@@ -152,13 +177,16 @@ def run(args: argparse.Namespace) -> int:
     def progress(row: BenchRow) -> None:
         print(f"  {row.task}: {row.seconds_per_image:.4g} s/img", file=sys.stderr, flush=True)
 
-    rows = [r.as_dict() for r in run_bench(metric, config, report=progress)]
+    results = run_bench(metric, config, report=progress)
+    rows = [r.as_dict() for r in results]
     if table:
         sys.stdout.write(format_table(rows))
         print(
             "efficiency = iterations x floor / time (1 = the attack costs only its metric passes); "
             "train:* rows count training images, evaluation = clean + attacked scoring per image and attack"
         )
+        if args.project:
+            sys.stdout.write(format_projection(results, args.image_size, args.train_images))
     else:
         sys.stdout.write(format_csv(rows, {**context, "score_change": score_change}))
     if args.output:

@@ -1,0 +1,195 @@
+"""The pytest plugin (the root ``conftest.py``) seen from the outside: selection, errors, xdist.
+
+Each test runs the robustness suite in a fresh pytest process, the way a user would
+(``pytest robustness_tests -m uap --metric niqe``), and reads what it collected or wrote.
+The grid follows the benchmark of Antsiferova et al., "Comparing the robustness of modern
+no-reference image- and video-quality metrics to adversarial attacks" (AAAI 2024).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from attacks import attack_class, list_attacks
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SUITE = REPO_ROOT / "robustness_tests"
+DEFAULT_AMPLITUDES = ("0.2", "0.4", "0.8")
+# Columns that measure the machine, not the metric: they differ between any two runs.
+MACHINE_COLUMNS = {"seconds_per_image", "peak_memory_mb"}
+CASE_ID = re.compile(r"::(test_\w+)\[(.+)\]$")
+
+
+def run_suite(tmp_path: Path, torch_home: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``pytest robustness_tests *args`` offline in ``tmp_path``; stdout and stderr are captured."""
+    # A clean pytest environment: nothing of an outer xdist worker or the user's PYTEST_ADDOPTS leaks in.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    # One thread per process, as the plugin gives each xdist worker on two cores: OpenMP threads that
+    # compete with other processes for the same cores slow a serial run down several times over.
+    env.update(HF_HUB_OFFLINE="1", TORCH_HOME=str(torch_home), MPLBACKEND="Agg", OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "pytest", str(SUITE), "-p", "no:cacheprovider", *args]
+    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def collected(proc: subprocess.CompletedProcess) -> list[tuple[str, str]]:
+    """``(test function, case id)`` for every item a ``--collect-only -q`` run listed."""
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    items = [m.groups() for line in proc.stdout.splitlines() if (m := CASE_ID.search(line.strip()))]
+    assert items, f"nothing collected:\n{proc.stdout}"
+    return items
+
+
+def universal_attacks() -> list[str]:
+    return [name for name in list_attacks() if attack_class(name).universal]
+
+
+def test_the_uap_marker_selects_every_universal_attack_at_every_default_amplitude(tmp_path, torch_home):
+    items = collected(run_suite(tmp_path, torch_home, "--collect-only", "-q", "-m", "uap", "--metric", "niqe"))
+
+    universal = universal_attacks()
+    expected = {f"{a}-niqe-sample-on-sample-amp{amp}" for a in universal for amp in DEFAULT_AMPLITUDES}
+    assert len(items) == len(universal) * 1 * 1 * len(DEFAULT_AMPLITUDES)
+    assert {case for _, case in items} == expected
+    assert {test for test, _ in items} == {"test_universal_attack"}
+
+
+def test_the_iterative_marker_with_an_attack_and_metric_list_selects_their_product(tmp_path, torch_home):
+    proc = run_suite(
+        tmp_path,
+        torch_home,
+        *("--collect-only", "-q", "-m", "iterative"),
+        *("--attack", "ifgsm,mifgsm", "--metric", "niqe,brisque"),
+    )
+    items = collected(proc)
+
+    assert sorted(items) == sorted(
+        ("test_image_specific_attack", f"{a}-{m}-sample") for a in ("ifgsm", "mifgsm") for m in ("niqe", "brisque")
+    )
+    output = (proc.stdout + proc.stderr).lower()
+    assert "skipped" not in output
+    assert "empty parameter set" not in output
+
+
+def test_a_test_whose_grid_is_empty_is_deselected_rather_than_skipped(tmp_path, torch_home):
+    # --attack ifgsm leaves the universal test without cases; -k keeps only that test, so the plugin's
+    # deselection is the only thing between it and pytest's "got empty parameter set" skip.
+    proc = run_suite(
+        tmp_path,
+        torch_home,
+        *("-q", "-rs", "--attack", "ifgsm", "--metric", "niqe", "-k", "test_universal_attack"),
+        *("--no-mlflow", "--results-dir", str(tmp_path / "results")),
+    )
+    output = proc.stdout + proc.stderr
+
+    assert proc.returncode == pytest.ExitCode.NO_TESTS_COLLECTED, output
+    assert "skipped" not in output.lower()
+    assert "empty parameter set" not in output
+    assert "deselected" in output
+
+
+def test_a_per_attack_marker_selects_only_that_attack_under_strict_markers(tmp_path, torch_home):
+    proc = run_suite(
+        tmp_path,
+        torch_home,
+        *("--collect-only", "-q", "--strict-markers", "-m", "cumulative_uap", "--metric", "niqe,brisque"),
+    )
+    items = collected(proc)
+
+    expected = {
+        f"cumulative-uap-{metric}-sample-on-sample-amp{amp}"
+        for metric in ("niqe", "brisque")
+        for amp in DEFAULT_AMPLITUDES
+    }
+    assert {case for _, case in items} == expected
+    assert len(items) == len(expected)
+    assert "unknown marker" not in (proc.stdout + proc.stderr).lower()
+
+
+def test_every_registered_attack_has_its_own_marker(tmp_path, torch_home):
+    proc = run_suite(tmp_path, torch_home, "--markers")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    registered = set(re.findall(r"^@pytest\.mark\.(\w+):", proc.stdout, flags=re.MULTILINE))
+    expected = {name.replace("-", "_") for name in list_attacks()}
+    expected |= {"iterative", "perceptual", "uap", "learned", "video", "gpu", "weights", "slow"}
+    assert expected <= registered, f"missing markers: {sorted(expected - registered)}"
+
+
+def test_a_misspelt_metric_fails_the_run_with_a_suggestion(tmp_path, torch_home):
+    proc = run_suite(tmp_path, torch_home, "--collect-only", "-q", "--metric", "niqqe")
+    output = proc.stdout + proc.stderr
+
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR, output
+    assert "did you mean" in output
+    assert "'niqe'" in output
+    assert "Traceback" not in output
+
+
+def test_a_misspelt_attack_fails_the_run_with_a_suggestion(tmp_path, torch_home):
+    proc = run_suite(tmp_path, torch_home, "--collect-only", "-q", "--attack", "ifgsn")
+    output = proc.stdout + proc.stderr
+
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR, output
+    assert "'ifgsm'" in output
+
+
+def test_the_learned_marker_selects_the_attacks_that_train_a_generator(tmp_path, torch_home):
+    items = collected(run_suite(tmp_path, torch_home, "--collect-only", "-q", "-m", "learned", "--metric", "niqe"))
+
+    learned = {name for name in list_attacks() if attack_class(name).learned}
+    assert learned == {"generative-uap", "cnn"}
+    assert {case.split("-niqe-")[0] for _, case in items} == learned
+
+
+def read_summary(path: Path) -> tuple[list[str], dict[tuple[str, ...], dict[str, str]]]:
+    """The summary's columns and its rows keyed by (metric, attack, dataset, train set, amplitude)."""
+    assert path.is_file(), f"no summary written at {path}"
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        columns = list(reader.fieldnames or [])
+    keyed = {tuple(r[k] for k in ("metric", "attack", "dataset", "train_dataset", "amplitude")): r for r in rows}
+    assert len(keyed) == len(rows), f"duplicate case rows in {path}"
+    return columns, keyed
+
+
+def as_float(value: str) -> float | None:
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+@pytest.mark.slow
+def test_xdist_workers_write_the_same_summary_as_a_serial_run(tmp_path, torch_home, pyiqa_weights):
+    # 144 px on the longer side keeps the shorter side of the first four sample photos at >= 96 px,
+    # NIQE's minimum input size.
+    common = ("--metric", "niqe", "--attack", "fgsm,ifgsm", "--dataset", "sample", "--max-images", "4")
+    common += ("--image-size", "144", "--no-mlflow")
+    serial = run_suite(tmp_path, torch_home, *common, "--results-dir", str(tmp_path / "serial"))
+    assert serial.returncode == 0, serial.stdout + serial.stderr
+    parallel = run_suite(tmp_path, torch_home, *common, "-n", "2", "--results-dir", str(tmp_path / "xdist"))
+    assert parallel.returncode == 0, parallel.stdout + parallel.stderr
+    assert "2 workers [2 items]" in parallel.stdout, "the -n 2 run did not spread the cases over two workers"
+
+    columns, expected = read_summary(tmp_path / "serial" / "summary.csv")
+    xdist_columns, got = read_summary(tmp_path / "xdist" / "summary.csv")
+    assert xdist_columns == columns
+    assert set(expected) == {("niqe", a, "sample", "", "") for a in ("fgsm", "ifgsm")}
+    assert set(got) == set(expected)
+    for key, row in expected.items():
+        for column in columns:
+            if column in MACHINE_COLUMNS:
+                continue
+            want, have = row[column], got[key][column]
+            if as_float(want) is None:
+                assert have == want, f"{key} {column}"
+            else:
+                assert as_float(have) == pytest.approx(as_float(want), rel=1e-4, abs=1e-6), f"{key} {column}"
