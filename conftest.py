@@ -216,7 +216,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         attacks=attacks,
         datasets=opt("--dataset") or list(DEFAULT_DATASETS),
         amplitudes=[float(a) for a in _csv(opt("--amplitude"))],
-        train_datasets=opt("--train-dataset") or list(DEFAULT_DATASETS),
+        # a published perturbation names its own provenance: its file stands in for the training set
+        train_datasets=[opt("--uap-file")] if opt("--uap-file") else opt("--train-dataset") or list(DEFAULT_DATASETS),
     )
     params = []
     for case in grid:

@@ -10,6 +10,7 @@ keeps for the whole session.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import logging
 import math
 import resource
@@ -341,6 +342,10 @@ class Suite:
             Image.fromarray(arr).save(path)
             saved[path.name] = str(path)
         if perturbation is not None and hasattr(perturbation, "save"):
-            for path in perturbation.save(out / f"perturbation_{case.attack}_{case.metric}"):
-                saved[Path(path).name] = str(path)
+            # one file per trained perturbation, shared by its amplitude cases (a cnn generator is ~220 MB)
+            if perturbation.path is None or not Path(perturbation.path).is_file():
+                perturbation.path = perturbation.save(out / f"perturbation_{case.attack}_{case.metric}")[0]
+            stem = Path(perturbation.path)
+            for path in sorted(stem.parent.glob(f"{glob.escape(stem.stem)}.*")):
+                saved[path.name] = str(path)
         return saved

@@ -416,7 +416,18 @@ def _no_url_printing() -> Iterator[None]:
             os.environ[name] = old
 
 
-def _log_case(client: MlflowClient, experiment_id: str, parent_id: str, result: CaseResult, tmp: Path) -> str:
+#: Files larger than this are uploaded once per session (a cnn generator is ~220 MB); later runs tag where.
+SHARED_ARTIFACT_BYTES = 20 * 2**20
+
+
+def _log_case(
+    client: MlflowClient,
+    experiment_id: str,
+    parent_id: str,
+    result: CaseResult,
+    tmp: Path,
+    uploaded: dict[Path, str] | None = None,
+) -> str:
     run = client.create_run(experiment_id, run_name=result.case_id, tags={PARENT_TAG: parent_id, **case_tags(result)})
     run_id = run.info.run_id
     _log_batch(client, run_id, metrics=case_metrics(result), params=case_params(result))
@@ -436,7 +447,13 @@ def _log_case(client: MlflowClient, experiment_id: str, parent_id: str, result: 
         if p.is_dir():
             client.log_artifacts(run_id, str(p), artifact_path=f"files/{_key(name)}")
         elif p.is_file():
+            first = uploaded.get(p.resolve()) if uploaded is not None else None
+            if first is not None:
+                client.set_tag(run_id, f"artifact.{_key(name)}", f"runs:/{first}/files/{p.name}")
+                continue
             client.log_artifact(run_id, str(p), artifact_path="files")
+            if uploaded is not None and p.stat().st_size > SHARED_ARTIFACT_BYTES:
+                uploaded[p.resolve()] = run_id
         else:
             log.warning("case %s: artefact %s not found at %s; not logged", result.case_id, name, p)
     client.set_terminated(run_id, "FAILED" if result.status == "failed" else "FINISHED")
@@ -493,9 +510,10 @@ def log_session(
         with _no_url_printing(), tempfile.TemporaryDirectory(prefix="iqa-robustness-mlflow-") as tmp:
             parent = client.create_run(experiment_id, run_name=run_name, tags=session_run_tags)
             parent_id = parent.info.run_id
+            uploaded: dict[Path, str] = {}
             try:
                 for result in results:
-                    _log_case(client, experiment_id, parent_id, result, Path(tmp))
+                    _log_case(client, experiment_id, parent_id, result, Path(tmp), uploaded)
                 counts = {"n_cases": len(results)}
                 for status in ("passed", "failed", "skipped"):
                     counts[f"n_{status}"] = sum(r.status == status for r in results)
