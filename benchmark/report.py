@@ -10,7 +10,7 @@ import csv
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +78,8 @@ def amplitude_means(rows: Iterable[dict[str, object]]) -> list[dict[str, object]
     return out
 
 
-def write_summary(rows: list[dict[str, object]], path: Path) -> Path:
+def write_summary(rows: Sequence[dict[str, object]], path: Path) -> Path:
+    """Rows as CSV, columns in order of first appearance; a row without a column leaves it empty."""
     keys: list[str] = []
     for row in rows:
         keys.extend(k for k in row if k not in keys)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 from collections.abc import Sequence
@@ -67,17 +66,10 @@ def _plain(value: Any) -> Any:
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
-    """Rows as CSV (full float precision; missing values empty)."""
-    columns: list[str] = []
-    for row in rows:
-        columns.extend(k for k in row if k not in columns)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, restval="")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if _plain(v) is None else v) for k, v in row.items()})
-    return path
+    """Rows as CSV (full float precision; missing and non-finite values empty)."""
+    from ..report import write_summary
+
+    return write_summary([{k: ("" if _plain(v) is None else v) for k, v in row.items()} for row in rows], path)
 
 
 def to_json(rows: Sequence[dict[str, Any]]) -> str:
