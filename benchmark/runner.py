@@ -98,7 +98,8 @@ def peak_memory_mb(device: torch.device) -> float:
     return rss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
-def _sync(device: torch.device) -> None:
+def sync_device(device: torch.device) -> None:
+    """Wait for queued CUDA work, so wall-clock timings cover it (no-op on the CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -259,13 +260,13 @@ class Suite:
         max_linf = 0.0
         pairs: list[tuple[str, torch.Tensor, torch.Tensor]] = []
         for names, batch in self._batches(dataset):
-            _sync(self.device)
+            sync_device(self.device)
             start = time.perf_counter()
             if perturbation is not None:
                 adv = attack.apply(perturbation, batch, case.amplitude, clamp=self.config.clamp_uap)
             else:
                 adv = self.run_batched(case.metric, lambda x: attack(metric, x), batch)
-            _sync(self.device)
+            sync_device(self.device)
             attack_seconds += time.perf_counter() - start
             with torch.no_grad():
                 attacked = self.run_batched(case.metric, metric, adv).float().cpu().tolist()

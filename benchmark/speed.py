@@ -31,6 +31,7 @@ import torch
 
 from attacks import attack_class, create_attack
 from attacks.base import loss_grad, research_code_gradients
+from benchmark.runner import sync_device
 from metrics.base import Metric
 
 #: The image-specific attacks benchmarked by default.
@@ -115,21 +116,16 @@ class BenchConfig:
     seed: int = 0
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def median_seconds(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int) -> float:
     """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` untimed ones."""
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
-        _sync(device)
+        sync_device(device)
         start = time.perf_counter()
         fn()
-        _sync(device)
+        sync_device(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 

@@ -120,6 +120,7 @@ def format_csv(rows: list[dict[str, object]], context: dict[str, object]) -> str
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from benchmark.runner import SuiteConfig
     from benchmark.speed import BenchConfig, BenchRow, bench_images, precision_difference, run_bench
     from metrics import create_metric
 
@@ -129,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     for name, value in sizes.items():
         if value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    device = SuiteConfig(device=args.device).resolved_device()
     metric = create_metric(args.metric, device=device, weights="random" if args.random_weights else args.weights_dir)
     speed_options = {
         "autocast": {"fp16": torch.float16, "bf16": torch.bfloat16}.get(args.amp or ""),
