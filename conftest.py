@@ -38,6 +38,10 @@ log = logging.getLogger("iqa_robustness")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    try:
+        from benchmark.runner import CPU_UAP_MAX_STEPS
+    except ImportError:  # the package is not installed: the project's own tests will say so
+        CPU_UAP_MAX_STEPS = 40
     g = parser.getgroup("iqa-robustness", "adversarial robustness grid (iqa-robustness)")
     g.addoption(
         "--metric",
@@ -90,9 +94,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--seed", type=int, default=0, help="base random seed (default: 0)")
     g.addoption(
         "--uap-steps",
-        type=int,
-        default=None,
-        help="training steps for universal attacks instead of their epochs (short CI runs)",
+        type=_uap_steps,
+        default="auto",
+        help="universal training: N optimisation steps, 'epochs' (the attacks' full epochs, as the benchmark), or "
+        f"'auto' (default): full epochs on a GPU, at most {CPU_UAP_MAX_STEPS} steps on the CPU",
     )
     g.addoption(
         "--uap-file",
@@ -194,6 +199,17 @@ def _batch_size(value: str) -> int:
     return size
 
 
+def _uap_steps(value: str) -> int | str:
+    """``auto``, ``epochs`` or a positive number of steps."""
+    word = value.strip().lower()
+    if word in ("auto", "epochs"):
+        return word
+    steps = int(value)
+    if steps < 1:
+        raise ValueError(f"--uap-steps must be a positive number of steps, 'epochs' or 'auto', got {value}")
+    return steps
+
+
 def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
@@ -275,7 +291,8 @@ def suite(request: pytest.FixtureRequest):
         seed=opt("--seed"),
         results_dir=Path(opt("--results-dir")),
         uap_file=opt("--uap-file"),
-        uap_steps=opt("--uap-steps"),
+        uap_steps=opt("--uap-steps") if isinstance(opt("--uap-steps"), int) else None,
+        uap_full_epochs=opt("--uap-steps") == "epochs",
         clamp_uap=opt("--clamp-uap"),
         amp=opt("--amp"),
         channels_last=opt("--channels-last"),

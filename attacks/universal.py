@@ -454,6 +454,7 @@ class UniversalAttack(Attack):
         *,
         seed: int = 0,
         steps: int | None = None,
+        max_steps: int | None = None,
         cache_dir: str | Path | None = None,
     ) -> Perturbation:
         """Train the perturbation (or generator) against ``metric``.
@@ -463,17 +464,21 @@ class UniversalAttack(Attack):
             train_images: see :func:`prepare_training_set`.
             seed: seeds batch sampling, initial noise and generator weights and dropout.
             steps: total optimisation steps instead of ``epochs * ceil(N / batch_size)`` (short CI runs).
+            max_steps: at most this many steps (the suite's CPU default); ``steps`` wins when given.
             cache_dir: folder of saved runs; a run with the same key is loaded instead of retrained.
 
         Returns:
             The trained :class:`Perturbation`, with provenance in ``meta``.
         """
         self.check_metric(metric)
-        if steps is not None and steps < 1:
-            raise ValueError(f"steps must be a positive number of optimisation steps, got {steps}")
+        for label, value in (("steps", steps), ("max_steps", max_steps)):
+            if value is not None and value < 1:
+                raise ValueError(f"{label} must be a positive number of optimisation steps, got {value}")
         data = prepare_training_set(train_images)
         per_epoch = math.ceil(len(data) / self.batch_size)
         total = steps if steps is not None else self.epochs * per_epoch
+        if steps is None and max_steps is not None:
+            total = min(total, max_steps)
         key_fields = {
             "format": _CACHE_FORMAT,
             "attack": self.name,
@@ -519,6 +524,7 @@ class UniversalAttack(Attack):
             training_data=_summary(data.identity),
             seed=seed,
             steps=total,
+            full_epochs=steps is None and total == self.epochs * per_epoch,
             device=str(device),
             train_seconds=round(seconds, 3),
             key=key,

@@ -107,6 +107,11 @@ def sync_device(device: torch.device) -> None:
 #: Images per batch when the batch size is "auto"; CUDA out-of-memory halves it per metric.
 AUTO_BATCH_SIZE = {"cuda": 32, "cpu": 8}
 
+#: On the CPU, universal training stops after this many optimisation steps unless ``--uap-steps
+#: epochs`` asks for the attacks' full epochs (cnn's 200 epochs alone take hours per metric on a
+#: CPU). The benchmark's numbers come from full epochs: the GPU pipeline runs them.
+CPU_UAP_MAX_STEPS = 40
+
 
 def call_in_chunks(fn: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor, chunk: int) -> torch.Tensor:
     """``fn`` over ``batch`` in slices of at most ``chunk`` images, concatenated."""
@@ -128,7 +133,8 @@ class SuiteConfig:
     seed: int = 0
     results_dir: Path = Path("results")
     uap_file: str | None = None
-    uap_steps: int | None = None
+    uap_steps: int | None = None  # exact training steps; None = the attacks' epochs (capped on the CPU)
+    uap_full_epochs: bool = False  # the attacks' epochs also on the CPU
     clamp_uap: bool = False
     pairs_to_save: int = 2
     amp: str | None = None  # "fp16" / "bf16": metrics run under autocast (scores change; see `bench --amp`)
@@ -141,6 +147,14 @@ class SuiteConfig:
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
+
+    def uap_training_steps(self, device: torch.device) -> tuple[int | None, int | None]:
+        """``(steps, max_steps)`` for :meth:`attacks.universal.UniversalAttack.fit` on ``device``."""
+        if self.uap_steps is not None:
+            return self.uap_steps, None
+        if self.uap_full_epochs or device.type == "cuda":
+            return None, None
+        return None, CPU_UAP_MAX_STEPS
 
     @property
     def weights(self) -> str | None:
@@ -228,11 +242,13 @@ class Suite:
                 self._perturbations[key] = load_perturbation(self.config.uap_file)
             else:
                 train = self.dataset(train_dataset, metric_name)
+                steps, max_steps = self.config.uap_training_steps(self.device)
                 self._perturbations[key] = attack.fit(
                     self.metric(metric_name),
                     train,
                     seed=stable_seed(self.config.seed, attack.name, metric_name, train_dataset),
-                    steps=self.config.uap_steps,
+                    steps=steps,
+                    max_steps=max_steps,
                     cache_dir=self.config.results_dir / "perturbations",
                 )
         return self._perturbations[key]
@@ -310,6 +326,9 @@ class Suite:
         }
         if attack.universal:
             params.update(amplitude=case.amplitude, train_dataset=case.train_dataset, clamp=self.config.clamp_uap)
+            meta = getattr(perturbation, "meta", {})
+            if "steps" in meta:  # trained here (a published file has no training record)
+                params.update(train_steps=meta["steps"], full_epochs=meta.get("full_epochs", False))
         result = CaseResult(
             case_id=case.id,
             metric=case.metric,
