@@ -25,7 +25,7 @@ MARKERS = {
     "perceptual": "perceptually constrained attacks (korhonen, madc)",
     "uap": "universal perturbations, trained once per metric (uap, cumulative-uap, generative-uap, cnn)",
     "learned": "attacks with a learned generator (generative-uap, cnn)",
-    "video": "cases on a video metric",
+    "video": "cases on a video metric or a video dataset (clips, or their frames for an image metric)",
     "gpu": "cases impractically slow without a GPU",
     "weights": "cases that need real (pretrained) metric weights",
     "slow": "cases that train a perturbation or run a heavy metric",
@@ -84,7 +84,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="smoke mode: random weights, no downloads; results are labelled, never benchmark numbers",
     )
-    g.addoption("--max-images", type=int, default=None, help="use the first N images of each dataset")
+    g.addoption("--max-images", type=int, default=None, help="use the first N images (clips of a video set)")
+    g.addoption("--max-frames", type=int, default=None, help="use the first N frames of each clip of a video set")
     g.addoption(
         "--image-size",
         type=int,
@@ -223,6 +224,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     from attacks import attack_class, list_attacks
     from benchmark.runner import build_grid
+    from benchmark.video_datasets import is_video_dataset
     from metrics import get_spec, list_metrics
 
     opt = metafunc.config.getoption
@@ -245,7 +247,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             marks.append(pytest.mark.learned)
         if cls.universal:
             marks += [pytest.mark.uap, pytest.mark.slow]
-        if spec.is_video:
+        if spec.is_video or is_video_dataset(case.dataset):
             marks.append(pytest.mark.video)
         if spec.needs_gpu:
             marks.append(pytest.mark.gpu)
@@ -287,6 +289,7 @@ def suite(request: pytest.FixtureRequest):
         weights_dir=opt("--weights-dir"),
         random_weights=opt("--random-weights"),
         max_images=opt("--max-images"),
+        max_frames=opt("--max-frames"),
         image_size=opt("--image-size"),
         seed=opt("--seed"),
         results_dir=Path(opt("--results-dir")),

@@ -107,17 +107,28 @@ def write_per_image(results: list[CaseResult], out_dir: Path) -> list[Path]:
 def format_table(rows: list[dict[str, object]]) -> list[str]:
     """Compact console table, one line per metric x attack x dataset (universal: amplitude mean)."""
     shown = [r for r in rows if r["amplitude"] in ("", "mean")]
+    columns = TABLE_COLUMNS
+    if any("flicker" in r for r in shown):  # video cases: the perturbation's frame-to-frame change
+        columns = (*TABLE_COLUMNS, ("flicker", "flicker"))
     header = f"{'metric':<16} {'attack':<16} {'dataset':<10} {'n':>4} " + " ".join(
-        f"{label:>9}" for _, label in TABLE_COLUMNS
+        f"{label:>9}" for _, label in columns
     )
     lines = [header, "-" * len(header)]
     for r in sorted(shown, key=lambda r: (str(r["metric"]), str(r["attack"]), str(r["dataset"]))):
-        cells = " ".join(f"{float(r.get(k, math.nan)):>9.4g}" for k, _ in TABLE_COLUMNS)
+        cells = " ".join(f"{_number(r.get(k)):>9.4g}" for k, _ in columns)
         flag = "  (random weights)" if r["weights_mode"] == "random" else ""
         flag += "  FAILED" if r["status"] == "failed" else ""
         dataset = Path(str(r["dataset"])).name[:10]
         lines.append(f"{r['metric']!s:<16.16} {r['attack']!s:<16.16} {dataset:<10} {r['n']!s:>4} {cells}{flag}")
     return lines
+
+
+def _number(value: object) -> float:
+    """A table cell: numbers as they are; missing or empty (an image case's flicker) as nan."""
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def finish_session(

@@ -28,9 +28,10 @@ from attacks import Attack, attack_class, create_attack
 from metrics import Metric, create_metric, get_spec
 
 from .case import CaseResult
-from .data import Dataset, iter_batches, resolve_dataset
+from .data import Dataset, iter_batches
 from .scores import image_distortion, score_group
-from .video import as_image_metric
+from .video import ClipResult, as_image_metric, attack_clip, universal_clip
+from .video_datasets import VideoDataset, is_video_dataset, resolve_any_dataset
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,24 @@ def call_in_chunks(fn: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tens
 
 
 @dataclasses.dataclass
+class _Outcome:
+    """What running an attack over a dataset gives, before the group scores."""
+
+    rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+    frames: int = 0  # images, or frames over all clips
+    max_linf: float = 0.0
+    pairs: list[tuple[str, torch.Tensor, torch.Tensor]] = dataclasses.field(default_factory=list)
+
+
+def _clip_row(result: ClipResult) -> dict[str, Any]:
+    """A clip's MSU-layout row (``image_name`` = the clip), plus ``flicker`` and ``n_frames``."""
+    row = result.row()
+    row.pop("gain", None)  # the group scores carry the gains
+    return row
+
+
+@dataclasses.dataclass
 class SuiteConfig:
     """Everything a session shares; the pytest options map one-to-one onto these fields."""
 
@@ -128,7 +147,8 @@ class SuiteConfig:
     batch_size: int = 0  # 0 = auto: AUTO_BATCH_SIZE for the device
     weights_dir: str | None = None
     random_weights: bool = False
-    max_images: int | None = None
+    max_images: int | None = None  # images of an image set, clips of a video set
+    max_frames: int | None = None  # frames per clip of a video set
     image_size: int | None = None
     seed: int = 0
     results_dir: Path = Path("results")
@@ -168,7 +188,8 @@ class Suite:
         self.config = config
         self.device = config.resolved_device()
         self._metrics: dict[str, Metric] = {}
-        self._datasets: dict[tuple[str, str], Dataset] = {}
+        self._video_metrics: dict[str, Metric] = {}
+        self._datasets: dict[tuple[str, bool], Dataset | VideoDataset] = {}
         self._clean: dict[tuple[str, str], dict[str, float]] = {}
         self._perturbations: dict[tuple[str, str, str], Any] = {}
         self.batch_size = config.resolved_batch_size(self.device)
@@ -204,15 +225,34 @@ class Suite:
             if self.config.amp or self.config.channels_last:
                 dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[self.config.amp] if self.config.amp else None
                 model.set_speed_options(autocast=dtype, channels_last=self.config.channels_last)
-            # The grid's datasets are image sets: a video metric scores each image as a one-frame clip.
+            if model.spec.is_video:
+                self._video_metrics[name] = model
+            # On image batches (image sets, frames, universal training) a video metric scores each
+            # image as a one-frame clip; on a video set it sees whole clips (video_metric()).
             self._metrics[name] = as_image_metric(model)
         return self._metrics[name]
 
-    def dataset(self, name: str, metric: str) -> Dataset:
-        spec = get_spec(metric)
-        key = (name, spec.kind)
+    def video_metric(self, name: str) -> Metric:
+        """The video metric itself, scoring a clip (T, 3, H, W) as one clip."""
+        self.metric(name)
+        return self._video_metrics[name]
+
+    def dataset(self, name: str, metric: str) -> Dataset | VideoDataset:
+        """The set ``metric`` is tested on: clips for a video metric on a video set, images otherwise
+        (a video set's frames for an image metric)."""
+        return self._open(name, clips=get_spec(metric).is_video and is_video_dataset(name))
+
+    def image_dataset(self, name: str) -> Dataset:
+        """``name`` as images (a video set's frames): what universal attacks train on."""
+        return self._open(name, clips=False)
+
+    def _open(self, name: str, clips: bool) -> Any:
+        key = (name, clips)
         if key not in self._datasets:
-            self._datasets[key] = resolve_dataset(name, max_images=self.config.max_images, size=self.config.image_size)
+            opened = resolve_any_dataset(
+                name, max_images=self.config.max_images, max_frames=self.config.max_frames, size=self.config.image_size
+            )
+            self._datasets[key] = opened if clips or isinstance(opened, Dataset) else opened.frames()
         return self._datasets[key]
 
     def _batches(self, dataset: Dataset) -> Iterable[tuple[list[str], torch.Tensor]]:
@@ -241,7 +281,7 @@ class Suite:
             if self.config.uap_file:
                 self._perturbations[key] = load_perturbation(self.config.uap_file)
             else:
-                train = self.dataset(train_dataset, metric_name)
+                train = self.image_dataset(train_dataset)
                 steps, max_steps = self.config.uap_training_steps(self.device)
                 self._perturbations[key] = attack.fit(
                     self.metric(metric_name),
@@ -259,7 +299,6 @@ class Suite:
         metric = self.metric(case.metric)
         attack.check_metric(metric)
         dataset = self.dataset(case.dataset, case.metric)
-        clean = self.clean_scores(case.metric, case.dataset)
         seed = stable_seed(self.config.seed, case.id)
         torch.manual_seed(seed)
         if self.device.type == "cuda":
@@ -271,10 +310,62 @@ class Suite:
                 raise ValueError(f"{case.id}: a universal attack needs a train dataset and an amplitude")
             perturbation = self.perturbation(attack, case.metric, case.train_dataset)
 
-        rows: list[dict[str, Any]] = []
-        attack_seconds = 0.0
-        max_linf = 0.0
-        pairs: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+        if isinstance(dataset, VideoDataset):
+            outcome = self._attack_clips(case, attack, dataset, perturbation)
+        else:
+            outcome = self._attack_images(case, attack, metric, dataset, perturbation)
+        rows = outcome.rows
+
+        clear = np.array([r["clear"] for r in rows], dtype=np.float64)
+        attacked_arr = np.array([r["attacked"] for r in rows], dtype=np.float64)
+        scores = score_group(clear, attacked_arr, lower_better=metric.lower_better)
+        scores["max_linf"] = outcome.max_linf
+        if isinstance(dataset, VideoDataset):
+            scores["flicker"] = float(np.mean([r["flicker"] for r in rows]))
+        params = {
+            **attack.params(),
+            "metric": case.metric,
+            "dataset": case.dataset,
+            "seed": seed,
+            "batch_size": min(self.batch_size, self._chunk.get(case.metric, self.batch_size)),
+            "device": str(self.device),
+            "image_size": self.config.image_size,
+            "max_images": self.config.max_images,
+            "amp": self.config.amp or "off",
+            "channels_last": self.config.channels_last,
+        }
+        if isinstance(dataset, VideoDataset):
+            params.update(max_frames=self.config.max_frames, frames=outcome.frames)
+        if attack.universal:
+            params.update(amplitude=case.amplitude, train_dataset=case.train_dataset, clamp=self.config.clamp_uap)
+            meta = getattr(perturbation, "meta", {})
+            if "steps" in meta:  # trained here (a published file has no training record)
+                params.update(train_steps=meta["steps"], full_epochs=meta.get("full_epochs", False))
+        result = CaseResult(
+            case_id=case.id,
+            metric=case.metric,
+            attack=case.attack,
+            dataset=case.dataset,
+            params=params,
+            rows=rows,
+            scores=scores,
+            lower_better=metric.lower_better,
+            weights_mode=metric.weights_mode,
+            # per image; per frame on clips
+            seconds_per_image=outcome.seconds / max(outcome.frames, 1),
+            peak_memory_mb=peak_memory_mb(self.device),
+            amplitude=case.amplitude,
+            train_dataset=case.train_dataset,
+        )
+        result.artifacts.update(self._save_artifacts(case, perturbation, outcome.pairs))
+        return result
+
+    def _attack_images(
+        self, case: CaseSpec, attack: Attack, metric: Metric, dataset: Dataset, perturbation: Any
+    ) -> _Outcome:
+        """The attack on the dataset's images in batches: one MSU row per image."""
+        clean = self.clean_scores(case.metric, case.dataset)
+        out = _Outcome()
         for names, batch in self._batches(dataset):
             sync_device(self.device)
             start = time.perf_counter()
@@ -283,10 +374,10 @@ class Suite:
             else:
                 adv = self.run_batched(case.metric, lambda x: attack(metric, x), batch)
             sync_device(self.device)
-            attack_seconds += time.perf_counter() - start
+            out.seconds += time.perf_counter() - start
             with torch.no_grad():
                 attacked = self.run_batched(case.metric, metric, adv).float().cpu().tolist()
-            max_linf = max(max_linf, float((adv - batch).abs().max()))
+            out.max_linf = max(out.max_linf, float((adv - batch).abs().max()))
             # unclamped, as the benchmark measures universal perturbations
             sim = image_distortion(batch, adv)
             for i, name in enumerate(names):
@@ -304,48 +395,47 @@ class Suite:
                 if attack.universal:
                     row["train_dataset"] = _slug(case.train_dataset or "")
                     row["amplitude"] = case.amplitude
-                rows.append(row)
-            for i in range(min(len(names), self.config.pairs_to_save - len(pairs))):
-                pairs.append((names[i], batch[i].cpu(), adv[i].cpu()))
+                out.rows.append(row)
+            for i in range(min(len(names), self.config.pairs_to_save - len(out.pairs))):
+                out.pairs.append((names[i], batch[i].cpu(), adv[i].cpu()))
+        out.frames = len(out.rows)
+        return out
 
-        clear = np.array([r["clear"] for r in rows], dtype=np.float64)
-        attacked_arr = np.array([r["attacked"] for r in rows], dtype=np.float64)
-        scores = score_group(clear, attacked_arr, lower_better=metric.lower_better)
-        scores["max_linf"] = max_linf
-        params = {
-            **attack.params(),
-            "metric": case.metric,
-            "dataset": case.dataset,
-            "seed": seed,
-            "batch_size": min(self.batch_size, self._chunk.get(case.metric, self.batch_size)),
-            "device": str(self.device),
-            "image_size": self.config.image_size,
-            "max_images": self.config.max_images,
-            "amp": self.config.amp or "off",
-            "channels_last": self.config.channels_last,
-        }
-        if attack.universal:
-            params.update(amplitude=case.amplitude, train_dataset=case.train_dataset, clamp=self.config.clamp_uap)
-            meta = getattr(perturbation, "meta", {})
-            if "steps" in meta:  # trained here (a published file has no training record)
-                params.update(train_steps=meta["steps"], full_epochs=meta.get("full_epochs", False))
-        result = CaseResult(
-            case_id=case.id,
-            metric=case.metric,
-            attack=case.attack,
-            dataset=case.dataset,
-            params=params,
-            rows=rows,
-            scores=scores,
-            lower_better=metric.lower_better,
-            weights_mode=metric.weights_mode,
-            seconds_per_image=attack_seconds / max(len(rows), 1),
-            peak_memory_mb=peak_memory_mb(self.device),
-            amplitude=case.amplitude,
-            train_dataset=case.train_dataset,
-        )
-        result.artifacts.update(self._save_artifacts(case, perturbation, pairs))
-        return result
+    def _attack_clips(self, case: CaseSpec, attack: Attack, dataset: VideoDataset, perturbation: Any) -> _Outcome:
+        """The attack on each clip against the video metric's clip score: one row per clip, with flicker.
+
+        Image-specific attacks run on all frames of a clip at once (the loss is the clip score);
+        a universal perturbation is added to every frame.
+        """
+        metric = self.video_metric(case.metric)
+        out = _Outcome()
+        for item in dataset:
+            clip = item.load().to(self.device)
+            if perturbation is not None:
+                adv, result = universal_clip(
+                    metric,
+                    clip,
+                    perturbation,
+                    case.amplitude,
+                    clamp=self.config.clamp_uap,
+                    clip_name=item.clip_name,
+                    test_dataset=_slug(case.dataset),
+                    train_dataset=_slug(case.train_dataset or ""),
+                )
+            else:
+                adv, result = attack_clip(
+                    metric, attack, clip, clip_name=item.clip_name, test_dataset=_slug(case.dataset)
+                )
+            out.rows.append(_clip_row(result))
+            out.seconds += result.seconds
+            out.frames += result.n_frames
+            out.max_linf = max(out.max_linf, float((adv - clip).abs().max()))
+            if len(out.pairs) < self.config.pairs_to_save:  # the middle frame
+                middle = clip.shape[0] // 2
+                out.pairs.append(
+                    (f"{item.clip_name.replace('/', '_')}_f{middle}", clip[middle].cpu(), adv[middle].cpu())
+                )
+        return out
 
     def _save_artifacts(
         self, case: CaseSpec, perturbation: Any, pairs: list[tuple[str, torch.Tensor, torch.Tensor]]

@@ -1,4 +1,4 @@
-"""``iqa-robustness list metrics|attacks``: what the registries hold, with their declared facts."""
+"""``iqa-robustness list metrics|attacks|datasets``: what the registries hold, with their declared facts."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("list", help="list registered metrics or attacks")
-    p.add_argument("what", choices=["metrics", "attacks"])
+    p = sub.add_parser("list", help="list registered metrics, attacks or datasets")
+    p.add_argument("what", choices=["metrics", "attacks", "datasets"])
     p.add_argument("pattern", nargs="?", default=None, help="glob or comma list (default: all)")
     p.set_defaults(func=run)
 
@@ -21,6 +21,14 @@ def run(args: argparse.Namespace) -> int:
             direction = "lower-better" if s.lower_better else "higher-better"
             grad = "" if s.differentiable else " non-differentiable"
             print(f"{name:24s} {s.kind:9s} {direction:13s} bounds={s.bounds} source={s.source}{grad}")
+    elif args.what == "datasets":
+        from benchmark.data import dataset_info, list_datasets
+        from benchmark.video_datasets import list_video_datasets, video_dataset_description
+
+        for name in list_datasets():
+            print(f"{name:16s} images  {dataset_info(name).description}")
+        for name in list_video_datasets():
+            print(f"{name:16s} clips   {video_dataset_description(name)}")
     else:
         from attacks import attack_class, list_attacks
 
