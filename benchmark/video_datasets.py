@@ -15,7 +15,8 @@ Named sets (``iqa-robustness list datasets``):
   scikit-image (offline, no download), 224x224;
 - ``vimeo``: Vimeo-90k triplets (or septuplets), the clips of ``tri_testlist.txt`` /
   ``sep_testlist.txt`` when present; found through ``$IQA_ROBUSTNESS_VIMEO`` or
-  ``$IQA_ROBUSTNESS_DATA/vimeo``;
+  ``$IQA_ROBUSTNESS_DATA/vimeo``; ``vimeo-train``: the same folder's train list (the benchmark
+  trains universal perturbations for video metrics on it);
 - ``blue-sky``: Derf's ``blue_sky`` y4m, through ``$IQA_ROBUSTNESS_BLUE_SKY`` (the file or its
   folder) or ``$IQA_ROBUSTNESS_DATA/blue-sky``.
 
@@ -47,7 +48,7 @@ from .data import (
     resize_image,
     resolve_dataset,
 )
-from .video import VideoReadError, frame_files, natural_key, read_clip, vimeo_clip_dirs
+from .video import VIMEO_LISTS, VideoReadError, frame_files, natural_key, read_clip, vimeo_clip_dirs
 
 VIDEO_FILE_EXTENSIONS: frozenset[str] = frozenset({".y4m", ".mp4", ".mkv", ".avi", ".mov", ".webm"})
 
@@ -270,13 +271,16 @@ def _is_clip_folder(folder: Path) -> bool:
     return not frame_files(folder) and bool(_clip_sources(folder))
 
 
-def _clips_from(root: Path, *, max_clips: int | None, max_frames: int | None, size: Size) -> tuple[ClipItem, ...]:
+def _clips_from(
+    root: Path, *, max_clips: int | None, max_frames: int | None, size: Size, split: str = "test"
+) -> tuple[ClipItem, ...]:
     if _is_video_file(root):
         sources = [root]
         base = root.parent
     elif (root / "sequences").is_dir() or (root.name == "sequences" and root.is_dir()):
-        lists = [root / n for n in ("tri_testlist.txt", "sep_testlist.txt")]
-        sources = vimeo_clip_dirs(root, split="test" if any(p.is_file() for p in lists) else None)
+        parent = root if (root / "sequences").is_dir() else root.parent
+        lists = [parent / n for n in VIMEO_LISTS[split]]
+        sources = vimeo_clip_dirs(root, split=split if any(p.is_file() for p in lists) else None)
         base = root / "sequences" if (root / "sequences").is_dir() else root
     else:
         sources = _clip_sources(root)
@@ -339,6 +343,10 @@ _VIDEO_REGISTRY: dict[str, tuple[str, Callable[[], Path] | None]] = {
         "Vimeo-90k triplets/septuplets (448x256), the test list when present",
         _EnvClips("vimeo", "IQA_ROBUSTNESS_VIMEO"),
     ),
+    "vimeo-train": (
+        "Vimeo-90k, the clips of its train list: a training set for universal attacks (frames)",
+        _EnvClips("vimeo", "IQA_ROBUSTNESS_VIMEO"),
+    ),
     "blue-sky": (
         "Derf's blue_sky (1920x1080, 250 frames, y4m)",
         _EnvClips("blue-sky", "IQA_ROBUSTNESS_BLUE_SKY", "blue_sky*.y4m"),
@@ -389,7 +397,9 @@ def resolve_video_dataset(
         if locate is None:
             return sample_clips(max_clips=max_clips, max_frames=max_frames, size=size)
         root = locate()
-        return VideoDataset(key, _clips_from(root, max_clips=max_clips, max_frames=max_frames, size=size), root)
+        split = "train" if key.endswith("-train") else "test"
+        clips = _clips_from(root, max_clips=max_clips, max_frames=max_frames, size=size, split=split)
+        return VideoDataset(key, clips, root)
     path = Path(text).expanduser()
     if _is_video_file(path) or _is_clip_folder(path):
         clips = _clips_from(path, max_clips=max_clips, max_frames=max_frames, size=size)

@@ -281,6 +281,29 @@ def test_each_attack_trains_a_few_steps_on_a_real_metric_within_its_bound(name, 
 def test_training_steps_default_to_epochs_times_batches_per_epoch(cnniqa, tiny_train):
     perturbation = create_attack("cumulative-uap", epochs=3, batch_size=1).fit(cnniqa, tiny_train)
     assert perturbation.meta["steps"] == 3 * 2
+    assert perturbation.meta["full_epochs"] is True
+
+
+def test_max_steps_caps_the_epochs_and_the_run_says_it_was_capped(cnniqa, tiny_train):
+    attack = create_attack("cumulative-uap", epochs=3, batch_size=1)
+    capped = attack.fit(cnniqa, tiny_train, max_steps=4)
+    assert (capped.meta["steps"], capped.meta["full_epochs"]) == (4, False)
+    roomy = attack.fit(cnniqa, tiny_train, max_steps=100)  # a cap above the epochs changes nothing
+    assert (roomy.meta["steps"], roomy.meta["full_epochs"]) == (6, True)
+    exact = attack.fit(cnniqa, tiny_train, steps=5, max_steps=4)  # explicit steps win
+    assert exact.meta["steps"] == 5
+    with pytest.raises(ValueError, match="max_steps must be a positive"):
+        attack.fit(cnniqa, tiny_train, max_steps=0)
+
+
+def test_the_suite_caps_universal_training_on_the_cpu_only_unless_full_epochs_are_asked_for():
+    from benchmark.runner import CPU_UAP_MAX_STEPS, SuiteConfig
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert SuiteConfig().uap_training_steps(cpu) == (None, CPU_UAP_MAX_STEPS)
+    assert SuiteConfig().uap_training_steps(gpu) == (None, None)
+    assert SuiteConfig(uap_full_epochs=True).uap_training_steps(cpu) == (None, None)
+    assert SuiteConfig(uap_steps=7).uap_training_steps(gpu) == (7, None)
 
 
 def test_training_is_deterministic_for_a_seed(cnniqa):

@@ -85,11 +85,16 @@ def test_a_vimeo_folder_gives_its_test_list_clips(tmp_path: Path) -> None:
     assert clips.frames().image_names[:3] == ["00001/0002/im1.png", "00001/0002/im2.png", "00001/0002/im3.png"]
 
 
-def test_the_vimeo_name_finds_the_folder_through_its_variable(tmp_path: Path, monkeypatch) -> None:
-    _write_frames(tmp_path / "sequences" / "00001" / "0001", 3)
+def test_the_vimeo_names_find_the_folder_through_its_variable_and_pick_their_list(tmp_path: Path, monkeypatch) -> None:
+    for name in ("00001/0001", "00001/0002", "00002/0001"):
+        _write_frames(tmp_path / "sequences" / name, 3)
+    (tmp_path / "tri_testlist.txt").write_text("00002/0001\n")
+    (tmp_path / "tri_trainlist.txt").write_text("00001/0001\n00001/0002\n")
     monkeypatch.setenv("IQA_ROBUSTNESS_VIMEO", str(tmp_path))
-    clips = resolve_any_dataset("vimeo")
-    assert clips.clip_names == ["00001/0001"]
+    assert resolve_any_dataset("vimeo").clip_names == ["00002/0001"]
+    train = resolve_any_dataset("vimeo-train")
+    assert train.clip_names == ["00001/0001", "00001/0002"]
+    assert len(train.frames()) == 6
 
 
 def test_a_missing_named_video_set_says_how_to_provide_it(monkeypatch) -> None:
