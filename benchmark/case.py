@@ -31,7 +31,8 @@ class CaseResult:
         peak_memory_mb: peak accelerator (or process) memory during the case.
         amplitude, train_dataset: for universal attacks.
         artifacts: name -> path of files to keep (perturbation .npy/.png, image pairs, plots).
-        status: ``passed``, ``failed`` or ``skipped``; message: why, when not passed.
+        status: ``passed``, ``failed`` (an invariant or a baseline threshold), ``error`` (the case
+            raised: no rows, ``message`` says why) or ``skipped``; message: why, when not passed.
     """
 
     case_id: str

@@ -47,6 +47,7 @@ def case_summary(r: CaseResult) -> dict[str, object]:
         "n": r.n_images,
         "weights_mode": r.weights_mode,
         "status": r.status,
+        "message": r.message,
     }
     row.update(r.scores)
     for key in ("psnr", "ssim", "mse"):
@@ -70,10 +71,12 @@ def amplitude_means(rows: Iterable[dict[str, object]]) -> list[dict[str, object]
             "case_id": f"{members[0]['case_id'].rsplit('-amp', 1)[0]}-ampmean",
         }
         mean["amplitude"] = "mean"
-        for key, value in members[0].items():
-            if isinstance(value, float) and key != "amplitude":
-                mean[key] = float(np.mean([float(m[key]) for m in members]))
-        mean["status"] = "failed" if any(m["status"] == "failed" for m in members) else "passed"
+        keys = dict.fromkeys(k for m in members for k, v in m.items() if isinstance(v, float) and k != "amplitude")
+        for key in keys:
+            # over the amplitudes that have the score (a case that raised has none)
+            mean[key] = float(np.mean([float(m[key]) for m in members if isinstance(m.get(key), float)]))
+        statuses = {m["status"] for m in members}
+        mean["status"] = next((s for s in ("error", "failed") if s in statuses), "passed")
         out.append(mean)
     return out
 
@@ -117,7 +120,7 @@ def format_table(rows: list[dict[str, object]]) -> list[str]:
     for r in sorted(shown, key=lambda r: (str(r["metric"]), str(r["attack"]), str(r["dataset"]))):
         cells = " ".join(f"{_number(r.get(k)):>9.4g}" for k, _ in columns)
         flag = "  (random weights)" if r["weights_mode"] == "random" else ""
-        flag += "  FAILED" if r["status"] == "failed" else ""
+        flag += {"failed": "  FAILED", "error": "  ERROR"}.get(str(r["status"]), "")
         dataset = Path(str(r["dataset"])).name[:10]
         lines.append(f"{r['metric']!s:<16.16} {r['attack']!s:<16.16} {dataset:<10} {r['n']!s:>4} {cells}{flag}")
     return lines

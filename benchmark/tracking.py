@@ -456,7 +456,7 @@ def _log_case(
                 uploaded[p.resolve()] = run_id
         else:
             log.warning("case %s: artefact %s not found at %s; not logged", result.case_id, name, p)
-    client.set_terminated(run_id, "FAILED" if result.status == "failed" else "FINISHED")
+    client.set_terminated(run_id, "FAILED" if result.status in ("failed", "error") else "FINISHED")
     return run_id
 
 
@@ -515,7 +515,7 @@ def log_session(
                 for result in results:
                     _log_case(client, experiment_id, parent_id, result, Path(tmp), uploaded)
                 counts = {"n_cases": len(results)}
-                for status in ("passed", "failed", "skipped"):
+                for status in ("passed", "failed", "error", "skipped"):
                     counts[f"n_{status}"] = sum(r.status == status for r in results)
                 _log_batch(client, parent_id, metrics=counts)
                 client.log_artifact(parent_id, str(_summary_csv(results, results_dir, Path(tmp))))

@@ -12,6 +12,7 @@ import math
 import pytest
 
 from attacks import NotDifferentiableError
+from benchmark.case import CaseResult
 from metrics import MissingWeightsError, get_spec
 
 # L-inf budgets the attacks promise (METHODOLOGY.md); attacks without a budget are not listed.
@@ -31,12 +32,35 @@ def _run(suite, case, case_results_dir, baseline):
     except RuntimeError as exc:
         if "CUDA" in str(exc) and suite.device.type != "cuda":
             pytest.skip(f"needs a GPU: {exc}")
+        _record_error(case, case_results_dir, exc)
+        raise
+    except Exception as exc:
+        _record_error(case, case_results_dir, exc)
         raise
     violations = baseline.check(result) if baseline is not None else []
     result.status = "failed" if violations else "passed"
     result.message = "; ".join(violations)
     result.save_json(case_results_dir / f"{case.id}.json")
     return result, violations
+
+
+def _record_error(case, case_results_dir, exc):
+    """A case that raised still gets its row (status ``error``, the message) in the summary and MLflow."""
+    message = f"{type(exc).__name__}: {exc}".strip()
+    params = {"metric": case.metric, "attack": case.attack, "dataset": case.dataset}
+    if case.amplitude is not None:
+        params.update(amplitude=case.amplitude, train_dataset=case.train_dataset)
+    CaseResult(
+        case_id=case.id,
+        metric=case.metric,
+        attack=case.attack,
+        dataset=case.dataset,
+        params=params,
+        amplitude=case.amplitude,
+        train_dataset=case.train_dataset,
+        status="error",
+        message=message[:2000],
+    ).save_json(case_results_dir / f"{case.id}.json")
 
 
 def _check_common(result, n_images):
