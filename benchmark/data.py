@@ -528,6 +528,16 @@ def shared_folder() -> Path:
     return Path(os.environ.get(SHARED_ENV_VAR) or REPO_ROOT.parent / "shared").expanduser()
 
 
+def env_roots(name: str, env_var: str) -> list[Path]:
+    """Where a named dataset may be: ``$<env_var>``, then ``$IQA_ROBUSTNESS_DATA/<name>`` (those set)."""
+    roots = []
+    if os.environ.get(env_var):
+        roots.append(Path(os.environ[env_var]).expanduser())
+    if os.environ.get(DATA_ENV_VAR):
+        roots.append(Path(os.environ[DATA_ENV_VAR]).expanduser() / name)
+    return roots
+
+
 @dataclasses.dataclass(frozen=True)
 class EnvFolder:
     """Locates a named dataset's folder from an environment variable or the data root.
@@ -541,11 +551,7 @@ class EnvFolder:
     layouts: tuple[str, ...] = ()
 
     def __call__(self) -> Path:
-        roots = []
-        if os.environ.get(self.env_var):
-            roots.append(Path(os.environ[self.env_var]).expanduser())
-        if os.environ.get(DATA_ENV_VAR):
-            roots.append(Path(os.environ[DATA_ENV_VAR]).expanduser() / self.name)
+        roots = env_roots(self.name, self.env_var)
         for root in roots:
             for folder in (root, *(root / layout for layout in self.layouts)):
                 if _has_images(folder):

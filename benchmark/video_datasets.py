@@ -44,6 +44,7 @@ from .data import (
     ImageItem,
     Size,
     UnknownDatasetError,
+    env_roots,
     list_datasets,
     resize_image,
     resolve_dataset,
@@ -309,22 +310,13 @@ class _EnvClips:
     file_glob: str | None = None  # a video file inside the folder (Derf's sequences)
 
     def __call__(self) -> Path:
-        roots = []
-        if os.environ.get(self.env_var):
-            roots.append(Path(os.environ[self.env_var]).expanduser())
-        if os.environ.get(DATA_ENV_VAR):
-            roots.append(Path(os.environ[DATA_ENV_VAR]).expanduser() / self.name)
+        roots = env_roots(self.name, self.env_var)
         for root in roots:
+            found = sorted(root.glob(self.file_glob)) if self.file_glob and root.is_dir() else []
+            if found:
+                return found[0]
             if _is_video_file(root) or _is_clip_folder(root):
-                if self.file_glob and root.is_dir():
-                    found = sorted(root.glob(self.file_glob))
-                    if found:
-                        return found[0]
                 return root
-            if self.file_glob and root.is_dir():
-                found = sorted(root.glob(self.file_glob))
-                if found:
-                    return found[0]
         where = (
             f"nothing usable at {', '.join(map(str, roots))}"
             if roots

@@ -198,24 +198,8 @@ def test_xdist_workers_write_the_same_summary_as_a_serial_run(tmp_path, torch_ho
 def test_a_case_that_raises_keeps_its_row_with_the_error_and_the_other_cases_are_kept(tmp_path, torch_home):
     results = tmp_path / "results"
     # vsfa refuses frames under 64 px; cnniqa-live runs at that size
-    proc = run_suite(
-        tmp_path,
-        torch_home,
-        "--random-weights",
-        "--no-mlflow",
-        "--metric",
-        "cnniqa-live,vsfa",
-        "--attack",
-        "fgsm",
-        "--dataset",
-        "sample",
-        "--max-images",
-        "1",
-        "--image-size",
-        "48",
-        "--results-dir",
-        str(results),
-    )
+    args = "--random-weights --no-mlflow --metric cnniqa-live,vsfa --attack fgsm --dataset sample --max-images 1"
+    proc = run_suite(tmp_path, torch_home, *args.split(), "--image-size", "48", "--results-dir", str(results))
     assert proc.returncode == 1, proc.stdout[-3000:]
     assert "1 failed, 1 passed" in proc.stdout
     assert "ERROR" in proc.stdout  # the console table flags the case

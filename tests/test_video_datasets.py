@@ -104,6 +104,15 @@ def test_a_missing_named_video_set_says_how_to_provide_it(monkeypatch) -> None:
         resolve_any_dataset("blue-sky")
 
 
+def test_the_blue_sky_name_finds_derfs_file_in_its_folder(tmp_path: Path, monkeypatch) -> None:
+    _write_y4m(tmp_path / "blue_sky_1080p25.y4m", 2)
+    _write_y4m(tmp_path / "another.y4m", 2)
+    monkeypatch.setenv("IQA_ROBUSTNESS_BLUE_SKY", str(tmp_path))
+    clips = resolve_any_dataset("blue-sky")
+    assert clips.clip_names == ["blue_sky_1080p25.y4m"]
+    assert clips.clips[0].load().shape == (2, 3, 24, 32)
+
+
 def test_a_video_file_is_one_clip_and_its_frames_decode_in_order(tmp_path: Path) -> None:
     path = tmp_path / "blue_sky.y4m"
     _write_y4m(path, 5)

@@ -100,20 +100,8 @@ def test_an_image_metric_on_a_video_file_is_attacked_frame_by_frame(tmp_path, to
     clip = tmp_path / "blue_sky.y4m"
     _write_y4m(clip, 3)
     results = tmp_path / "results"
-    proc = run_suite(
-        tmp_path,
-        torch_home,
-        "--random-weights",
-        "--no-mlflow",
-        "--metric",
-        "cnniqa-live",
-        "--attack",
-        "fgsm",
-        "--dataset",
-        str(clip),
-        "--results-dir",
-        str(results),
-    )
+    args = ("--random-weights", "--no-mlflow", "--metric", "cnniqa-live", "--attack", "fgsm")
+    proc = run_suite(tmp_path, torch_home, *args, "--dataset", str(clip), "--results-dir", str(results))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     with (results / "per_image" / "fgsm_cnniqa-live_test.csv").open() as fh:
         rows = list(csv.DictReader(fh))
