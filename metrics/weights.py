@@ -51,7 +51,7 @@ def search_dirs(weights_dir: str | Path | None = None) -> list[Path]:
         roots.append(Path(env).expanduser())
     dirs = [root / sub if sub else root for root in roots for sub in _SUBFOLDERS]
     dirs.append(pyiqa_cache_dir())
-    return dirs
+    return list(dict.fromkeys(dirs))  # --weights-dir and the variable often name the same folder
 
 
 def find_weight_file(

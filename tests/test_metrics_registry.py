@@ -128,3 +128,12 @@ def test_registering_the_metrics_builds_no_model_and_does_not_import_pyiqa():
 def test_the_package_exports_the_registry_api():
     for name in ("create_metric", "list_metrics", "get_spec", "register_metric", "MissingWeightsError"):
         assert hasattr(metrics, name)
+
+
+def test_a_weights_folder_named_twice_is_searched_and_listed_once(tmp_path: Path, monkeypatch) -> None:
+    from metrics.weights import ENV_VAR, search_dirs
+
+    monkeypatch.setenv(ENV_VAR, str(tmp_path))
+    dirs = search_dirs(tmp_path)
+    assert len(dirs) == len(set(dirs))
+    assert dirs[0] == tmp_path
