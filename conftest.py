@@ -40,8 +40,10 @@ log = logging.getLogger("iqa_robustness")
 def pytest_addoption(parser: pytest.Parser) -> None:
     try:
         from benchmark.runner import CPU_UAP_MAX_STEPS
+
+        cpu_cap = f"at most {CPU_UAP_MAX_STEPS} steps"
     except ImportError:  # the package is not installed: the project's own tests will say so
-        CPU_UAP_MAX_STEPS = 40
+        cpu_cap = "a capped number of steps"
     g = parser.getgroup("iqa-robustness", "adversarial robustness grid (iqa-robustness)")
     g.addoption(
         "--metric",
@@ -98,7 +100,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=_uap_steps,
         default="auto",
         help="universal training: N optimisation steps, 'epochs' (the attacks' full epochs, as the benchmark), or "
-        f"'auto' (default): full epochs on a GPU, at most {CPU_UAP_MAX_STEPS} steps on the CPU",
+        f"'auto' (default): full epochs on a GPU, {cpu_cap} on the CPU",
     )
     g.addoption(
         "--uap-file",
@@ -237,6 +239,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         # a published perturbation names its own provenance: its file stands in for the training set
         train_datasets=[opt("--uap-file")] if opt("--uap-file") else opt("--train-dataset") or list(DEFAULT_DATASETS),
     )
+    video_sets = {d for d in {case.dataset for case in grid} if is_video_dataset(d)}
     params = []
     for case in grid:
         spec, cls = get_spec(case.metric), attack_class(case.attack)
@@ -247,7 +250,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             marks.append(pytest.mark.learned)
         if cls.universal:
             marks += [pytest.mark.uap, pytest.mark.slow]
-        if spec.is_video or is_video_dataset(case.dataset):
+        if spec.is_video or case.dataset in video_sets:
             marks.append(pytest.mark.video)
         if spec.needs_gpu:
             marks.append(pytest.mark.gpu)
@@ -283,6 +286,7 @@ def suite(request: pytest.FixtureRequest):
     from benchmark.runner import Suite, SuiteConfig
 
     opt = request.config.getoption
+    uap_steps = opt("--uap-steps")
     config = SuiteConfig(
         device=opt("--device"),
         batch_size=opt("--batch-size"),
@@ -294,8 +298,8 @@ def suite(request: pytest.FixtureRequest):
         seed=opt("--seed"),
         results_dir=Path(opt("--results-dir")),
         uap_file=opt("--uap-file"),
-        uap_steps=opt("--uap-steps") if isinstance(opt("--uap-steps"), int) else None,
-        uap_full_epochs=opt("--uap-steps") == "epochs",
+        uap_steps=uap_steps if isinstance(uap_steps, int) else None,  # "auto" / "epochs" are words
+        uap_full_epochs=uap_steps == "epochs",
         clamp_uap=opt("--clamp-uap"),
         amp=opt("--amp"),
         channels_last=opt("--channels-last"),

@@ -30,7 +30,7 @@ from metrics import Metric, create_metric, get_spec
 from .case import CaseResult
 from .data import Dataset, iter_batches
 from .scores import image_distortion, score_group
-from .video import ClipResult, as_image_metric, attack_clip, universal_clip
+from .video import FramesAsClips, as_image_metric, attack_clip, universal_clip
 from .video_datasets import VideoDataset, is_video_dataset, resolve_any_dataset
 
 log = logging.getLogger(__name__)
@@ -132,13 +132,6 @@ class _Outcome:
     pairs: list[tuple[str, torch.Tensor, torch.Tensor]] = dataclasses.field(default_factory=list)
 
 
-def _clip_row(result: ClipResult) -> dict[str, Any]:
-    """A clip's MSU-layout row (``image_name`` = the clip), plus ``flicker`` and ``n_frames``."""
-    row = result.row()
-    row.pop("gain", None)  # the group scores carry the gains
-    return row
-
-
 @dataclasses.dataclass
 class SuiteConfig:
     """Everything a session shares; the pytest options map one-to-one onto these fields."""
@@ -188,7 +181,6 @@ class Suite:
         self.config = config
         self.device = config.resolved_device()
         self._metrics: dict[str, Metric] = {}
-        self._video_metrics: dict[str, Metric] = {}
         self._datasets: dict[tuple[str, bool], Dataset | VideoDataset] = {}
         self._clean: dict[tuple[str, str], dict[str, float]] = {}
         self._perturbations: dict[tuple[str, str, str], Any] = {}
@@ -225,8 +217,6 @@ class Suite:
             if self.config.amp or self.config.channels_last:
                 dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[self.config.amp] if self.config.amp else None
                 model.set_speed_options(autocast=dtype, channels_last=self.config.channels_last)
-            if model.spec.is_video:
-                self._video_metrics[name] = model
             # On image batches (image sets, frames, universal training) a video metric scores each
             # image as a one-frame clip; on a video set it sees whole clips (video_metric()).
             self._metrics[name] = as_image_metric(model)
@@ -234,8 +224,10 @@ class Suite:
 
     def video_metric(self, name: str) -> Metric:
         """The video metric itself, scoring a clip (T, 3, H, W) as one clip."""
-        self.metric(name)
-        return self._video_metrics[name]
+        wrapped = self.metric(name)
+        if not isinstance(wrapped, FramesAsClips):
+            raise ValueError(f"{name} is an image metric; it scores frames as images, not clips")
+        return wrapped.video_metric
 
     def dataset(self, name: str, metric: str) -> Dataset | VideoDataset:
         """The set ``metric`` is tested on: clips for a video metric on a video set, images otherwise
@@ -408,9 +400,14 @@ class Suite:
         a universal perturbation is added to every frame.
         """
         metric = self.video_metric(case.metric)
+        clean = self._clean.setdefault((case.metric, case.dataset), {})  # scored once, shared by all attacks
         out = _Outcome()
         for item in dataset:
             clip = item.load().to(self.device)
+            if item.clip_name not in clean:
+                with torch.no_grad():
+                    clean[item.clip_name] = float(metric(clip)[0])
+            clear = clean[item.clip_name]
             if perturbation is not None:
                 adv, result = universal_clip(
                     metric,
@@ -421,12 +418,13 @@ class Suite:
                     clip_name=item.clip_name,
                     test_dataset=_slug(case.dataset),
                     train_dataset=_slug(case.train_dataset or ""),
+                    clear=clear,
                 )
             else:
                 adv, result = attack_clip(
-                    metric, attack, clip, clip_name=item.clip_name, test_dataset=_slug(case.dataset)
+                    metric, attack, clip, clip_name=item.clip_name, test_dataset=_slug(case.dataset), clear=clear
                 )
-            out.rows.append(_clip_row(result))
+            out.rows.append(result.row())
             out.seconds += result.seconds
             out.frames += result.n_frames
             out.max_linf = max(out.max_linf, float((adv - clip).abs().max()))

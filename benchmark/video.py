@@ -319,7 +319,7 @@ class ClipResult:
         return self.gain / (sign * self.clear + 1.0)
 
     def row(self) -> dict[str, Any]:
-        """The MSU CSV columns (``rel_gain`` = attacked / clear there) plus gains and flicker."""
+        """The MSU CSV columns (``rel_gain`` = attacked / clear there) plus flicker and frame count."""
         row: dict[str, Any] = {"image_name": self.clip_name, "test_dataset": self.test_dataset}
         if self.train_dataset is not None:
             row["train_dataset"] = self.train_dataset
@@ -328,7 +328,7 @@ class ClipResult:
             row["amplitude"] = self.amplitude
         rel = self.attacked / self.clear if self.clear else float("nan")
         row |= {"rel_gain": rel, "psnr": self.psnr, "ssim": self.ssim, "mse": self.mse}
-        row |= {"gain": self.gain, "flicker": self.flicker, "n_frames": self.n_frames}
+        row |= {"flicker": self.flicker, "n_frames": self.n_frames}
         return row
 
 
@@ -359,13 +359,27 @@ def _clip_result(
     )
 
 
+def _clean_score(metric: Metric, clip: torch.Tensor, clear: float | None) -> float:
+    if clear is not None:
+        return clear
+    with torch.no_grad():
+        return float(metric(clip)[0])
+
+
 def attack_clip(
-    metric: Metric, attack: Attack, clip: torch.Tensor, *, clip_name: str = "clip", test_dataset: str = ""
+    metric: Metric,
+    attack: Attack,
+    clip: torch.Tensor,
+    *,
+    clip_name: str = "clip",
+    test_dataset: str = "",
+    clear: float | None = None,
 ) -> tuple[torch.Tensor, ClipResult]:
     """Run an image-specific attack on every frame of a clip against the video metric.
 
     The clip (T, 3, H, W) goes to the attack as a batch of T frames; the attack's loss is the
-    metric's clip loss, so each frame moves along its part of the clip-level gradient.
+    metric's clip loss, so each frame moves along its part of the clip-level gradient. ``clear``
+    is the clip's clean score when already known (the suite scores each clip once).
 
     Returns:
         The attacked clip and its :class:`ClipResult`.
@@ -376,8 +390,7 @@ def attack_clip(
             f"{attack.name} is a universal attack: train it with fit(), then apply it to the clip with universal_clip()"
         )
     clip = clip.to(metric.device)
-    with torch.no_grad():
-        clear = float(metric(clip)[0])
+    clear = _clean_score(metric, clip, clear)
     start = time.perf_counter()
     adversarial = attack(metric, clip)
     if clip.device.type == "cuda":
@@ -408,6 +421,7 @@ def universal_clip(
     clip_name: str = "clip",
     test_dataset: str = "",
     train_dataset: str | None = None,
+    clear: float | None = None,
 ) -> tuple[torch.Tensor, ClipResult]:
     """Add a universal perturbation to every frame of a clip and score it.
 
@@ -419,13 +433,14 @@ def universal_clip(
             an image-conditioned generator makes one per frame (its flicker is not zero).
         amplitude: the factor k (the benchmark uses 0.2, 0.4, 0.8).
         clamp: clamp to [0, 1] (the MSU code does not: the metric sees out-of-range pixels).
+        clear: the clip's clean score when already known.
     """
     _check_video_metric(metric)
     if isinstance(perturbation, torch.Tensor):
         perturbation = Perturbation(delta=perturbation)
     clip = clip.to(metric.device)
+    clear = _clean_score(metric, clip, clear)
     with torch.no_grad():
-        clear = float(metric(clip)[0])
         start = time.perf_counter()
         attacked_clip = clip + amplitude * perturbation.perturbation_for(clip)
         if clamp:

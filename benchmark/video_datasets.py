@@ -49,7 +49,16 @@ from .data import (
     resize_image,
     resolve_dataset,
 )
-from .video import VIMEO_LISTS, VideoReadError, frame_files, natural_key, read_clip, vimeo_clip_dirs
+from .video import (
+    FRAME_EXTENSIONS,
+    VIMEO_LISTS,
+    VideoReadError,
+    frame_files,
+    iter_frames,
+    natural_key,
+    read_clip,
+    vimeo_clip_dirs,
+)
 
 VIDEO_FILE_EXTENSIONS: frozenset[str] = frozenset({".y4m", ".mp4", ".mkv", ".avi", ".mov", ".webm"})
 
@@ -138,44 +147,35 @@ class VideoDataset:
 # --------------------------------------------------------------------------- frame readers
 
 
+def _to_image(frame: torch.Tensor) -> Image.Image:
+    """A decoded frame (3, H, W) in [0, 1] as the 8-bit image an :class:`ImageItem` reader returns."""
+    return Image.fromarray((frame.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8))
+
+
 def _builtin_frame(arg: tuple[Callable[[], list[torch.Tensor]], int]) -> Image.Image:
     frames, index = arg
-    array = (frames()[index].permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
-    return Image.fromarray(array)
+    return _to_image(frames()[index])
 
 
 class _SequentialDecoder:
-    """Decodes one video file forwards and hands out frames by index.
+    """Hands out the frames of one video file by index, decoding forwards with :func:`iter_frames`.
 
     Frames are requested in order (a dataset is read in order), so each file is decoded once; a
-    request for an earlier frame reopens the file.
+    request for an earlier frame starts the file again.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._frames: Iterator | None = None
-        self._container = None
+        self._frames: Iterator[tuple[int, torch.Tensor]] | None = None
         self._next = 0
 
-    def _reopen(self) -> None:
-        import av
-
-        if self._container is not None:
-            self._container.close()
-        try:
-            self._container = av.open(str(self.path))
-        except (av.FFmpegError, OSError) as exc:
-            raise VideoReadError(f"cannot open video {self.path}: {exc}") from exc
-        self._frames = enumerate(self._container.decode(video=0))
-        self._next = 0
-
-    def frame(self, index: int) -> Image.Image:
+    def frame(self, index: int) -> torch.Tensor:
         if self._frames is None or index < self._next:
-            self._reopen()
+            self._frames, self._next = enumerate(iter_frames(self.path)), 0
         for i, frame in self._frames:
             self._next = i + 1
             if i == index:
-                return frame.to_image()
+                return frame
         raise VideoReadError(f"{self.path} has no frame {index}")
 
 
@@ -184,8 +184,7 @@ _DECODERS: dict[Path, _SequentialDecoder] = {}
 
 def _video_frame(arg: tuple[Path, int]) -> Image.Image:
     path, index = arg
-    decoder = _DECODERS.setdefault(path, _SequentialDecoder(path))
-    return decoder.frame(index)
+    return _to_image(_DECODERS.setdefault(path, _SequentialDecoder(path)).frame(index))
 
 
 @functools.lru_cache(maxsize=64)
@@ -254,22 +253,34 @@ def _is_video_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in VIDEO_FILE_EXTENSIONS
 
 
+def _has_frames(folder: Path) -> bool:
+    """Whether ``folder`` holds a frame image (stops at the first one)."""
+    return any(p.suffix.lower() in FRAME_EXTENSIONS and not p.name.startswith(".") for p in folder.iterdir())
+
+
 def _clip_sources(folder: Path) -> list[Path]:
     """Clip folders (subfolders holding frames) and video files directly inside ``folder``."""
     sources = [
         p
         for p in folder.iterdir()
-        if not p.name.startswith(".") and (_is_video_file(p) or (p.is_dir() and frame_files(p)))
+        if not p.name.startswith(".") and (_is_video_file(p) or (p.is_dir() and _has_frames(p)))
     ]
     return sorted(sources, key=lambda p: natural_key(p.name))
+
+
+def _vimeo_sequences(folder: Path) -> Path | None:
+    """The ``sequences/`` folder of a Vimeo-90k set given as its root or as ``sequences/`` itself."""
+    if (folder / "sequences").is_dir():
+        return folder / "sequences"
+    return folder if folder.name == "sequences" and folder.is_dir() else None
 
 
 def _is_clip_folder(folder: Path) -> bool:
     if not folder.is_dir():
         return False
-    if (folder / "sequences").is_dir():
+    if _vimeo_sequences(folder) is not None:
         return True
-    return not frame_files(folder) and bool(_clip_sources(folder))
+    return not _has_frames(folder) and bool(_clip_sources(folder))
 
 
 def _clips_from(
@@ -278,11 +289,10 @@ def _clips_from(
     if _is_video_file(root):
         sources = [root]
         base = root.parent
-    elif (root / "sequences").is_dir() or (root.name == "sequences" and root.is_dir()):
-        parent = root if (root / "sequences").is_dir() else root.parent
-        lists = [parent / n for n in VIMEO_LISTS[split]]
-        sources = vimeo_clip_dirs(root, split=split if any(p.is_file() for p in lists) else None)
-        base = root / "sequences" if (root / "sequences").is_dir() else root
+    elif (sequences := _vimeo_sequences(root)) is not None:
+        lists = [sequences.parent / n for n in VIMEO_LISTS[split]]
+        sources = vimeo_clip_dirs(sequences, split=split if any(p.is_file() for p in lists) else None)
+        base = sequences
     else:
         sources = _clip_sources(root)
         base = root

@@ -29,12 +29,9 @@ def _run(suite, case, case_results_dir, baseline):
         pytest.skip(f"weights not available: {exc}")
     except NotDifferentiableError as exc:
         pytest.skip(str(exc))
-    except RuntimeError as exc:
-        if "CUDA" in str(exc) and suite.device.type != "cuda":
-            pytest.skip(f"needs a GPU: {exc}")
-        _record_error(case, case_results_dir, exc)
-        raise
     except Exception as exc:
+        if isinstance(exc, RuntimeError) and "CUDA" in str(exc) and suite.device.type != "cuda":
+            pytest.skip(f"needs a GPU: {exc}")
         _record_error(case, case_results_dir, exc)
         raise
     violations = baseline.check(result) if baseline is not None else []

@@ -5,12 +5,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from torchvision.models import resnet50
+from video_files import write_video
 
 from attacks import create_attack, list_attacks
 from benchmark.video import (
@@ -267,15 +267,7 @@ def test_vimeo_test_list_gives_the_triplet_clip_folders(tmp_path: Path) -> None:
 
 
 def _write_video(path: Path, fmt: str, codec: str, colours: list[tuple[int, int, int]]) -> None:
-    with av.open(str(path), "w", format=fmt) as container:
-        stream = container.add_stream(codec, rate=25)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for colour in colours:
-            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), colour, np.uint8), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    write_video(path, (np.full((48, 64, 3), colour, np.uint8) for colour in colours), fmt, codec)
 
 
 COLOURS = [(200, 40 + 20 * i, 100) for i in range(6)]

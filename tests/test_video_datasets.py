@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from video_files import write_video
 
 from benchmark.data import Dataset, DatasetNotFoundError, UnknownDatasetError
 from benchmark.video import read_clip
@@ -34,15 +34,7 @@ def _write_frames(folder: Path, n: int, shade: int = 0) -> None:
 
 def _write_y4m(path: Path, n: int) -> None:
     """A y4m clip whose frames get brighter: frame i is grey 40 + 20 i."""
-    with av.open(str(path), "w", format="yuv4mpegpipe") as container:
-        stream = container.add_stream("rawvideo", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 32, 24, "yuv420p"
-        for i in range(n):
-            frame = av.VideoFrame.from_ndarray(np.full((24, 32, 3), 40 + 20 * i, np.uint8), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    write_video(path, [np.full((24, 32, 3), 40 + 20 * i, np.uint8) for i in range(n)])
 
 
 def test_the_built_in_clips_pan_across_real_photographs() -> None:

@@ -10,9 +10,9 @@ import csv
 import json
 from pathlib import Path
 
-import av
 import numpy as np
 from test_plugin import collected, run_suite
+from video_files import write_video
 
 SMALL = ("--random-weights", "--max-images", "1", "--max-frames", "16", "--image-size", "64", "--no-mlflow")
 
@@ -84,16 +84,8 @@ def test_ifgsm_and_a_trained_uap_run_through_a_16_frame_clip_with_per_clip_gains
 
 
 def _write_y4m(path: Path, n: int) -> None:
-    with av.open(str(path), "w", format="yuv4mpegpipe") as container:
-        stream = container.add_stream("rawvideo", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        rng = np.random.default_rng(0)
-        for _ in range(n):
-            pixels = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    rng = np.random.default_rng(0)
+    write_video(path, [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(n)])
 
 
 def test_an_image_metric_on_a_video_file_is_attacked_frame_by_frame(tmp_path, torch_home):
