@@ -20,8 +20,7 @@ import functools
 from typing import Literal
 
 import torch
-
-from metrics.base import Metric
+from iqa_robustness.metrics.base import Metric
 
 from .base import Attack, loss_grad, register_attack
 
@@ -30,7 +29,7 @@ _BOUNDS = ("none", "niqe")
 
 @functools.lru_cache(maxsize=4)
 def _niqe(device: str) -> Metric:
-    from metrics.registry import create_metric
+    from iqa_robustness.metrics.registry import create_metric
 
     return create_metric("niqe", device=device)
 

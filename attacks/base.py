@@ -18,9 +18,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar, TypeVar
 
 import torch
-
-from metrics.base import Metric
-from metrics.registry import select_names
+from iqa_robustness.metrics.base import Metric
+from iqa_robustness.metrics.registry import select_names
 
 
 class UnknownAttackError(ValueError):

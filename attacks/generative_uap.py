@@ -20,8 +20,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-
-from metrics.base import Metric
+from iqa_robustness.metrics.base import Metric
 
 from ._unet import UNetGenerator
 from .base import register_attack

@@ -11,8 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-
-from metrics.base import Metric
+from iqa_robustness.metrics.base import Metric
 
 from .base import Attack, register_attack
 from .ifgsm import sign_steps_on_perturbation

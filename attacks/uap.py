@@ -14,8 +14,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-
-from metrics.base import Metric
+from iqa_robustness.metrics.base import Metric
 
 from .base import register_attack
 from .universal import Perturbation, UniversalAttack, _Batches, _clamp_passing_gradient

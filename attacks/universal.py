@@ -7,7 +7,7 @@ share; each attack is one file (:mod:`attacks.uap`, :mod:`attacks.cumulative_uap
 :mod:`attacks.generative_uap`, :mod:`attacks.cnn`).
 
 Training (:meth:`UniversalAttack.fit`): images are prepared by
-:func:`benchmark.data.uap_train_transform` (256x256: resize when a side is under 512, else a
+:func:`iqa_robustness.data.images.uap_train_transform` (256x256: resize when a side is under 512, else a
 centre crop); each step draws a fresh random batch (``batch_size`` distinct images, a seeded
 :class:`torch.Generator`); an epoch is ``ceil(N / batch_size)`` steps; the loss is the mean of
 J(x) = 1 - q(x) / range over the batch. Training runs on the metric's device.
@@ -42,17 +42,16 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
+from iqa_robustness.metrics.base import Metric
 from PIL import Image
 
-from metrics.base import Metric
+from iqa_robustness.conventions import AMPLITUDES, orient
 
 from ._unet import GRANULE, UNetGenerator
 from .base import Attack
 
 log = logging.getLogger(__name__)
 
-#: the amplitudes the benchmark applies a universal perturbation with
-AMPLITUDES: tuple[float, ...] = (0.2, 0.4, 0.8)
 #: ways to run an image-conditioned generator on sides that are not multiples of 256
 TEST_TIME_MODES = ("tile", "pad")
 _CACHE_FORMAT = 1
@@ -330,7 +329,7 @@ class TrainingSet:
         the dataset skips errors."""
         if self.images is not None:
             return self.images[list(indices)]
-        from benchmark.data import uap_train_transform
+        from iqa_robustness.data.images import uap_train_transform
 
         loaded = (self.dataset.load(self.dataset.items[i]) for i in indices)
         tensors = [uap_train_transform(t) for t in loaded if t is not None]
@@ -345,14 +344,14 @@ PRELOAD_LIMIT = 512
 
 def prepare_training_set(train_images: Any) -> TrainingSet:
     """Turn the training data into a :class:`TrainingSet` (256x256 by
-    :func:`benchmark.data.uap_train_transform`).
+    :func:`iqa_robustness.data.images.uap_train_transform`).
 
     Args:
-        train_images: a :class:`benchmark.data.Dataset` (or a name/path that
-            :func:`benchmark.data.resolve_dataset` opens), a tensor batch (N, 3, H, W) in [0, 1],
+        train_images: a :class:`iqa_robustness.data.images.Dataset` (or a name/path that
+            :func:`iqa_robustness.data.images.resolve_dataset` opens), a tensor batch (N, 3, H, W) in [0, 1],
             or an iterable of images (3, H, W) or of ``(name, image)`` pairs.
     """
-    from benchmark.data import Dataset, resolve_dataset, uap_train_transform
+    from iqa_robustness.data.images import Dataset, resolve_dataset, uap_train_transform
 
     if isinstance(train_images, TrainingSet):
         return train_images
@@ -664,8 +663,7 @@ class AmplitudeSweep:
 
     def gain(self, amplitude: float) -> float:
         """Mean raw gain in quality (higher = the metric was fooled more) at one amplitude."""
-        sign = -1.0 if self.lower_better else 1.0
-        return float(sign * (self.attacked[amplitude] - self.clear).mean())
+        return float(orient(self.attacked[amplitude] - self.clear, self.lower_better).mean())
 
     def mean_gain(self) -> float:
         """The gain averaged over the amplitudes, as the benchmark reports universal attacks."""

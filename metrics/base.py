@@ -13,6 +13,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from iqa_robustness.conventions import orient
+
 MetricKind = Literal["nr-image", "nr-video", "fr"]
 WeightsMode = Literal["pretrained", "random"]
 
@@ -154,7 +156,7 @@ class Metric(nn.Module):
 
     def orient(self, scores: torch.Tensor) -> torch.Tensor:
         """Raw scores -> quality q (higher is better). The only place orientation happens."""
-        return -scores if self.spec.lower_better else scores
+        return orient(scores, self.spec.lower_better)
 
     def quality(self, x: torch.Tensor) -> torch.Tensor:
         return self.orient(self(x))

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.cli import main
-from benchmark.msu_csv import write_msu_csv
-from benchmark.scores import SCORE_KEYS, score_group
+from iqa_robustness.cli.main import main
+from iqa_robustness.scores.formulas import SCORE_KEYS, score_group
+from iqa_robustness.scores.msu_csv import write_msu_csv
 
 LOWER_BETTER_METRIC = "toy-lower"
 
@@ -51,18 +51,14 @@ def universal_rows():
 
 
 @pytest.fixture(autouse=True)
-def metric_registry(monkeypatch):
-    """A stand-in for the ``metrics`` package: one lower-is-better metric, every other name unknown."""
-    registry = types.ModuleType("metrics")
+def lower_better_metric(monkeypatch):
+    """A lower-is-better metric in the real registry for the length of a test; every other name is unknown."""
+    from iqa_robustness.metrics import MetricSpec, registry
 
-    def get_spec(name: str):
-        if name == LOWER_BETTER_METRIC:
-            return types.SimpleNamespace(name=name, lower_better=True)
-        raise ValueError(f"unknown metric {name!r}")
-
-    registry.get_spec = get_spec
-    monkeypatch.setitem(sys.modules, "metrics", registry)
-    return registry
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    spec = MetricSpec(LOWER_BETTER_METRIC, lower_better=True)
+    registry.register_metric(spec, lambda *args: None)
+    return spec
 
 
 @pytest.fixture

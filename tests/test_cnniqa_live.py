@@ -7,11 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from iqa_robustness.metrics import MissingWeightsError, create_metric, get_spec
+from iqa_robustness.metrics.cnniqa_live import (
+    WEIGHT_FILE,
+    CNNIQALive,
+    local_normalisation,
+    luma,
+    nonoverlapping_patches,
+)
+from iqa_robustness.metrics.weights import ENV_VAR
 from PIL import Image
-
-from metrics import MissingWeightsError, create_metric, get_spec
-from metrics.cnniqa_live import WEIGHT_FILE, CNNIQALive, local_normalisation, luma, nonoverlapping_patches
-from metrics.weights import ENV_VAR
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

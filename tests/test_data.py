@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmark.data import (
+from iqa_robustness.data.images import (
     DatasetNotFoundError,
     ImageReadError,
     UnknownDatasetError,
@@ -154,7 +154,7 @@ def test_unreadable_files_are_all_named_in_one_error_that_says_what_to_do(
 def test_skipping_leaves_unreadable_files_out_with_a_warning(
     folder_with_bad_files: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="benchmark.data"):
+    with caplog.at_level(logging.WARNING, logger="iqa_robustness.data.images"):
         dataset = resolve_dataset(folder_with_bad_files, on_error="skip")
     assert dataset.image_names == ["good.png"]
     assert set(dataset.skipped) == {"garbage.jpg", "truncated.png"}

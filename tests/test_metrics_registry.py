@@ -7,9 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-import metrics
-from metrics import UnknownMetricError, create_metric, get_spec, list_metrics
+from iqa_robustness.metrics import UnknownMetricError, create_metric, get_spec, list_metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -118,7 +116,7 @@ def test_cnniqa_live_is_registered_as_our_own_lower_better_metric():
 
 
 def test_registering_the_metrics_builds_no_model_and_does_not_import_pyiqa():
-    code = "import sys, metrics; assert metrics.list_metrics(); print('pyiqa' in sys.modules)"
+    code = "import sys, iqa_robustness.metrics as m; assert m.list_metrics(); print('pyiqa' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=120
     )
@@ -126,12 +124,14 @@ def test_registering_the_metrics_builds_no_model_and_does_not_import_pyiqa():
 
 
 def test_the_package_exports_the_registry_api():
+    import iqa_robustness.metrics
+
     for name in ("create_metric", "list_metrics", "get_spec", "register_metric", "MissingWeightsError"):
-        assert hasattr(metrics, name)
+        assert hasattr(iqa_robustness.metrics, name)
 
 
 def test_a_weights_folder_named_twice_is_searched_and_listed_once(tmp_path: Path, monkeypatch) -> None:
-    from metrics.weights import ENV_VAR, search_dirs
+    from iqa_robustness.metrics.weights import ENV_VAR, search_dirs
 
     monkeypatch.setenv(ENV_VAR, str(tmp_path))
     dirs = search_dirs(tmp_path)

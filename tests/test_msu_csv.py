@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmark.msu_csv import (
+from iqa_robustness.scores.formulas import classic_relative_gain
+from iqa_robustness.scores.msu_csv import (
     IMAGE_COLUMNS,
     UNIVERSAL_COLUMNS,
     ResultFile,
@@ -21,7 +22,6 @@ from benchmark.msu_csv import (
     universal_group_name,
     write_msu_csv,
 )
-from benchmark.scores import classic_relative_gain
 
 REFERENCE = Path(__file__).parent / "data" / "msu_reference_scores.json"
 # benchmark score_methods.py name -> our key

@@ -16,8 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from attacks import attack_class, list_attacks
+from iqa_robustness.attacks import attack_class, list_attacks
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SUITE = REPO_ROOT / "robustness_tests"

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark import scores
-from benchmark.scores import (
+from iqa_robustness.scores import formulas as scores
+from iqa_robustness.scores.formulas import (
     SCORE_KEYS,
     MinMaxScale,
     classic_relative_gain,

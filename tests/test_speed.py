@@ -6,11 +6,11 @@ import csv
 
 import pytest
 import torch
+from iqa_robustness.metrics import create_metric
 
-from benchmark.cli import main
-from benchmark.runner import Suite, SuiteConfig, call_in_chunks
-from benchmark.speed import BenchConfig, bench_images, precision_difference, run_bench
-from metrics import create_metric
+from iqa_robustness.bench import BenchConfig, bench_images, precision_difference, run_bench
+from iqa_robustness.cli.main import main
+from iqa_robustness.runner.suite import Suite, SuiteConfig, call_in_chunks
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +138,7 @@ def test_auto_batch_size_depends_on_the_device():
 
 
 def test_projection_scales_by_pixels_epochs_and_cases():
-    from benchmark.speed import BenchRow, TestSet, project_hours
+    from iqa_robustness.bench import BenchRow, TestSet, project_hours
 
     rows = [
         BenchRow("floor", 0.1, 0.2, 1, 0.1),
@@ -159,7 +159,7 @@ def test_projection_scales_by_pixels_epochs_and_cases():
 
 
 def test_research_code_gradients_give_the_same_gradient_and_restore_frozen_parameters(cnniqa):
-    from attacks.base import loss_grad, research_code_gradients
+    from iqa_robustness.attacks.base import loss_grad, research_code_gradients
 
     x = bench_images(2, 40, torch.device("cpu"), seed=2)
     exact = loss_grad(cnniqa, x)

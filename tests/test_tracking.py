@@ -29,15 +29,15 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 from scipy import stats
 
-from benchmark.case import CaseResult
-from benchmark.cli import main as cli
-from benchmark.tracking import (
+from iqa_robustness.cli.main import main as cli
+from iqa_robustness.conventions import default_tracking_uri
+from iqa_robustness.runner.case import CaseResult
+from iqa_robustness.tracking.store import (
     KIND_CASE,
     KIND_SESSION,
     PARAM_VALUE_LIMIT,
     TrackingError,
     case_params,
-    default_tracking_uri,
     log_session,
     session_tags,
 )
@@ -559,8 +559,9 @@ def test_readers_do_not_create_a_store_that_is_not_there(tmp_path, capsys):
 LOG_ONE_SESSION = """
 import sys
 from pathlib import Path
-from benchmark.case import CaseResult
-from benchmark.tracking import default_tracking_uri, log_session, session_tags
+from iqa_robustness.runner.case import CaseResult
+from iqa_robustness.conventions import default_tracking_uri
+from iqa_robustness.tracking.store import log_session, session_tags
 root = Path(sys.argv[1])
 results = [CaseResult.load_json(p) for p in sorted(Path(sys.argv[2]).glob("*.json"))]
 print(log_session(results, uri=default_tracking_uri(root), experiment="sequential",

@@ -8,12 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from iqa_robustness.attacks import create_attack, list_attacks
+from iqa_robustness.metrics import MissingWeightsError, create_metric, get_spec, list_metrics
+from iqa_robustness.metrics._video_features import RESNET50_FILE
+from iqa_robustness.metrics.mdtvsfa import MDTVSFAHead, load_mdtvsfa_head
+from iqa_robustness.metrics.vsfa import VSFAHead, load_vsfa_head
 from PIL import Image
 from torchvision.models import resnet50
 from video_files import write_video
 
-from attacks import create_attack, list_attacks
-from benchmark.video import (
+from iqa_robustness.data.video import (
     as_image_metric,
     attack_clip,
     iter_clip_chunks,
@@ -23,10 +27,6 @@ from benchmark.video import (
     universal_clip,
     vimeo_clip_dirs,
 )
-from metrics import MissingWeightsError, create_metric, get_spec, list_metrics
-from metrics._video_features import RESNET50_FILE
-from metrics.mdtvsfa import MDTVSFAHead, load_mdtvsfa_head
-from metrics.vsfa import VSFAHead, load_vsfa_head
 
 VIDEO_METRICS = ("vsfa", "mdtvsfa")
 T, SIDE = 16, 64

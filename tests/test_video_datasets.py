@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 from video_files import write_video
 
-from benchmark.data import Dataset, DatasetNotFoundError, UnknownDatasetError
-from benchmark.video import read_clip
-from benchmark.video_datasets import (
+from iqa_robustness.data.images import Dataset, DatasetNotFoundError, UnknownDatasetError
+from iqa_robustness.data.video import read_clip
+from iqa_robustness.data.video_sets import (
     SAMPLE_CLIP_FRAMES,
     VideoDataset,
     is_video_dataset,

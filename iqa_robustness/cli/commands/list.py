@@ -1,0 +1,38 @@
+"""``iqa-robustness list metrics|attacks|datasets``: what the registries hold, with their declared facts."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("list", help="list registered metrics, attacks or datasets")
+    p.add_argument("what", choices=["metrics", "attacks", "datasets"])
+    p.add_argument("pattern", nargs="?", default=None, help="glob or comma list (default: all)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.what == "metrics":
+        from iqa_robustness.metrics import get_spec, list_metrics
+
+        for name in list_metrics(args.pattern):
+            s = get_spec(name)
+            direction = "lower-better" if s.lower_better else "higher-better"
+            grad = "" if s.differentiable else " non-differentiable"
+            print(f"{name:24s} {s.kind:9s} {direction:13s} bounds={s.bounds} source={s.source}{grad}")
+    elif args.what == "datasets":
+        from iqa_robustness.data.images import dataset_info, list_datasets
+        from iqa_robustness.data.video_sets import list_video_datasets, video_dataset_description
+
+        for name in list_datasets():
+            print(f"{name:16s} images  {dataset_info(name).description}")
+        for name in list_video_datasets():
+            print(f"{name:16s} clips   {video_dataset_description(name)}")
+    else:
+        from iqa_robustness.attacks import attack_class, list_attacks
+
+        for name in list_attacks(args.pattern):
+            cls = attack_class(name)
+            print(f"{name:16s} family={cls.family:10s} universal={cls.universal}")
+    return 0

@@ -1,0 +1,349 @@
+"""The pytest plugin of the robustness suite: options, markers, the grid, session fixtures, reporting.
+
+``pytest -m uap --metric linearity`` runs the universal attacks on LinearityIQA. The grid is
+metric x attack x dataset (x train set x amplitude for universal attacks), built from the
+registries in :func:`pytest_generate_tests`. Each case writes its :class:`~iqa_robustness.runner.case.CaseResult`
+as JSON under ``--results-dir``; at the end of the session the controller process (the only one,
+also under pytest-xdist) writes the MSU-format CSVs, the summary and the MLflow runs, and prints
+a compact table.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from iqa_robustness.conventions import AMPLITUDES, CPU_UAP_MAX_STEPS, DEFAULT_EXPERIMENT
+
+from .rooting import reroot
+
+DEFAULT_METRICS = "cnniqa-live,niqe,brisque,paq2piq"
+DEFAULT_DATASETS = ("sample",)
+MARKERS = {
+    "iterative": "FGSM-family attacks (fgsm, ifgsm, mifgsm, amifgsm)",
+    "perceptual": "perceptually constrained attacks (korhonen, madc)",
+    "uap": "universal perturbations, trained once per metric (uap, cumulative-uap, generative-uap, cnn)",
+    "learned": "attacks with a learned generator (generative-uap, cnn)",
+    "video": "cases on a video metric or a video dataset (clips, or their frames for an image metric)",
+    "gpu": "cases impractically slow without a GPU",
+    "weights": "cases that need real (pretrained) metric weights",
+    "slow": "cases that train a perturbation or run a heavy metric",
+}
+STASH_SUITE = pytest.StashKey["object"]()
+STASH_SESSION = pytest.StashKey[str]()
+STASH_EMPTY_GRIDS = pytest.StashKey[set]()  # node ids of grid tests that got no case
+
+log = logging.getLogger("iqa_robustness")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    cpu_cap = f"at most {CPU_UAP_MAX_STEPS} steps"
+    amplitudes = ",".join(f"{a:g}" for a in AMPLITUDES)
+    g = parser.getgroup("iqa-robustness", "adversarial robustness grid (iqa-robustness)")
+    g.addoption(
+        "--metric",
+        default=DEFAULT_METRICS,
+        help=f"metrics: comma list, globs or 'all' (default: {DEFAULT_METRICS})",
+    )
+    g.addoption("--attack", default="all", help="attacks: comma list, globs or 'all' (default: all)")
+    g.addoption(
+        "--dataset",
+        action="append",
+        default=None,
+        help="test dataset by name (sample, msu5, ...) or folder path; repeatable (default: sample)",
+    )
+    g.addoption(
+        "--train-dataset",
+        action="append",
+        default=None,
+        help="training set for universal attacks, name or folder; repeatable (default: sample)",
+    )
+    g.addoption(
+        "--amplitude",
+        default=amplitudes,
+        help=f"amplitudes for universal perturbations, comma list (default: {amplitudes})",
+    )
+    g.addoption("--device", default="auto", help="torch device; auto = cuda when present (default: auto)")
+    g.addoption(
+        "--batch-size",
+        type=_batch_size,
+        default=0,
+        help="images per attack batch, or 'auto' (default): 32 on a GPU, 8 on the CPU; on CUDA out-of-memory "
+        "batches are split in halves and the smaller size is kept for the metric",
+    )
+    g.addoption(
+        "--weights-dir",
+        default=os.environ.get("IQA_ROBUSTNESS_WEIGHTS"),
+        help="folder searched first for parameter files (default: $IQA_ROBUSTNESS_WEIGHTS)",
+    )
+    g.addoption(
+        "--random-weights",
+        action="store_true",
+        help="smoke mode: random weights, no downloads; results are labelled, never benchmark numbers",
+    )
+    g.addoption("--max-images", type=int, default=None, help="use the first N images (clips of a video set)")
+    g.addoption("--max-frames", type=int, default=None, help="use the first N frames of each clip of a video set")
+    g.addoption(
+        "--image-size",
+        type=int,
+        default=None,
+        help="resize images so the longer side is N px (fast CPU runs; default: native size)",
+    )
+    g.addoption("--seed", type=int, default=0, help="base random seed (default: 0)")
+    g.addoption(
+        "--uap-steps",
+        type=_uap_steps,
+        default="auto",
+        help="universal training: N optimisation steps, 'epochs' (the attacks' full epochs, as the benchmark), or "
+        f"'auto' (default): full epochs on a GPU, {cpu_cap} on the CPU",
+    )
+    g.addoption(
+        "--uap-file",
+        default=None,
+        help="apply this published perturbation (MSU .npy or CVIU .png) instead of training",
+    )
+    g.addoption("--clamp-uap", action="store_true", help="clamp perturbed images to [0,1] (MSU code does not)")
+    g.addoption(
+        "--mlflow-uri",
+        default=None,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the current folder)",
+    )
+    g.addoption("--experiment", default=DEFAULT_EXPERIMENT, help=f"MLflow experiment (default: {DEFAULT_EXPERIMENT})")
+    g.addoption(
+        "--amp",
+        choices=["fp16", "bf16"],
+        default=None,
+        help="run metrics under autocast (faster on GPUs; scores change: `iqa-robustness bench --amp` says how much)",
+    )
+    g.addoption("--channels-last", action="store_true", help="channels-last memory layout for metrics and inputs")
+    g.addoption("--no-mlflow", action="store_true", help="do not log to MLflow")
+    g.addoption("--results-dir", default="results", help="per-image CSVs, summary, artefacts (default: ./results)")
+    g.addoption(
+        "--baseline",
+        default=None,
+        help="CSV of thresholds (metric,attack,score,min,max; globs allowed); cases outside fail",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, doc in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {doc}")
+    from iqa_robustness.attacks import list_attacks
+
+    for name in list_attacks():
+        config.addinivalue_line("markers", f"{_marker(name)}: the {name} attack")
+    _check_names(config)
+    _group_metrics_in_workers(config)
+    if not hasattr(config, "workerinput"):
+        config.stash[STASH_SESSION] = uuid.uuid4().hex[:12]
+    else:
+        config.stash[STASH_SESSION] = config.workerinput["iqa_session"]
+        _pin_worker_resources(config)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    """``pytest --dataset /abs/path`` from a checkout: root the session in the checkout, not in the dataset."""
+    reroot(early_config, args)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:  # pytest-xdist hook (controller side)
+    node.workerinput["iqa_session"] = node.config.stash[STASH_SESSION]
+
+
+def _check_names(config: pytest.Config) -> None:
+    """Unknown metric or attack names stop the session with one line (and a "did you mean")."""
+    from iqa_robustness.attacks import list_attacks
+    from iqa_robustness.metrics import list_metrics
+
+    try:
+        list_metrics(config.getoption("--metric"))
+        list_attacks(config.getoption("--attack"))
+    except (KeyError, ValueError) as exc:
+        raise pytest.UsageError(str(exc).strip("'\"")) from None
+
+
+def _group_metrics_in_workers(config: pytest.Config) -> None:
+    """Under ``-n N`` without an explicit ``--dist``, keep each metric's cases in one worker.
+
+    The cases carry ``xdist_group(metric)`` marks, which pytest-xdist honours only with
+    ``--dist loadgroup``; a model then loads once per worker, not once per case's worker.
+    """
+    args = config.invocation_params.args
+    explicit = any(a == "--dist" or a.startswith("--dist=") or a.startswith("-d") for a in args)
+    if getattr(config.option, "dist", "no") == "load" and not explicit:
+        config.option.dist = "loadgroup"
+
+
+def _pin_worker_resources(config: pytest.Config) -> None:
+    """Split CPU threads between xdist workers; give each worker its own GPU when there are several."""
+    import torch
+
+    workers = int(config.workerinput.get("workercount", 1))
+    index = int(config.workerinput["workerid"].lstrip("gw") or 0)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    if config.getoption("--device") == "auto" and torch.cuda.is_available() and torch.cuda.device_count() > 1:
+        config.option.device = f"cuda:{index % torch.cuda.device_count()}"
+
+
+def _marker(attack: str) -> str:
+    return attack.replace("-", "_")
+
+
+def _batch_size(value: str) -> int:
+    """``auto`` -> 0 (chosen by the suite), else a positive int."""
+    if value.strip().lower() == "auto":
+        return 0
+    size = int(value)
+    if size < 1:
+        raise ValueError(f"--batch-size must be a positive number of images or 'auto', got {value}")
+    return size
+
+
+def _uap_steps(value: str) -> int | str:
+    """``auto``, ``epochs`` or a positive number of steps."""
+    word = value.strip().lower()
+    if word in ("auto", "epochs"):
+        return word
+    steps = int(value)
+    if steps < 1:
+        raise ValueError(f"--uap-steps must be a positive number of steps, 'epochs' or 'auto', got {value}")
+    return steps
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "image_case" in metafunc.fixturenames:
+        fixture, universal = "image_case", False
+    elif "universal_case" in metafunc.fixturenames:
+        fixture, universal = "universal_case", True
+    else:
+        return
+    from iqa_robustness.attacks import attack_class, list_attacks
+    from iqa_robustness.data.video_sets import is_video_dataset
+    from iqa_robustness.metrics import get_spec, list_metrics
+    from iqa_robustness.runner.suite import build_grid
+
+    opt = metafunc.config.getoption
+    attacks = [a for a in list_attacks(opt("--attack")) if attack_class(a).universal == universal]
+    grid = build_grid(
+        metrics=list_metrics(opt("--metric")),
+        attacks=attacks,
+        datasets=opt("--dataset") or list(DEFAULT_DATASETS),
+        amplitudes=[float(a) for a in _csv(opt("--amplitude"))],
+        # a published perturbation names its own provenance: its file stands in for the training set
+        train_datasets=[opt("--uap-file")] if opt("--uap-file") else opt("--train-dataset") or list(DEFAULT_DATASETS),
+    )
+    video_sets = {d for d in {case.dataset for case in grid} if is_video_dataset(d)}
+    params = []
+    for case in grid:
+        spec, cls = get_spec(case.metric), attack_class(case.attack)
+        marks = [getattr(pytest.mark, _marker(case.attack)), pytest.mark.xdist_group(case.metric)]
+        if cls.family in ("iterative", "perceptual"):
+            marks.append(getattr(pytest.mark, cls.family))
+        if cls.learned or cls.family == "learned":
+            marks.append(pytest.mark.learned)
+        if cls.universal:
+            marks += [pytest.mark.uap, pytest.mark.slow]
+        if spec.is_video or case.dataset in video_sets:
+            marks.append(pytest.mark.video)
+        if spec.needs_gpu:
+            marks.append(pytest.mark.gpu)
+        if spec.heavy:
+            marks.append(pytest.mark.slow)
+        if not opt("--random-weights"):
+            marks.append(pytest.mark.weights)
+        params.append(pytest.param(case, id=case.id, marks=marks))
+    if not params:
+        metafunc.config.stash.setdefault(STASH_EMPTY_GRIDS, set()).add(metafunc.definition.nodeid)
+    metafunc.parametrize(fixture, params)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Drop the placeholder pytest makes for a test whose grid is empty under the options given.
+
+    ``--attack ifgsm`` selects no universal case; pytest would report the universal test as
+    skipped ("got empty parameter set"). It is deselected instead, so the summary counts cases only.
+    """
+    empty = [item for item in items if _is_empty_grid_placeholder(item)]
+    if empty:
+        config.hook.pytest_deselected(items=empty)
+        items[:] = [item for item in items if not _is_empty_grid_placeholder(item)]
+
+
+def _is_empty_grid_placeholder(item: pytest.Item) -> bool:
+    return item.nodeid.split("[", 1)[0] in item.config.stash.get(STASH_EMPTY_GRIDS, set())
+
+
+@pytest.fixture(scope="session")
+def suite(request: pytest.FixtureRequest):
+    """The session's :class:`~iqa_robustness.runner.suite.Suite`: metrics, datasets, clean scores, perturbations."""
+    from iqa_robustness.runner.suite import Suite, SuiteConfig
+
+    opt = request.config.getoption
+    uap_steps = opt("--uap-steps")
+    config = SuiteConfig(
+        device=opt("--device"),
+        batch_size=opt("--batch-size"),
+        weights_dir=opt("--weights-dir"),
+        random_weights=opt("--random-weights"),
+        max_images=opt("--max-images"),
+        max_frames=opt("--max-frames"),
+        image_size=opt("--image-size"),
+        seed=opt("--seed"),
+        results_dir=Path(opt("--results-dir")),
+        uap_file=opt("--uap-file"),
+        uap_steps=uap_steps if isinstance(uap_steps, int) else None,  # "auto" / "epochs" are words
+        uap_full_epochs=uap_steps == "epochs",
+        clamp_uap=opt("--clamp-uap"),
+        amp=opt("--amp"),
+        channels_last=opt("--channels-last"),
+    )
+    suite = Suite(config)
+    request.config.stash[STASH_SUITE] = suite
+    return suite
+
+
+@pytest.fixture(scope="session")
+def baseline(request: pytest.FixtureRequest):
+    """Thresholds from ``--baseline`` (None without one: cases then record and pass)."""
+    from iqa_robustness.report.baseline import Baseline
+
+    path = request.config.getoption("--baseline")
+    return Baseline.load(path) if path else None
+
+
+@pytest.fixture
+def case_results_dir(request: pytest.FixtureRequest) -> Path:
+    """Where this session's per-case JSON files go (shared by all xdist workers)."""
+    session = request.config.stash[STASH_SESSION]
+    path = Path(request.config.getoption("--results-dir")) / "cases" / session
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if hasattr(config, "workerinput") or STASH_SESSION not in config.stash:
+        return
+    results_dir = Path(config.getoption("--results-dir"))
+    cases_dir = results_dir / "cases" / config.stash[STASH_SESSION]
+    if not cases_dir.is_dir():
+        return
+    from iqa_robustness.report.summary import finish_session
+
+    finish_session(
+        cases_dir=cases_dir,
+        results_dir=results_dir,
+        write=terminalreporter.write_line,
+        mlflow_uri=None if config.getoption("--no-mlflow") else (config.getoption("--mlflow-uri") or ""),
+        experiment=config.getoption("--experiment"),
+        project_root=Path.cwd(),
+    )

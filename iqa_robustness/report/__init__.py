@@ -1,0 +1,1 @@
+"""What a session leaves for people: the summary and table (:mod:`.summary`), baselines (:mod:`.baseline`)."""

@@ -1,0 +1,273 @@
+"""Robustness scores of one group of images: gains, robustness score, distribution distances.
+
+The scores are those of the MSU Metrics Robustness Benchmark (Antsiferova et al., "Comparing the
+robustness of modern no-reference image- and video-quality metrics to adversarial attacks",
+AAAI 2024), computed as its published scoring code computes them (``score_methods.py``). For a
+group of N images with clear scores c_i and attacked scores a_i, both oriented so that higher
+means better quality, and s the min-max scaling fitted on the clear scores of the group only:
+
+========================  ==========================================================
+absolute gain (raw)       mean(a_i - c_i)
+relative gain (raw)       mean((a_i - c_i) / (c_i + 1))
+normalised absolute gain  mean(s(a_i) - s(c_i))
+normalised relative gain  mean((s(a_i) - s(c_i)) / (s(c_i) + 1))
+robustness score R        mean log10(max(1 - s(c_i), s(c_i)) / (|s(c_i) - s(a_i)| + 1e-6))
+Wasserstein score         W1(s(c), s(a)) * sign(mean s(a) - mean s(c))
+energy-distance score     E(s(c), s(a)) * sign(mean s(a) - mean s(c))
+========================  ==========================================================
+
+Large positive gains and distances mean the metric was fooled; higher R means more robust.
+Every per-image mean comes with a 95% Student-t interval. R follows the benchmark's code; the
+paper's text writes ``1 - f(x')`` in the numerator, which is -inf on real data.
+
+The functions here take raw metric values: :func:`orient` turns them into quality (``-score``
+for lower-is-better metrics). Metric objects orient through ``metrics.base.Metric.orient``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from iqa_robustness import conventions
+
+#: Scores that are a mean over images and therefore get a confidence interval.
+PER_IMAGE_SCORES: tuple[str, ...] = (
+    "abs_gain",
+    "rel_gain",
+    "norm_abs_gain",
+    "norm_rel_gain",
+    "robustness_score",
+)
+#: Scores of the whole distribution (no per-image values, no interval).
+DISTRIBUTION_SCORES: tuple[str, ...] = ("wasserstein_score", "energy_distance_score")
+#: Interval bound keys, in the order of :data:`PER_IMAGE_SCORES`.
+INTERVAL_KEYS: tuple[str, ...] = tuple(f"{k}_ci_{b}" for k in PER_IMAGE_SCORES for b in ("low", "high"))
+#: Every key :func:`score_group` returns, in reporting order.
+SCORE_KEYS: tuple[str, ...] = ("n", *PER_IMAGE_SCORES, *DISTRIBUTION_SCORES, *INTERVAL_KEYS)
+
+#: Confidence level of the Student-t intervals.
+CONFIDENCE = 0.95
+#: Added to the denominator of the robustness score (benchmark code: ``eps=1e-6``).
+ROBUSTNESS_EPS = 1e-6
+# sklearn's MinMaxScaler treats a data range below this as zero (``_handle_zeros_in_scale``).
+_CONSTANT_RANGE = 10 * np.finfo(np.float64).eps
+
+
+def orient(values: Any, lower_better: bool) -> np.ndarray:
+    """Raw metric values -> quality q (higher is better): ``-values`` for lower-is-better metrics."""
+    return conventions.orient(np.asarray(values, dtype=np.float64), lower_better)
+
+
+@dataclass(frozen=True)
+class MinMaxScale:
+    """Min-max scaling ``s(x) = (x - low) / span`` fitted on the clear scores of one group.
+
+    As scikit-learn's ``MinMaxScaler`` (which the benchmark uses): NaNs are ignored when fitting,
+    and a constant group (span below 10 machine epsilons) gets ``span = 1``, so ``s(x) = x - low``:
+    the clear scores all map to 0 and attacked scores keep their raw distance from them, instead of
+    a division by zero.
+    """
+
+    low: float
+    span: float
+
+    @classmethod
+    def fit(cls, clear: Any) -> MinMaxScale:
+        """Fit on the clear (oriented) scores of a group."""
+        arr = np.asarray(clear, dtype=np.float64).reshape(-1)
+        if arr.size == 0 or np.all(np.isnan(arr)):
+            raise ValueError("cannot fit min-max scaling on an empty group; give at least one clear score")
+        low, high = float(np.nanmin(arr)), float(np.nanmax(arr))
+        span = high - low
+        return cls(low=low, span=1.0 if span < _CONSTANT_RANGE else span)
+
+    def __call__(self, values: Any) -> np.ndarray:
+        return (np.asarray(values, dtype=np.float64) - self.low) / self.span
+
+
+def _pair(clear: Any, attacked: Any) -> tuple[np.ndarray, np.ndarray]:
+    c = np.asarray(clear, dtype=np.float64).reshape(-1)
+    a = np.asarray(attacked, dtype=np.float64).reshape(-1)
+    if c.shape != a.shape:
+        raise ValueError(
+            f"clear and attacked scores must pair up image by image; got {c.size} clear and {a.size} attacked"
+        )
+    if c.size == 0:
+        raise ValueError("empty group: give at least one image's clear and attacked score")
+    return c, a
+
+
+def _scaled(clear: Any, attacked: Any, scale: MinMaxScale | None) -> tuple[np.ndarray, np.ndarray]:
+    c, a = _pair(clear, attacked)
+    scale = MinMaxScale.fit(c) if scale is None else scale
+    return scale(c), scale(a)
+
+
+def absolute_gain(clear: Any, attacked: Any) -> np.ndarray:
+    """Per-image raw absolute gain ``a - c`` of oriented scores."""
+    c, a = _pair(clear, attacked)
+    return a - c
+
+
+def relative_gain(clear: Any, attacked: Any) -> np.ndarray:
+    """Per-image raw relative gain ``(a - c) / (c + 1)`` of oriented scores.
+
+    The denominator is the oriented clear score plus one, so the value is only meaningful while
+    ``c > -1``: for lower-is-better metrics (oriented scores are negative) its sign flips. The
+    normalised relative gain has no such limit.
+    """
+    c, a = _pair(clear, attacked)
+    return (a - c) / (c + 1.0)
+
+
+def classic_relative_gain(clear: Any, attacked: Any, eps: float = ROBUSTNESS_EPS) -> np.ndarray:
+    """Per-image ``(a - c) / (c + eps)``: the benchmark code's ``relative_gain_classic``.
+
+    Not part of :func:`score_group` (the methodology's relative gain divides by ``c + 1``); kept to
+    compare with numbers the benchmark reports under that name.
+    """
+    c, a = _pair(clear, attacked)
+    return (a - c) / (c + eps)
+
+
+def normalized_absolute_gain(clear: Any, attacked: Any, scale: MinMaxScale | None = None) -> np.ndarray:
+    """Per-image ``s(a) - s(c)``; ``scale`` defaults to min-max fitted on ``clear``."""
+    sc, sa = _scaled(clear, attacked, scale)
+    return sa - sc
+
+
+def normalized_relative_gain(clear: Any, attacked: Any, scale: MinMaxScale | None = None) -> np.ndarray:
+    """Per-image ``(s(a) - s(c)) / (s(c) + 1)``; ``scale`` defaults to min-max fitted on ``clear``."""
+    sc, sa = _scaled(clear, attacked, scale)
+    return (sa - sc) / (sc + 1.0)
+
+
+def robustness_score(
+    clear: Any, attacked: Any, scale: MinMaxScale | None = None, eps: float = ROBUSTNESS_EPS
+) -> np.ndarray:
+    """Per-image robustness ``log10(max(1 - s(c), s(c)) / (|s(c) - s(a)| + eps))`` (benchmark code).
+
+    The numerator is the distance from the scaled clear score to the farther end of [0, 1], the most
+    an attack could move it; R is large when the attack moved the metric little relative to that.
+    """
+    sc, sa = _scaled(clear, attacked, scale)
+    return np.log10(np.maximum(1.0 - sc, sc) / (np.abs(sc - sa) + eps))
+
+
+def _signed_distance(distance: float, sc: np.ndarray, sa: np.ndarray) -> float:
+    return float(distance * np.sign(np.mean(sa) - np.mean(sc)))
+
+
+def wasserstein_score(clear: Any, attacked: Any, scale: MinMaxScale | None = None) -> float:
+    """``W1(s(c), s(a))`` signed by the direction of the mean shift (positive: the metric rose)."""
+    sc, sa = _scaled(clear, attacked, scale)
+    return _signed_distance(stats.wasserstein_distance(sc, sa), sc, sa)
+
+
+def energy_distance_score(clear: Any, attacked: Any, scale: MinMaxScale | None = None) -> float:
+    """Energy distance ``E(s(c), s(a))`` signed by the direction of the mean shift."""
+    sc, sa = _scaled(clear, attacked, scale)
+    return _signed_distance(stats.energy_distance(sc, sa), sc, sa)
+
+
+def t_interval(values: Any, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Student-t confidence interval of the mean of ``values`` (``sem`` with ddof=1).
+
+    As ``scipy.stats.t.interval(confidence, n - 1, loc=mean, scale=sem)``. With fewer than two
+    values the bounds are NaN (no spread to estimate); with zero spread the interval is the mean
+    itself (scipy refuses ``scale=0`` but ``mean +- t * 0`` is exact).
+    """
+    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    if arr.size < 2:
+        return math.nan, math.nan
+    mean = float(np.mean(arr))
+    sem = float(stats.sem(arr))
+    if not math.isfinite(sem):
+        return math.nan, math.nan
+    if sem == 0.0:
+        return mean, mean
+    low, high = stats.t.interval(confidence, arr.size - 1, loc=mean, scale=sem)
+    return float(low), float(high)
+
+
+def score_group(
+    clear: Any, attacked: Any, lower_better: bool = False, confidence: float = CONFIDENCE
+) -> dict[str, float]:
+    """Every score of one group (one metric x one attack [x amplitude x dataset]).
+
+    Args:
+        clear: raw metric values of the clean images, one per image.
+        attacked: raw metric values of the attacked images, in the same order.
+        lower_better: True for metrics whose lower raw value means better quality; the values are
+            oriented (``q = -score``) before scoring, so positive gains always mean "fooled".
+        confidence: level of the Student-t intervals of the per-image means.
+
+    Returns:
+        A dict with the keys of :data:`SCORE_KEYS`: ``n``, the five per-image means, the two
+        distribution scores and ``<score>_ci_low`` / ``<score>_ci_high`` for each per-image mean.
+    """
+    c, a = _pair(orient(clear, lower_better), orient(attacked, lower_better))
+    scale = MinMaxScale.fit(c)
+    per_image = {
+        "abs_gain": absolute_gain(c, a),
+        "rel_gain": relative_gain(c, a),
+        "norm_abs_gain": normalized_absolute_gain(c, a, scale),
+        "norm_rel_gain": normalized_relative_gain(c, a, scale),
+        "robustness_score": robustness_score(c, a, scale),
+    }
+    out: dict[str, float] = {"n": c.size}
+    out.update({key: float(np.mean(values)) for key, values in per_image.items()})
+    out["wasserstein_score"] = wasserstein_score(c, a, scale)
+    out["energy_distance_score"] = energy_distance_score(c, a, scale)
+    for key, values in per_image.items():
+        out[f"{key}_ci_low"], out[f"{key}_ci_high"] = t_interval(values, confidence)
+    return {key: out[key] for key in SCORE_KEYS}
+
+
+# -- clean vs adversarial image distortion ---------------------------------------------------------
+
+
+def _as_hwc_batch(images: Any, name: str) -> np.ndarray:
+    if hasattr(images, "detach"):  # a torch tensor; avoids importing torch here
+        images = images.detach().cpu().double().numpy()
+    arr = np.asarray(images, dtype=np.float64)
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.ndim != 4 or arr.shape[1] != 3:
+        raise ValueError(f"{name}: expected an (N, 3, H, W) RGB batch (or one (3, H, W) image), got shape {arr.shape}")
+    return arr.transpose(0, 2, 3, 1)
+
+
+def image_distortion(clean: Any, adversarial: Any) -> dict[str, np.ndarray]:
+    """Per-image PSNR, SSIM and MSE between clean and adversarial images (data range 1).
+
+    Args:
+        clean: (N, 3, H, W) batch in [0, 1], a torch tensor or numpy array.
+        adversarial: the attacked batch, same shape (values may leave [0, 1], as unclamped
+            universal perturbations do).
+
+    Returns:
+        ``{"psnr": (N,), "ssim": (N,), "mse": (N,)}`` float64 arrays; PSNR is ``inf`` for an image
+        the attack left unchanged. Computed by scikit-image on float64 H x W x 3 arrays.
+    """
+    from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
+
+    x = _as_hwc_batch(clean, "clean")
+    y = _as_hwc_batch(adversarial, "adversarial")
+    if x.shape != y.shape:
+        raise ValueError(f"clean and adversarial batches differ in shape: {x.shape} vs {y.shape}")
+    psnr, ssim, mse = (np.empty(len(x)) for _ in range(3))
+    with np.errstate(divide="ignore"):
+        for i, (xi, yi) in enumerate(zip(x, y, strict=True)):
+            mse[i] = mean_squared_error(xi, yi)
+            psnr[i] = peak_signal_noise_ratio(xi, yi, data_range=1.0) if mse[i] > 0 else math.inf
+            ssim[i] = structural_similarity(xi, yi, channel_axis=2, data_range=1.0)
+    return {"psnr": psnr, "ssim": ssim, "mse": mse}
+
+
+#: Same as :func:`image_distortion` (PSNR and SSIM are similarities, MSE a distance).
