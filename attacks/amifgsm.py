@@ -20,6 +20,7 @@ import functools
 from typing import Literal
 
 import torch
+
 from iqa_robustness.metrics.base import Metric
 
 from .base import Attack, loss_grad, register_attack

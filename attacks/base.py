@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar, TypeVar
 
 import torch
+
 from iqa_robustness.metrics.base import Metric
 from iqa_robustness.metrics.registry import select_names
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+
 from iqa_robustness.metrics.base import Metric
 
 from ._unet import UNetGenerator

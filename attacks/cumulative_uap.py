@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+
 from iqa_robustness.metrics.base import Metric
 
 from .base import register_attack

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+
 from iqa_robustness.metrics.base import Metric
 
 from .base import Attack, loss_grad, project_linf, register_attack

@@ -26,6 +26,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+
 from iqa_robustness.metrics.base import Metric
 
 from .base import Attack, loss_grad, register_attack

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+
 from iqa_robustness.metrics.base import Metric
 
 from .base import Attack, loss_grad, register_attack

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+
 from iqa_robustness.metrics.base import Metric
 
 from .base import Attack, register_attack

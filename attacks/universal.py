@@ -42,10 +42,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from iqa_robustness.metrics.base import Metric
 from PIL import Image
 
 from iqa_robustness.conventions import AMPLITUDES, orient
+from iqa_robustness.metrics.base import Metric
 
 from ._unet import GRANULE, UNetGenerator
 from .base import Attack
@@ -351,7 +351,8 @@ def prepare_training_set(train_images: Any) -> TrainingSet:
             :func:`iqa_robustness.data.images.resolve_dataset` opens), a tensor batch (N, 3, H, W) in [0, 1],
             or an iterable of images (3, H, W) or of ``(name, image)`` pairs.
     """
-    from iqa_robustness.data.images import Dataset, resolve_dataset, uap_train_transform
+    from iqa_robustness.data.images import Dataset, uap_train_transform
+    from iqa_robustness.data.registry import resolve_dataset
 
     if isinstance(train_images, TrainingSet):
         return train_images

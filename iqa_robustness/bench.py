@@ -32,7 +32,7 @@ import torch
 from iqa_robustness.attacks import attack_class, create_attack
 from iqa_robustness.attacks.base import loss_grad, research_code_gradients
 from iqa_robustness.metrics.base import Metric
-from iqa_robustness.runner.suite import sync_device
+from iqa_robustness.runner.config import sync_device
 
 #: The image-specific attacks benchmarked by default.
 DEFAULT_ATTACKS: tuple[str, ...] = ("fgsm", "ifgsm", "mifgsm", "amifgsm", "korhonen", "madc")
@@ -138,7 +138,7 @@ def bench_images(n: int, size: int, device: torch.device, seed: int = 0) -> torc
     """
     import torch.nn.functional as F
 
-    from iqa_robustness.data.images import resolve_dataset
+    from iqa_robustness.data.registry import resolve_dataset
 
     images = []
     for item in resolve_dataset("sample"):

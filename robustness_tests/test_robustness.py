@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from iqa_robustness.attacks import NotDifferentiableError
 from iqa_robustness.metrics import MissingWeightsError, get_spec
-
-from iqa_robustness.runner.case import CaseResult
+from iqa_robustness.scores.results import CaseResult
 
 # L-inf budgets the attacks promise (METHODOLOGY.md); attacks without a budget are not listed.
 LINF_BUDGET_PARAM = {"fgsm": "eps", "ifgsm": "eps", "mifgsm": "eps"}

@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
 from iqa_robustness.attacks import NotDifferentiableError, attack_class, create_attack, list_attacks
 from iqa_robustness.attacks.amifgsm import niqe_radius
 from iqa_robustness.attacks.korhonen import spatial_activity_map
 from iqa_robustness.attacks.madc import project_out, rmse
 from iqa_robustness.metrics.base import Metric, MetricSpec
 from iqa_robustness.metrics.registry import UnknownMetricError, create_metric, get_spec
-from PIL import Image
-from torch import nn
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

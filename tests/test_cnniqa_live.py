@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
 from iqa_robustness.metrics import MissingWeightsError, create_metric, get_spec
 from iqa_robustness.metrics.cnniqa_live import (
     WEIGHT_FILE,
@@ -16,7 +18,6 @@ from iqa_robustness.metrics.cnniqa_live import (
     nonoverlapping_patches,
 )
 from iqa_robustness.metrics.weights import ENV_VAR
-from PIL import Image
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from iqa_robustness.data.images import (
+from iqa_robustness.data import (
     DatasetNotFoundError,
     ImageReadError,
     UnknownDatasetError,
@@ -21,8 +21,8 @@ from iqa_robustness.data.images import (
     list_datasets,
     load_image,
     resolve_dataset,
-    uap_train_transform,
 )
+from iqa_robustness.data.images import uap_train_transform
 
 RNG = np.random.default_rng(0)
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from iqa_robustness.metrics import UnknownMetricError, create_metric, get_spec, list_metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

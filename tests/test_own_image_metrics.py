@@ -17,6 +17,7 @@ from types import ModuleType
 
 import pytest
 import torch
+
 from iqa_robustness.metrics import MissingWeightsError, create_metric, get_spec, koncept512, linearity, spaq
 from iqa_robustness.metrics._released import load_release_checkpoint, resize_bilinear, shorter_side_size
 from iqa_robustness.metrics.base import Metric

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from iqa_robustness.attacks import attack_class, list_attacks
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
 from iqa_robustness.metrics import MissingWeightsError, create_metric, get_spec
 from iqa_robustness.metrics.pyiqa_metrics import DownloadBlockedError, PyiqaMetric
 from iqa_robustness.metrics.weights import ENV_VAR
-from PIL import Image
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

@@ -6,11 +6,13 @@ import csv
 
 import pytest
 import torch
-from iqa_robustness.metrics import create_metric
 
 from iqa_robustness.bench import BenchConfig, bench_images, precision_difference, run_bench
 from iqa_robustness.cli.main import main
-from iqa_robustness.runner.suite import Suite, SuiteConfig, call_in_chunks
+from iqa_robustness.metrics import create_metric
+from iqa_robustness.runner.config import SuiteConfig
+from iqa_robustness.runner.resources import call_in_chunks
+from iqa_robustness.runner.suite import Suite
 
 
 @pytest.fixture(scope="module")

@@ -31,8 +31,8 @@ from scipy import stats
 
 from iqa_robustness.cli.main import main as cli
 from iqa_robustness.conventions import default_tracking_uri
-from iqa_robustness.runner.case import CaseResult
-from iqa_robustness.tracking.store import (
+from iqa_robustness.scores.results import CaseResult
+from iqa_robustness.tracking import (
     KIND_CASE,
     KIND_SESSION,
     PARAM_VALUE_LIMIT,
@@ -559,9 +559,9 @@ def test_readers_do_not_create_a_store_that_is_not_there(tmp_path, capsys):
 LOG_ONE_SESSION = """
 import sys
 from pathlib import Path
-from iqa_robustness.runner.case import CaseResult
+from iqa_robustness.scores.results import CaseResult
 from iqa_robustness.conventions import default_tracking_uri
-from iqa_robustness.tracking.store import log_session, session_tags
+from iqa_robustness.tracking import log_session, session_tags
 root = Path(sys.argv[1])
 results = [CaseResult.load_json(p) for p in sorted(Path(sys.argv[2]).glob("*.json"))]
 print(log_session(results, uri=default_tracking_uri(root), experiment="sequential",

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from iqa_robustness.attacks import create_attack, list_attacks, universal
 from iqa_robustness.attacks._unet import UNetGenerator
 from iqa_robustness.attacks.cnn import CNNAttack
@@ -21,10 +22,9 @@ from iqa_robustness.attacks.universal import (
     sweep_amplitudes,
     tile_perturbation,
 )
+from iqa_robustness.data import Dataset, resolve_dataset
 from iqa_robustness.metrics import create_metric
 from iqa_robustness.metrics.base import Metric, MetricSpec
-
-from iqa_robustness.data.images import Dataset, resolve_dataset
 
 torch.set_num_threads(2)
 
@@ -297,7 +297,8 @@ def test_max_steps_caps_the_epochs_and_the_run_says_it_was_capped(cnniqa, tiny_t
 
 
 def test_the_suite_caps_universal_training_on_the_cpu_only_unless_full_epochs_are_asked_for():
-    from iqa_robustness.runner.suite import CPU_UAP_MAX_STEPS, SuiteConfig
+    from iqa_robustness.conventions import CPU_UAP_MAX_STEPS
+    from iqa_robustness.runner.config import SuiteConfig
 
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     assert SuiteConfig().uap_training_steps(cpu) == (None, CPU_UAP_MAX_STEPS)

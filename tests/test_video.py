@@ -8,25 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from iqa_robustness.attacks import create_attack, list_attacks
-from iqa_robustness.metrics import MissingWeightsError, create_metric, get_spec, list_metrics
-from iqa_robustness.metrics._video_features import RESNET50_FILE
-from iqa_robustness.metrics.mdtvsfa import MDTVSFAHead, load_mdtvsfa_head
-from iqa_robustness.metrics.vsfa import VSFAHead, load_vsfa_head
 from PIL import Image
 from torchvision.models import resnet50
 from video_files import write_video
 
-from iqa_robustness.data.video import (
-    as_image_metric,
-    attack_clip,
-    iter_clip_chunks,
-    read_clip,
-    score_source,
-    temporal_flicker,
-    universal_clip,
-    vimeo_clip_dirs,
-)
+from iqa_robustness.attacks import create_attack, list_attacks
+from iqa_robustness.attacks.universal import Perturbation
+from iqa_robustness.data.video import iter_clip_chunks, read_clip, vimeo_clip_dirs
+from iqa_robustness.metrics import MissingWeightsError, create_metric, get_spec, list_metrics
+from iqa_robustness.metrics._video_features import RESNET50_FILE
+from iqa_robustness.metrics.frames import as_image_metric
+from iqa_robustness.metrics.mdtvsfa import MDTVSFAHead, load_mdtvsfa_head
+from iqa_robustness.metrics.vsfa import VSFAHead, load_vsfa_head
+from iqa_robustness.runner.clips import attack_clip, score_chunks, temporal_flicker, universal_clip
 
 VIDEO_METRICS = ("vsfa", "mdtvsfa")
 T, SIDE = 16, 64
@@ -198,22 +192,33 @@ def test_ifgsm_attacks_every_frame_against_the_clip_score(random_metrics: dict, 
     assert adversarial.shape == clip.shape
     assert change.abs().max() <= attack.eps + 1e-6
     assert (change.flatten(1).abs().amax(1) > 0).all(), "every frame is perturbed"
-    assert result.gain > 0
+    assert result.attacked > result.clear, "VSFA is higher-better: the attack raised its clip score"
     assert result.flicker > 0
     assert np.isfinite(result.psnr)
     assert result.row()["image_name"] == "synthetic"
 
 
-def test_a_universal_delta_is_added_to_every_frame_without_flicker(random_metrics: dict, clip: torch.Tensor) -> None:
+def test_a_universal_delta_goes_through_apply_on_every_chunk_without_flicker(
+    random_metrics: dict, clip: torch.Tensor
+) -> None:
+    metric, attack = random_metrics["mdtvsfa"], create_attack("uap")
     delta = 0.1 * (2 * torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(3)) - 1)
-    attacked, result = universal_clip(random_metrics["mdtvsfa"], clip, delta, amplitude=0.4, train_dataset="noise")
-    change = attacked - clip
-    assert torch.allclose(change, change[:1].expand_as(change), atol=1e-6)
-    assert torch.allclose(change[0, :, :24, :24], 0.4 * delta[0], atol=1e-6)
-    assert torch.allclose(change[0, :, 24:48, 24:48], 0.4 * delta[0], atol=1e-6), "tiled from the top-left"
-    assert result.flicker == pytest.approx(0.0, abs=1e-7)
+    perturbation = Perturbation(delta=delta)
+    kept = []
+    result = universal_clip(
+        metric, attack, perturbation, clip.split(5), 0.4, train_dataset="noise", keep=lambda *frame: kept.append(frame)
+    )
+    whole = attack.apply(perturbation, clip, 0.4)
+    assert result.attacked == pytest.approx(score_chunks(metric, [whole]), rel=1e-5), "chunks score as the whole clip"
+    assert result.clear == pytest.approx(score_chunks(metric, [clip]), rel=1e-5)
+    assert result.flicker == pytest.approx(0.0, abs=1e-7), "the same delta on every frame, across chunk boundaries"
+    assert result.max_linf == pytest.approx(0.4 * float(delta.abs().max()), rel=1e-5)
+    assert result.n_frames == clip.shape[0]
     assert result.attacked != result.clear
     assert result.row()["amplitude"] == 0.4
+    ((index, clean_frame, adversarial_frame),) = kept
+    torch.testing.assert_close(adversarial_frame, whole[index])
+    torch.testing.assert_close(clean_frame, clip[index])
 
 
 def test_temporal_flicker_is_zero_for_a_constant_perturbation() -> None:
@@ -293,7 +298,8 @@ def test_a_long_clip_is_read_and_scored_in_chunks(tmp_path: Path, random_metrics
     metric = random_metrics["mdtvsfa"]
     with torch.no_grad():
         whole = float(metric(read_clip(path, size=(64, 64))))
-    assert score_source(metric, path, chunk_size=3, size=(64, 64)) == pytest.approx(whole, rel=1e-5)
+    chunks = iter_clip_chunks(path, 3, size=(64, 64))
+    assert score_chunks(metric, chunks) == pytest.approx(whole, rel=1e-5)
 
 
 def test_a_missing_clip_says_what_to_pass(tmp_path: Path) -> None:

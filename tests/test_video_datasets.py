@@ -14,16 +14,18 @@ import torch
 from PIL import Image
 from video_files import write_video
 
-from iqa_robustness.data.images import Dataset, DatasetNotFoundError, UnknownDatasetError
-from iqa_robustness.data.video import read_clip
-from iqa_robustness.data.video_sets import (
-    SAMPLE_CLIP_FRAMES,
+from iqa_robustness.data import (
+    Dataset,
+    DatasetNotFoundError,
+    UnknownDatasetError,
     VideoDataset,
     is_video_dataset,
+    read_clip,
     resolve_any_dataset,
     resolve_video_dataset,
     sample_clips,
 )
+from iqa_robustness.data.video_sets import SAMPLE_CLIP_FRAMES
 
 
 def _write_frames(folder: Path, n: int, shade: int = 0) -> None:

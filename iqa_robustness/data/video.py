@@ -1,4 +1,4 @@
-"""Video clips for the video-quality metrics: reading, chunking, attacking, flicker.
+"""Video clips for the video-quality metrics: reading frames from folders and files, in chunks.
 
 The benchmark (Antsiferova et al., "Comparing the robustness of modern no-reference image- and
 video-quality metrics to adversarial attacks", AAAI 2024) tests video metrics on Derf's
@@ -14,22 +14,15 @@ Sources:
   become RGB through FFmpeg's converter (BT.601 unless the file says otherwise); more than 8 bits
   per sample are kept as 16-bit RGB.
 
-Attacks: an image-specific attack runs on the whole clip as a batch of frames, and its loss is the
-video metric's clip score, so every frame is perturbed along its own slice of the clip-level
-gradient (:func:`attack_clip`). A universal perturbation is tiled from the top-left corner to the
-frame size, scaled by the amplitude and added to every frame (:func:`universal_clip`). Both report
-per-clip gains, distortion and the temporal flicker of the perturbation (:func:`temporal_flicker`).
-Long clips are read in chunks (:func:`iter_clip_chunks`, :func:`score_source`); the metric itself
-runs its backbone in chunks and, with gradients, checkpoints each chunk to bound memory.
-Image datasets under a video metric are one-frame clips, one per image (:func:`as_image_metric`).
+Long clips are read frame by frame or in chunks (:func:`iter_frames`, :func:`iter_clip_chunks`),
+so a clip never has to sit in memory whole; attacking and scoring clips is the runner's
+(:mod:`iqa_robustness.runner.clips`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -37,12 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from iqa_robustness.attacks.base import Attack
-from iqa_robustness.attacks.universal import Perturbation
-from iqa_robustness.conventions import orient
-from iqa_robustness.data.images import IMAGE_EXTENSIONS, Size, load_image, resize_image
-from iqa_robustness.metrics.base import Metric
-from iqa_robustness.scores.formulas import image_distortion
+from iqa_robustness.data.decode import IMAGE_EXTENSIONS, Size, load_image, resize_image
 
 log = logging.getLogger(__name__)
 
@@ -220,239 +208,3 @@ def vimeo_clip_dirs(root: str | Path, split: str | None = None) -> list[Path]:
         names = [line.strip() for line in found.read_text().splitlines() if line.strip()]
         return [sequences / name for name in names]
     return sorted((d for d in sequences.glob("*/*") if d.is_dir()), key=lambda d: natural_key(str(d)))
-
-
-# --------------------------------------------------------------------------- scoring
-
-
-@torch.no_grad()
-def score_source(metric: Metric, source: str | Path, chunk_size: int = 16, **read_options: Any) -> float:
-    """Raw score of a clip on disk, read chunk by chunk.
-
-    For a metric made of per-frame ``features`` and a clip-level ``head`` (VSFA, MDTVSFA) only the
-    features of the whole clip are kept in memory; other video metrics get the assembled clip.
-    """
-    device = metric.device
-    chunks = iter_clip_chunks(source, chunk_size, **read_options)
-    features = getattr(metric, "features", None)
-    head = getattr(metric, "head", None)
-    if features is not None and head is not None:
-        feats = [features(chunk.to(device)) for chunk in chunks]
-        if not feats:
-            raise VideoReadError(f"{source} gave no frames; check the options")
-        return float(head(torch.cat(feats)).reshape(-1)[0])
-    clip = torch.cat([chunk.to(device) for chunk in chunks])
-    return float(metric(clip)[0])
-
-
-def temporal_flicker(perturbation: torch.Tensor | np.ndarray) -> float:
-    """Mean absolute frame-to-frame change of a perturbation (T, ...): ``mean |p[t+1] - p[t]|``.
-
-    Zero for a perturbation that is the same in every frame (a universal one); one clip frame
-    alone has no flicker (0.0).
-    """
-    p = torch.as_tensor(perturbation).detach().double()
-    if p.ndim < 1 or p.shape[0] < 2:
-        return 0.0
-    return float((p[1:] - p[:-1]).abs().mean())
-
-
-class FramesAsClips(Metric):
-    """A video metric scoring an image batch (N, 3, H, W) as N one-frame clips.
-
-    Image datasets and universal-perturbation training feed batches of independent images; a
-    video metric would read such a batch as one clip. This wrapper scores each image on its own,
-    so every image gets its own score and gradient, and batching changes nothing.
-    """
-
-    def __init__(self, video_metric: Metric) -> None:
-        spec = dataclasses.replace(video_metric.spec, kind="nr-image")
-        super().__init__(spec, video_metric.weights_mode)
-        self.video_metric = video_metric
-
-    def score(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.video_metric.score(frame) for frame in x.split(1)])
-
-
-def as_image_metric(metric: Metric) -> Metric:
-    """``metric`` itself for an image metric; a :class:`FramesAsClips` view of a video metric."""
-    return FramesAsClips(metric) if metric.spec.is_video else metric
-
-
-@dataclasses.dataclass
-class ClipResult:
-    """One clip under one attack.
-
-    Attributes:
-        clip_name, test_dataset: where the clip came from.
-        clear, attacked: raw metric scores (orientation given by ``lower_better``).
-        psnr, ssim: means over frames of the per-frame values; ``mse`` over the whole clip.
-        flicker: :func:`temporal_flicker` of ``attacked - clean`` frames.
-        seconds: attack time (excluding clean and attacked scoring).
-        amplitude, train_dataset: for universal perturbations.
-    """
-
-    clip_name: str
-    test_dataset: str
-    clear: float
-    attacked: float
-    lower_better: bool
-    psnr: float
-    ssim: float
-    mse: float
-    flicker: float
-    n_frames: int
-    seconds: float = float("nan")
-    amplitude: float | None = None
-    train_dataset: str | None = None
-
-    @property
-    def gain(self) -> float:
-        """Absolute gain of oriented quality (higher = the attack raised the quality more)."""
-        return orient(self.attacked - self.clear, self.lower_better)
-
-    @property
-    def relative_gain(self) -> float:
-        """``(a - c) / (c + 1)`` on oriented quality, as the benchmark's relative gain."""
-        return self.gain / (orient(self.clear, self.lower_better) + 1.0)
-
-    def row(self) -> dict[str, Any]:
-        """The MSU CSV columns (``rel_gain`` = attacked / clear there) plus flicker and frame count."""
-        row: dict[str, Any] = {"image_name": self.clip_name, "test_dataset": self.test_dataset}
-        if self.train_dataset is not None:
-            row["train_dataset"] = self.train_dataset
-        row |= {"clear": self.clear, "attacked": self.attacked}
-        if self.amplitude is not None:
-            row["amplitude"] = self.amplitude
-        rel = self.attacked / self.clear if self.clear else float("nan")
-        row |= {"rel_gain": rel, "psnr": self.psnr, "ssim": self.ssim, "mse": self.mse}
-        row |= {"flicker": self.flicker, "n_frames": self.n_frames}
-        return row
-
-
-def _check_video_metric(metric: Metric) -> None:
-    if not metric.spec.is_video:
-        raise ValueError(
-            f"metric {metric.name!r} is an image metric ({metric.spec.kind}); attack its frames as an image "
-            "batch instead, or choose a video metric (list_metrics(kind='nr-video'))"
-        )
-
-
-def _clip_result(
-    metric: Metric, clip: torch.Tensor, attacked_clip: torch.Tensor, clear: float, **fields: Any
-) -> ClipResult:
-    with torch.no_grad():
-        attacked = float(metric(attacked_clip)[0])
-    dist = image_distortion(clip, attacked_clip)
-    return ClipResult(
-        clear=clear,
-        attacked=attacked,
-        lower_better=metric.lower_better,
-        psnr=float(np.mean(dist["psnr"])),
-        ssim=float(np.mean(dist["ssim"])),
-        mse=float(torch.mean((attacked_clip.double() - clip.double()) ** 2)),
-        flicker=temporal_flicker(attacked_clip - clip),
-        n_frames=int(clip.shape[0]),
-        **fields,
-    )
-
-
-def _clean_score(metric: Metric, clip: torch.Tensor, clear: float | None) -> float:
-    if clear is not None:
-        return clear
-    with torch.no_grad():
-        return float(metric(clip)[0])
-
-
-def attack_clip(
-    metric: Metric,
-    attack: Attack,
-    clip: torch.Tensor,
-    *,
-    clip_name: str = "clip",
-    test_dataset: str = "",
-    clear: float | None = None,
-) -> tuple[torch.Tensor, ClipResult]:
-    """Run an image-specific attack on every frame of a clip against the video metric.
-
-    The clip (T, 3, H, W) goes to the attack as a batch of T frames; the attack's loss is the
-    metric's clip loss, so each frame moves along its part of the clip-level gradient. ``clear``
-    is the clip's clean score when already known (the suite scores each clip once).
-
-    Returns:
-        The attacked clip and its :class:`ClipResult`.
-    """
-    _check_video_metric(metric)
-    if attack.universal:
-        raise ValueError(
-            f"{attack.name} is a universal attack: train it with fit(), then apply it to the clip with universal_clip()"
-        )
-    clip = clip.to(metric.device)
-    clear = _clean_score(metric, clip, clear)
-    start = time.perf_counter()
-    adversarial = attack(metric, clip)
-    if clip.device.type == "cuda":
-        torch.cuda.synchronize(clip.device)
-    seconds = time.perf_counter() - start
-    result = _clip_result(
-        metric, clip, adversarial, clear, clip_name=clip_name, test_dataset=test_dataset, seconds=seconds
-    )
-    log.info(
-        "%s on %s: %s %.4f -> %.4f (flicker %.5f)",
-        attack.name,
-        clip_name,
-        metric.name,
-        clear,
-        result.attacked,
-        result.flicker,
-    )
-    return adversarial, result
-
-
-def universal_clip(
-    metric: Metric,
-    clip: torch.Tensor,
-    perturbation: Perturbation | torch.Tensor,
-    amplitude: float,
-    *,
-    clamp: bool = False,
-    clip_name: str = "clip",
-    test_dataset: str = "",
-    train_dataset: str | None = None,
-    clear: float | None = None,
-) -> tuple[torch.Tensor, ClipResult]:
-    """Add a universal perturbation to every frame of a clip and score it.
-
-    Args:
-        metric: a video metric.
-        clip: (T, 3, H, W) in [0, 1].
-        perturbation: a trained :class:`~attacks.universal.Perturbation` or a delta (1, 3, h, w),
-            tiled from the top-left corner to the frame size. A delta is the same on every frame;
-            an image-conditioned generator makes one per frame (its flicker is not zero).
-        amplitude: the factor k (the benchmark uses 0.2, 0.4, 0.8).
-        clamp: clamp to [0, 1] (the MSU code does not: the metric sees out-of-range pixels).
-        clear: the clip's clean score when already known.
-    """
-    _check_video_metric(metric)
-    if isinstance(perturbation, torch.Tensor):
-        perturbation = Perturbation(delta=perturbation)
-    clip = clip.to(metric.device)
-    clear = _clean_score(metric, clip, clear)
-    with torch.no_grad():
-        start = time.perf_counter()
-        attacked_clip = clip + amplitude * perturbation.perturbation_for(clip)
-        if clamp:
-            attacked_clip = attacked_clip.clamp(0.0, 1.0)
-        seconds = time.perf_counter() - start
-    result = _clip_result(
-        metric,
-        clip,
-        attacked_clip,
-        clear,
-        clip_name=clip_name,
-        test_dataset=test_dataset,
-        amplitude=amplitude,
-        train_dataset=train_dataset,
-        seconds=seconds,
-    )
-    return attacked_clip, result

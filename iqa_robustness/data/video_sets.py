@@ -9,7 +9,7 @@ ordered list of clips, read lazily with the readers of :mod:`iqa_robustness.data
 - an image metric, and universal-attack training, see the frames as images
   (:meth:`VideoDataset.frames`), named ``<clip>/<frame>``.
 
-Named sets (``iqa-robustness list datasets``):
+Named sets (registered in :mod:`iqa_robustness.data.registry`; ``iqa-robustness list datasets``):
 
 - ``sample-clips``: three 16-frame clips of a camera panning across photographs bundled with
   scikit-image (offline, no download), 224x224;
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -37,23 +36,17 @@ import numpy as np
 import torch
 from PIL import Image
 
+from iqa_robustness.data.decode import Size, resize_image
 from iqa_robustness.data.images import (
-    DATA_ENV_VAR,
     Dataset,
-    DatasetNotFoundError,
     ImageItem,
-    Size,
-    UnknownDatasetError,
-    env_roots,
-    list_datasets,
-    resize_image,
-    resolve_dataset,
 )
 from iqa_robustness.data.video import (
     FRAME_EXTENSIONS,
     VIMEO_LISTS,
     VideoReadError,
     frame_files,
+    iter_clip_chunks,
     iter_frames,
     natural_key,
     read_clip,
@@ -89,6 +82,17 @@ class ClipItem:
             frames = self._frames()[: self.max_frames]
             return torch.stack([resize_image(f, self.size) for f in frames])
         return read_clip(self.path, max_frames=self.max_frames, size=self.size)
+
+    def chunks(self, frames: int) -> Iterator[torch.Tensor]:
+        """The clip in consecutive chunks of at most ``frames`` frames, each (n, 3, H, W), read as they are needed."""
+        if frames < 1:
+            raise ValueError(f"chunks need a positive number of frames, got {frames}")
+        if self._frames is None:
+            yield from iter_clip_chunks(self.path, frames, max_frames=self.max_frames, size=self.size)
+            return
+        source = self._frames()[: self.max_frames]
+        for start in range(0, len(source), frames):
+            yield torch.stack([resize_image(f, self.size) for f in source[start : start + frames]])
 
     def frame_items(self) -> list[ImageItem]:
         """The clip's frames as image items named ``<clip>/<frame>``."""
@@ -249,7 +253,7 @@ def sample_clips(*, max_clips: int | None = None, max_frames: int | None = None,
 # --------------------------------------------------------------------------- named sets and paths
 
 
-def _is_video_file(path: Path) -> bool:
+def is_video_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in VIDEO_FILE_EXTENSIONS
 
 
@@ -263,7 +267,7 @@ def _clip_sources(folder: Path) -> list[Path]:
     sources = [
         p
         for p in folder.iterdir()
-        if not p.name.startswith(".") and (_is_video_file(p) or (p.is_dir() and _has_frames(p)))
+        if not p.name.startswith(".") and (is_video_file(p) or (p.is_dir() and _has_frames(p)))
     ]
     return sorted(sources, key=lambda p: natural_key(p.name))
 
@@ -275,7 +279,7 @@ def _vimeo_sequences(folder: Path) -> Path | None:
     return folder if folder.name == "sequences" and folder.is_dir() else None
 
 
-def _is_clip_folder(folder: Path) -> bool:
+def is_clip_folder(folder: Path) -> bool:
     if not folder.is_dir():
         return False
     if _vimeo_sequences(folder) is not None:
@@ -283,10 +287,10 @@ def _is_clip_folder(folder: Path) -> bool:
     return not _has_frames(folder) and bool(_clip_sources(folder))
 
 
-def _clips_from(
+def clips_from(
     root: Path, *, max_clips: int | None, max_frames: int | None, size: Size, split: str = "test"
 ) -> tuple[ClipItem, ...]:
-    if _is_video_file(root):
+    if is_video_file(root):
         sources = [root]
         base = root.parent
     elif (sequences := _vimeo_sequences(root)) is not None:
@@ -309,124 +313,3 @@ def _clips_from(
         )
         for source in sources
     )
-
-
-@dataclasses.dataclass(frozen=True)
-class _EnvClips:
-    """Finds a named video set through ``$<env_var>`` or ``$IQA_ROBUSTNESS_DATA/<name>``."""
-
-    name: str
-    env_var: str
-    file_glob: str | None = None  # a video file inside the folder (Derf's sequences)
-
-    def __call__(self) -> Path:
-        roots = env_roots(self.name, self.env_var)
-        for root in roots:
-            found = sorted(root.glob(self.file_glob)) if self.file_glob and root.is_dir() else []
-            if found:
-                return found[0]
-            if _is_video_file(root) or _is_clip_folder(root):
-                return root
-        where = (
-            f"nothing usable at {', '.join(map(str, roots))}"
-            if roots
-            else f"neither {self.env_var} nor {DATA_ENV_VAR} is set"
-        )
-        raise DatasetNotFoundError(
-            f"video dataset {self.name!r} not found: {where}. Set {self.env_var} to its "
-            f"{'file or folder' if self.file_glob else 'folder (the one holding sequences/)'}, or "
-            f"{DATA_ENV_VAR} to a folder containing {self.name}/, or pass the path instead of the name."
-        )
-
-
-_VIDEO_REGISTRY: dict[str, tuple[str, Callable[[], Path] | None]] = {
-    "sample-clips": ("3 clips of 16 frames panning across bundled photographs (offline, no download)", None),
-    "vimeo": (
-        "Vimeo-90k triplets/septuplets (448x256), the test list when present",
-        _EnvClips("vimeo", "IQA_ROBUSTNESS_VIMEO"),
-    ),
-    "vimeo-train": (
-        "Vimeo-90k, the clips of its train list: a training set for universal attacks (frames)",
-        _EnvClips("vimeo", "IQA_ROBUSTNESS_VIMEO"),
-    ),
-    "blue-sky": (
-        "Derf's blue_sky (1920x1080, 250 frames, y4m)",
-        _EnvClips("blue-sky", "IQA_ROBUSTNESS_BLUE_SKY", "blue_sky*.y4m"),
-    ),
-}
-
-
-def list_video_datasets() -> list[str]:
-    return sorted(_VIDEO_REGISTRY)
-
-
-def video_dataset_description(name: str) -> str:
-    return _VIDEO_REGISTRY[name][0]
-
-
-def is_video_dataset(spec: str | os.PathLike[str] | Dataset | VideoDataset) -> bool:
-    """Whether ``spec`` names clips (a registered video set, a video file, a folder of clips)."""
-    if isinstance(spec, VideoDataset):
-        return True
-    if isinstance(spec, Dataset):
-        return False
-    text = str(spec).strip()
-    if text.lower() in _VIDEO_REGISTRY:
-        return True
-    path = Path(text).expanduser()
-    return _is_video_file(path) or _is_clip_folder(path)
-
-
-def resolve_video_dataset(
-    spec: str | os.PathLike[str] | VideoDataset,
-    *,
-    max_clips: int | None = None,
-    max_frames: int | None = None,
-    size: Size = None,
-) -> VideoDataset:
-    """Open a video dataset by name or path (see the module docstring).
-
-    Raises:
-        DatasetNotFoundError: a named set whose files are not where the suite looks (says how to provide them).
-        UnknownDatasetError: neither a video set name nor a clip path.
-    """
-    if isinstance(spec, VideoDataset):
-        return spec
-    text = str(spec).strip()
-    key = text.lower()
-    if key in _VIDEO_REGISTRY:
-        locate = _VIDEO_REGISTRY[key][1]
-        if locate is None:
-            return sample_clips(max_clips=max_clips, max_frames=max_frames, size=size)
-        root = locate()
-        split = "train" if key.endswith("-train") else "test"
-        clips = _clips_from(root, max_clips=max_clips, max_frames=max_frames, size=size, split=split)
-        return VideoDataset(key, clips, root)
-    path = Path(text).expanduser()
-    if _is_video_file(path) or _is_clip_folder(path):
-        clips = _clips_from(path, max_clips=max_clips, max_frames=max_frames, size=size)
-        return VideoDataset(path.stem if path.is_file() else path.name, clips, path)
-    raise UnknownDatasetError(
-        f"{spec!r} is not a video dataset: video sets are {', '.join(list_video_datasets())}, a video file "
-        f"({', '.join(sorted(VIDEO_FILE_EXTENSIONS))}), or a folder of clips; "
-        f"image sets are {', '.join(list_datasets())}"
-    )
-
-
-def resolve_any_dataset(
-    spec: str | os.PathLike[str],
-    *,
-    max_images: int | None = None,
-    max_frames: int | None = None,
-    size: Size = None,
-) -> Dataset | VideoDataset:
-    """A video dataset when ``spec`` names clips, else an image dataset (:func:`.images.resolve_dataset`).
-
-    ``max_images`` limits the images of an image set and the clips of a video set.
-    """
-    if is_video_dataset(spec):
-        return resolve_video_dataset(spec, max_clips=max_images, max_frames=max_frames, size=size)
-    try:
-        return resolve_dataset(spec, max_images=max_images, size=size)
-    except UnknownDatasetError as exc:
-        raise UnknownDatasetError(f"{exc} Video sets: {', '.join(list_video_datasets())}.") from None

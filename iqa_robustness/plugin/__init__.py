@@ -2,7 +2,7 @@
 
 ``pytest -m uap --metric linearity`` runs the universal attacks on LinearityIQA. The grid is
 metric x attack x dataset (x train set x amplitude for universal attacks), built from the
-registries in :func:`pytest_generate_tests`. Each case writes its :class:`~iqa_robustness.runner.case.CaseResult`
+registries in :func:`pytest_generate_tests`. Each case writes its :class:`~iqa_robustness.scores.results.CaseResult`
 as JSON under ``--results-dir``; at the end of the session the controller process (the only one,
 also under pytest-xdist) writes the MSU-format CSVs, the summary and the MLflow runs, and prints
 a compact table.
@@ -228,9 +228,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     else:
         return
     from iqa_robustness.attacks import attack_class, list_attacks
-    from iqa_robustness.data.video_sets import is_video_dataset
+    from iqa_robustness.data.registry import is_video_dataset
     from iqa_robustness.metrics import get_spec, list_metrics
-    from iqa_robustness.runner.suite import build_grid
+    from iqa_robustness.runner.grid import build_grid
 
     opt = metafunc.config.getoption
     attacks = [a for a in list_attacks(opt("--attack")) if attack_class(a).universal == universal]
@@ -286,7 +286,8 @@ def _is_empty_grid_placeholder(item: pytest.Item) -> bool:
 @pytest.fixture(scope="session")
 def suite(request: pytest.FixtureRequest):
     """The session's :class:`~iqa_robustness.runner.suite.Suite`: metrics, datasets, clean scores, perturbations."""
-    from iqa_robustness.runner.suite import Suite, SuiteConfig
+    from iqa_robustness.runner.config import SuiteConfig
+    from iqa_robustness.runner.suite import Suite
 
     opt = request.config.getoption
     uap_steps = opt("--uap-steps")
@@ -337,7 +338,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     cases_dir = results_dir / "cases" / config.stash[STASH_SESSION]
     if not cases_dir.is_dir():
         return
-    from iqa_robustness.report.summary import finish_session
+    from iqa_robustness.plugin.session import finish_session
 
     finish_session(
         cases_dir=cases_dir,

@@ -19,7 +19,7 @@ import fnmatch
 import math
 from pathlib import Path
 
-from iqa_robustness.runner.case import CaseResult
+from iqa_robustness.scores.results import CaseResult
 
 _REQUIRED = ("metric", "attack", "score")
 

@@ -1,1 +1,40 @@
-"""MLflow: session and case runs, and reading them back for ``compare`` and ``leaderboard``."""
+"""MLflow: one parent run per session, one nested run per case, and reading them back.
+
+:mod:`.store` (the client and MLflow's limits), :mod:`.tags`, :mod:`.cases`, :mod:`.session`
+(writing), :mod:`.query` (reading, for ``compare`` and ``leaderboard``). The names below are the
+package's public API.
+"""
+
+from iqa_robustness.tracking.cases import case_metrics, case_params, case_tags, plot_case
+from iqa_robustness.tracking.query import LoggedCase, describe_session, find_session, load_session_cases
+from iqa_robustness.tracking.session import log_session
+from iqa_robustness.tracking.store import (
+    KIND_CASE,
+    KIND_SESSION,
+    PARAM_VALUE_LIMIT,
+    TrackingError,
+    default_artifact_location,
+    ensure_experiment,
+    open_client,
+)
+from iqa_robustness.tracking.tags import session_tags
+
+__all__ = [
+    "KIND_CASE",
+    "KIND_SESSION",
+    "PARAM_VALUE_LIMIT",
+    "LoggedCase",
+    "TrackingError",
+    "case_metrics",
+    "case_params",
+    "case_tags",
+    "default_artifact_location",
+    "describe_session",
+    "ensure_experiment",
+    "find_session",
+    "load_session_cases",
+    "log_session",
+    "open_client",
+    "plot_case",
+    "session_tags",
+]

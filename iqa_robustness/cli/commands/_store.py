@@ -27,7 +27,7 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
 
 def open_store(args: argparse.Namespace) -> tuple[Any, str]:
     """The client and URI named by the options; an unreachable or missing store is a CommandError."""
-    from iqa_robustness.tracking.store import TrackingError, open_client
+    from iqa_robustness.tracking import TrackingError, open_client
 
     uri = args.tracking_uri or default_tracking_uri()
     try:
@@ -70,7 +70,7 @@ def _plain(value: Any) -> Any:
 
 def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     """Rows as CSV (full float precision; missing and non-finite values empty)."""
-    from iqa_robustness.report.summary import write_summary
+    from iqa_robustness.scores.summary import write_summary
 
     return write_summary([{k: ("" if _plain(v) is None else v) for k, v in row.items()} for row in rows], path)
 

@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
 
     from iqa_robustness.bench import BenchConfig, BenchRow, bench_images, precision_difference, run_bench
     from iqa_robustness.metrics import create_metric
-    from iqa_robustness.runner.suite import SuiteConfig
+    from iqa_robustness.runner.config import SuiteConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)

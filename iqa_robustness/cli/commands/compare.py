@@ -96,7 +96,7 @@ def table_lines(rows: Sequence[dict], scores: Sequence[str] = COMPARED_SCORES) -
 
 
 def run(args: argparse.Namespace) -> int:
-    from iqa_robustness.tracking.store import TrackingError, describe_session, find_session, load_session_cases
+    from iqa_robustness.tracking import TrackingError, describe_session, find_session, load_session_cases
 
     client, uri = open_store(args)
     try:

@@ -103,7 +103,7 @@ def plot_leaderboard(rows: Sequence[dict[str, Any]], path: Path, title: str) -> 
 
 
 def run(args: argparse.Namespace) -> int:
-    from iqa_robustness.tracking.store import TrackingError, describe_session, find_session, load_session_cases
+    from iqa_robustness.tracking import TrackingError, describe_session, find_session, load_session_cases
 
     client, uri = open_store(args)
     try:

@@ -22,13 +22,11 @@ def run(args: argparse.Namespace) -> int:
             grad = "" if s.differentiable else " non-differentiable"
             print(f"{name:24s} {s.kind:9s} {direction:13s} bounds={s.bounds} source={s.source}{grad}")
     elif args.what == "datasets":
-        from iqa_robustness.data.images import dataset_info, list_datasets
-        from iqa_robustness.data.video_sets import list_video_datasets, video_dataset_description
+        from iqa_robustness.data.registry import dataset_info, list_datasets
 
-        for name in list_datasets():
-            print(f"{name:16s} images  {dataset_info(name).description}")
-        for name in list_video_datasets():
-            print(f"{name:16s} clips   {video_dataset_description(name)}")
+        for kind in ("images", "clips"):
+            for name in list_datasets(kind):
+                print(f"{name:16s} {kind:7s} {dataset_info(name).description}")
     else:
         from iqa_robustness.attacks import attack_class, list_attacks
 

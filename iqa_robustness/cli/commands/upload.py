@@ -42,8 +42,8 @@ def cases_folder(path: Path) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from iqa_robustness.conventions import default_tracking_uri
-    from iqa_robustness.report.summary import load_cases
-    from iqa_robustness.tracking.store import TrackingError, log_session, session_tags
+    from iqa_robustness.scores.summary import load_cases
+    from iqa_robustness.tracking import TrackingError, log_session, session_tags
 
     folder = cases_folder(args.path)
     results = load_cases(folder)

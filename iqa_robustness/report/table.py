@@ -1,0 +1,44 @@
+"""The compact console table a session ends with: one line per metric x attack x dataset."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+TABLE_COLUMNS = (
+    ("abs_gain", "abs gain"),
+    ("rel_gain", "rel gain"),
+    ("norm_abs_gain", "norm gain"),
+    ("robustness_score", "R"),
+    ("wasserstein_score", "Wasserst."),
+    ("energy_distance_score", "energy"),
+    ("psnr", "PSNR"),
+    ("seconds_per_image", "s/img"),
+)
+
+
+def format_table(rows: list[dict[str, object]]) -> list[str]:
+    """Compact console table, one line per metric x attack x dataset (universal: amplitude mean)."""
+    shown = [r for r in rows if r["amplitude"] in ("", "mean")]
+    columns = TABLE_COLUMNS
+    if any("flicker" in r for r in shown):  # video cases: the perturbation's frame-to-frame change
+        columns = (*TABLE_COLUMNS, ("flicker", "flicker"))
+    header = f"{'metric':<16} {'attack':<16} {'dataset':<10} {'n':>4} " + " ".join(
+        f"{label:>9}" for _, label in columns
+    )
+    lines = [header, "-" * len(header)]
+    for r in sorted(shown, key=lambda r: (str(r["metric"]), str(r["attack"]), str(r["dataset"]))):
+        cells = " ".join(f"{_number(r.get(k)):>9.4g}" for k, _ in columns)
+        flag = "  (random weights)" if r["weights_mode"] == "random" else ""
+        flag += {"failed": "  FAILED", "error": "  ERROR"}.get(str(r["status"]), "")
+        dataset = Path(str(r["dataset"])).name[:10]
+        lines.append(f"{r['metric']!s:<16.16} {r['attack']!s:<16.16} {dataset:<10} {r['n']!s:>4} {cells}{flag}")
+    return lines
+
+
+def _number(value: object) -> float:
+    """A table cell: numbers as they are; missing or empty (an image case's flicker) as nan."""
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan

@@ -1,0 +1,82 @@
+"""What a session shares, as data: the options of the pytest plugin, one field each, and the device facts.
+
+Also the small device helpers every runner and ``iqa-robustness bench`` use: the per-case seed,
+CUDA synchronisation for honest timings, and the peak-memory reading.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import resource
+import sys
+import zlib
+from pathlib import Path
+
+import torch
+
+from iqa_robustness.conventions import CPU_UAP_MAX_STEPS
+
+#: Images per batch when the batch size is "auto"; CUDA out-of-memory halves it per metric.
+AUTO_BATCH_SIZE = {"cuda": 32, "cpu": 8}
+
+
+@dataclasses.dataclass
+class SuiteConfig:
+    """Everything a session shares; the pytest options map one-to-one onto these fields."""
+
+    device: str = "auto"
+    batch_size: int = 0  # 0 = auto: AUTO_BATCH_SIZE for the device
+    weights_dir: str | None = None
+    random_weights: bool = False
+    max_images: int | None = None  # images of an image set, clips of a video set
+    max_frames: int | None = None  # frames per clip of a video set
+    image_size: int | None = None
+    seed: int = 0
+    results_dir: Path = Path("results")
+    uap_file: str | None = None
+    uap_steps: int | None = None  # exact training steps; None = the attacks' epochs (capped on the CPU)
+    uap_full_epochs: bool = False  # the attacks' epochs also on the CPU
+    clamp_uap: bool = False
+    pairs_to_save: int = 2
+    amp: str | None = None  # "fp16" / "bf16": metrics run under autocast (scores change; see `bench --amp`)
+    channels_last: bool = False
+    clip_chunk_frames: int = 16  # frames of a clip read, perturbed and scored at a time (universal attacks)
+
+    def resolved_batch_size(self, device: torch.device) -> int:
+        return self.batch_size or AUTO_BATCH_SIZE["cuda" if device.type == "cuda" else "cpu"]
+
+    def resolved_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def uap_training_steps(self, device: torch.device) -> tuple[int | None, int | None]:
+        """``(steps, max_steps)`` for :meth:`~iqa_robustness.attacks.universal.UniversalAttack.fit` on ``device``."""
+        if self.uap_steps is not None:
+            return self.uap_steps, None
+        if self.uap_full_epochs or device.type == "cuda":
+            return None, None
+        return None, CPU_UAP_MAX_STEPS
+
+    @property
+    def weights(self) -> str | None:
+        return "random" if self.random_weights else self.weights_dir
+
+
+def stable_seed(base: int, *parts: object) -> int:
+    """A per-case seed independent of execution order (xdist runs cases in any order)."""
+    return (base + zlib.crc32("|".join(map(str, parts)).encode())) % (2**31 - 1)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # ru_maxrss is KiB on Linux, bytes on macOS: the process high-water mark, not per case.
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def sync_device(device: torch.device) -> None:
+    """Wait for queued CUDA work, so wall-clock timings cover it (no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,0 +1,69 @@
+"""Image cases: the attack on the dataset's images in equal-size batches, one MSU row per image.
+
+The benchmark's flow (Antsiferova et al., AAAI 2024): clean scores computed once per metric and
+dataset without gradients and shared by every attack, the attack batch by batch, attacked scores,
+and per-image PSNR / SSIM / MSE of the unclamped change (as the benchmark measures universal
+perturbations).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from iqa_robustness.attacks import Attack
+from iqa_robustness.attacks.universal import Perturbation
+from iqa_robustness.conventions import dataset_slug
+from iqa_robustness.runner.cases import Outcome
+from iqa_robustness.runner.config import SuiteConfig, sync_device
+from iqa_robustness.runner.grid import CaseSpec
+from iqa_robustness.runner.resources import Resources
+from iqa_robustness.scores.formulas import image_distortion
+
+
+class ImageCaseRunner:
+    """Image-specific and universal attacks on an image dataset (or on a video set's frames)."""
+
+    def __init__(self, resources: Resources, config: SuiteConfig) -> None:
+        self.resources = resources
+        self.config = config
+
+    def run(self, case: CaseSpec, attack: Attack, perturbation: Perturbation | None) -> Outcome:
+        res = self.resources
+        metric = res.metric(case.metric)
+        clean = res.clean_scores(case.metric, case.dataset)
+        out = Outcome()
+        for names, batch in res.batches(res.dataset(case.dataset, case.metric)):
+            sync_device(res.device)
+            start = time.perf_counter()
+            if perturbation is not None:
+                adv = attack.apply(perturbation, batch, case.amplitude, clamp=self.config.clamp_uap)
+            else:
+                adv = res.run_batched(case.metric, lambda x: attack(metric, x), batch)
+            sync_device(res.device)
+            out.seconds += time.perf_counter() - start
+            with torch.no_grad():
+                attacked = res.run_batched(case.metric, metric, adv).float().cpu().tolist()
+            out.max_linf = max(out.max_linf, float((adv - batch).abs().max()))
+            sim = image_distortion(batch, adv)
+            for i, name in enumerate(names):
+                c, a = clean[name], attacked[i]
+                row = {
+                    "image_name": name,
+                    "test_dataset": dataset_slug(case.dataset),
+                    "clear": c,
+                    "attacked": a,
+                    "rel_gain": a / c if c != 0 else math.nan,
+                    "psnr": sim["psnr"][i],
+                    "ssim": sim["ssim"][i],
+                    "mse": sim["mse"][i],
+                }
+                if attack.universal:
+                    row["train_dataset"] = dataset_slug(case.train_dataset or "")
+                    row["amplitude"] = case.amplitude
+                out.rows.append(row)
+                out.keep_pair(self.config.pairs_to_save, name, batch[i], adv[i])
+        out.frames = len(out.rows)
+        return out

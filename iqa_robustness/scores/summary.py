@@ -1,0 +1,91 @@
+"""A session's results as rows: one flat summary row per case, amplitude means, the CSV files.
+
+Shared by the console report, MLflow and the command line; plain data in, plain files out.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from iqa_robustness.scores.msu_csv import write_msu_csv
+from iqa_robustness.scores.results import CaseResult
+
+
+def load_cases(cases_dir: Path) -> list[CaseResult]:
+    return [CaseResult.load_json(p) for p in sorted(Path(cases_dir).glob("*.json"))]
+
+
+def case_summary(r: CaseResult) -> dict[str, object]:
+    """One flat row: identity, scores, mean image similarity, timing."""
+    row: dict[str, object] = {
+        "case_id": r.case_id,
+        "metric": r.metric,
+        "attack": r.attack,
+        "dataset": r.dataset,
+        "train_dataset": r.train_dataset or "",
+        "amplitude": "" if r.amplitude is None else r.amplitude,
+        "n": r.n_images,
+        "weights_mode": r.weights_mode,
+        "status": r.status,
+        "message": r.message,
+    }
+    row.update(r.scores)
+    for key in ("psnr", "ssim", "mse"):
+        values = [float(x[key]) for x in r.rows if math.isfinite(float(x[key]))]
+        row[key] = float(np.mean(values)) if values else math.nan
+    row["seconds_per_image"] = r.seconds_per_image
+    row["peak_memory_mb"] = r.peak_memory_mb
+    return row
+
+
+def amplitude_means(rows: Iterable[dict[str, object]]) -> list[dict[str, object]]:
+    """Universal attacks averaged over their amplitudes, as the benchmark reports them."""
+    groups: dict[tuple, list[dict[str, object]]] = defaultdict(list)
+    for row in rows:
+        if row["amplitude"] != "":
+            groups[(row["metric"], row["attack"], row["dataset"], row["train_dataset"])].append(row)
+    out = []
+    for members in groups.values():
+        mean: dict[str, object] = {
+            **members[0],
+            "case_id": f"{members[0]['case_id'].rsplit('-amp', 1)[0]}-ampmean",
+        }
+        mean["amplitude"] = "mean"
+        keys = dict.fromkeys(k for m in members for k, v in m.items() if isinstance(v, float) and k != "amplitude")
+        for key in keys:
+            # over the amplitudes that have the score (a case that raised has none)
+            mean[key] = float(np.mean([float(m[key]) for m in members if isinstance(m.get(key), float)]))
+        statuses = {m["status"] for m in members}
+        mean["status"] = next((s for s in ("error", "failed") if s in statuses), "passed")
+        out.append(mean)
+    return out
+
+
+def write_summary(rows: Sequence[dict[str, object]], path: Path) -> Path:
+    """Rows as CSV, columns in order of first appearance; a row without a column leaves it empty."""
+    keys: list[str] = []
+    for row in rows:
+        keys.extend(k for k in row if k not in keys)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def write_per_image(results: list[CaseResult], out_dir: Path) -> list[Path]:
+    """One MSU-layout CSV per metric x attack: ``<attack>_<metric>_test.csv``."""
+    grouped: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in results:
+        grouped[(r.attack, r.metric)].extend(r.rows)
+    paths = []
+    for (attack, metric), rows in sorted(grouped.items()):
+        paths.append(write_msu_csv(out_dir / f"{attack}_{metric}_test.csv", rows))
+    return paths

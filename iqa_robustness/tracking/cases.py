@@ -1,0 +1,104 @@
+"""What one case logs to MLflow: params (the attack's hyperparameters), metrics (every score), tags, a plot."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from iqa_robustness.scores.results import CaseResult
+from iqa_robustness.scores.summary import case_summary
+from iqa_robustness.tracking.store import (
+    KIND_CASE,
+    PARAM_VALUE_LIMIT,
+    TAG_KIND,
+    TAG_VALUE_LIMIT,
+    cut_text,
+    finite_or_none,
+    mlflow_key,
+)
+
+log = logging.getLogger(__name__)
+
+
+# -- what one case logs ----------------------------------------------------------------------------
+
+
+def case_params(result: CaseResult) -> dict[str, str]:
+    """The attack's hyperparameters and the case identity, stringified and cut to MLflow's limits."""
+    params: dict[str, Any] = dict(result.params)
+    params.update(
+        metric=result.metric,
+        attack=result.attack,
+        dataset=result.dataset,
+        amplitude=result.amplitude,
+        train_dataset=result.train_dataset,
+        seed=result.params.get("seed"),
+    )
+    return {mlflow_key(k): cut_text(v, PARAM_VALUE_LIMIT) for k, v in params.items()}
+
+
+def case_metrics(result: CaseResult) -> dict[str, float]:
+    """Every finite group score (with its CI bounds), mean PSNR/SSIM/MSE, time, memory, image count.
+
+    ``psnr``, ``ssim`` and ``mse`` are means over the images; an image the attack left unchanged
+    (PSNR = inf) does not enter the PSNR mean. Non-finite scores are left out (MLflow would store
+    them as huge numbers); their absence reads as "undefined".
+    """
+    values: dict[str, Any] = dict(result.scores)
+    try:
+        summary = case_summary(result)
+        values.update(psnr=summary["psnr"], ssim=summary["ssim"], mse=summary["mse"])
+    except (KeyError, TypeError, ValueError) as exc:  # rows without similarity columns
+        log.warning("case %s: no mean PSNR/SSIM/MSE (%s)", result.case_id, exc)
+    values.update(
+        seconds_per_image=result.seconds_per_image,
+        peak_memory_mb=result.peak_memory_mb,
+        n_images=result.n_images,
+    )
+    out = {}
+    for name, value in values.items():
+        number = finite_or_none(value)
+        if number is not None:
+            out[mlflow_key(name)] = number
+    return out
+
+
+def case_tags(result: CaseResult) -> dict[str, str]:
+    tags = {
+        TAG_KIND: KIND_CASE,
+        "case_id": result.case_id,
+        "status": result.status,
+        "weights_mode": result.weights_mode,
+        "lower_better": str(bool(result.lower_better)).lower(),
+    }
+    if result.message:
+        tags["message"] = result.message
+    if result.weights_mode == "random":
+        tags["benchmark_number"] = "false"
+    return {mlflow_key(k): cut_text(v, TAG_VALUE_LIMIT) for k, v in tags.items()}
+
+
+def plot_case(result: CaseResult, path: Path) -> Path | None:
+    """Clear against attacked score per image, with the "unchanged" diagonal; None without rows."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend state, no display needed
+
+    points = [(finite_or_none(r.get("clear")), finite_or_none(r.get("attacked"))) for r in result.rows]
+    points = [(c, a) for c, a in points if c is not None and a is not None]
+    if not points:
+        return None
+    clear, attacked = zip(*points, strict=True)
+    lo, hi = min(*clear, *attacked), max(*clear, *attacked)
+    fig = Figure(figsize=(4.5, 4.5), dpi=100)
+    ax = fig.add_subplot()
+    ax.plot([lo, hi], [lo, hi], color="0.5", linestyle="--", linewidth=0.8, label="unchanged")
+    ax.scatter(clear, attacked, s=14, alpha=0.75, label="image")
+    better = "lower" if result.lower_better else "higher"
+    ax.set_xlabel(f"clear score ({better} is better)")
+    ax.set_ylabel("attacked score")
+    ax.set_title(result.case_id, fontsize=8)
+    ax.legend(loc="best", fontsize=7)
+    fig.subplots_adjust(left=0.16, bottom=0.12, right=0.97, top=0.93)  # fixed: tight_layout is slow
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
