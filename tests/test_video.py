@@ -221,6 +221,25 @@ def test_a_universal_delta_goes_through_apply_on_every_chunk_without_flicker(
     torch.testing.assert_close(clean_frame, clip[index])
 
 
+def test_a_generator_on_a_clip_goes_through_the_attacks_own_test_time_mode(
+    random_metrics: dict, clip: torch.Tensor
+) -> None:
+    from iqa_robustness.attacks._unet import UNetGenerator
+
+    torch.manual_seed(5)
+    metric, perturbation = random_metrics["vsfa"], Perturbation(generator=UNetGenerator())
+    frames = torch.rand(3, 3, 288, 272, generator=torch.Generator().manual_seed(6))  # sides past one 256 tile
+    results = {}
+    for mode in ("tile", "pad"):
+        attack = create_attack("cnn", test_time=mode)
+        result = universal_clip(metric, attack, perturbation, frames.split(2), 0.8)
+        whole = attack.apply(perturbation, frames, 0.8)
+        assert result.attacked == pytest.approx(score_chunks(metric, [whole]), rel=1e-5)
+        results[mode] = result
+    assert results["tile"].attacked != results["pad"].attacked, "the attack's test_time option reaches clips"
+    assert results["tile"].flicker > 0, "a generator makes one perturbation per frame"
+
+
 def test_temporal_flicker_is_zero_for_a_constant_perturbation() -> None:
     assert temporal_flicker(torch.full((5, 3, 8, 8), 0.03)) == 0.0
 

@@ -1,0 +1,36 @@
+"""The installed plugin from the checkout: an option value that looks like a path does not re-root pytest."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_an_absolute_dataset_path_without_a_test_path_runs_the_grid_of_the_checkout(tmp_path: Path) -> None:
+    images = tmp_path / "my images"
+    images.mkdir()
+    for i in range(2):
+        pixels = np.random.default_rng(i).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(images / f"im{i}.png")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    command = [sys.executable, "-m", "pytest", "--metric", "niqe", "--attack", "ifgsm", "--dataset", str(images)]
+    proc = subprocess.run(
+        [*command, "--collect-only", "-q", "-p", "no:cacheprovider"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    collected = [line for line in proc.stdout.splitlines() if "::" in line]
+    assert collected == ["robustness_tests/test_robustness.py::test_image_specific_attack[ifgsm-niqe-my images]"]
+    assert "unrecognized arguments" not in output
