@@ -53,9 +53,6 @@ OnError = Literal["raise", "skip"]
 Size = int | tuple[int, int] | None
 """``None``: native size; ``int``: shrink so the longer side is at most this; ``(H, W)``: exact size."""
 
-UAP_TRAIN_SIDE = 256
-_UAP_CROP_MIN_SIDE = 512
-
 
 class UnknownDatasetError(ValueError):
     """A dataset name that is neither registered nor an existing path."""
@@ -726,33 +723,3 @@ def resolve_dataset(
     if data_root and (Path(data_root).expanduser() / spec).is_dir():
         return folder_dataset(Path(data_root).expanduser() / spec, name=spec, recursive=recursive, **options)
     raise UnknownDatasetError(_unknown_message(spec))
-
-
-# --------------------------------------------------------------------------- universal-attack training
-
-
-def uap_train_transform(img: torch.Tensor, *, antialias: bool = False) -> torch.Tensor:
-    """Prepare a training image for a universal attack: 256x256, as the benchmark's code does.
-
-    When either side is under 512 pixels the whole image is resized to 256x256 (aspect ratio not
-    kept); otherwise the central 256x256 crop is taken (offset ``(side - 256) // 2``). The resize
-    is bilinear with half-pixel centres and, like ``cv2.resize`` in the reference code, no
-    antialiasing unless ``antialias=True``.
-
-    Args:
-        img: (3, H, W) or (N, 3, H, W) float tensor.
-        antialias: low-pass before shrinking (not the reference behaviour).
-
-    Returns:
-        (3, 256, 256) or (N, 3, 256, 256), same dtype and device.
-    """
-    if img.ndim not in (3, 4) or img.shape[-3] != 3:
-        raise ValueError(f"expected an image (3, H, W) or a batch (N, 3, H, W), got shape {tuple(img.shape)}")
-    height, width = img.shape[-2:]
-    side = UAP_TRAIN_SIDE
-    if height < _UAP_CROP_MIN_SIDE or width < _UAP_CROP_MIN_SIDE:
-        batch = img if img.ndim == 4 else img.unsqueeze(0)
-        out = F.interpolate(batch, size=(side, side), mode="bilinear", align_corners=False, antialias=antialias)
-        return out if img.ndim == 4 else out[0]
-    top, left = (height - side) // 2, (width - side) // 2
-    return img[..., top : top + side, left : left + side]

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from iqa_robustness.attacks.base import Attack
-from iqa_robustness.attacks.universal import Perturbation
+from iqa_robustness.attacks.perturbation import Perturbation
 from iqa_robustness.conventions import orient
 from iqa_robustness.data.images import IMAGE_EXTENSIONS, Size, load_image, resize_image
 from iqa_robustness.metrics.base import Metric
@@ -426,7 +426,7 @@ def universal_clip(
     Args:
         metric: a video metric.
         clip: (T, 3, H, W) in [0, 1].
-        perturbation: a trained :class:`~attacks.universal.Perturbation` or a delta (1, 3, h, w),
+        perturbation: a trained :class:`~attacks.perturbation.Perturbation` or a delta (1, 3, h, w),
             tiled from the top-left corner to the frame size. A delta is the same on every frame;
             an image-conditioned generator makes one per frame (its flicker is not zero).
         amplitude: the factor k (the benchmark uses 0.2, 0.4, 0.8).
