@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from iqa_robustness.attacks import Attack, attack_class, create_attack
+from iqa_robustness.attacks import Attack
+from iqa_robustness.attacks.spec import AttackSpec, parse_attack_spec, parse_attack_specs
 from iqa_robustness.conventions import AMPLITUDES, CPU_UAP_MAX_STEPS, dataset_slug
 from iqa_robustness.data.images import Dataset, iter_batches
 from iqa_robustness.data.video import FramesAsClips, as_image_metric, attack_clip, universal_clip
@@ -38,13 +39,26 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class CaseSpec:
-    """One point of the grid. Its ``id`` is the pytest id and the results' file stem."""
+    """One point of the grid. Its ``id`` is the pytest id and the results' file stem.
+
+    ``attack_spec`` is the attack with its hyperparameter values (a spec string such as
+    ``"ifgsm(eps=4/255)"`` is parsed); :attr:`attack` is its label, the name alone for the defaults.
+    """
 
     metric: str
-    attack: str
+    attack_spec: AttackSpec
     dataset: str
     amplitude: float | None = None
     train_dataset: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.attack_spec, str):
+            object.__setattr__(self, "attack_spec", parse_attack_spec(self.attack_spec))
+
+    @property
+    def attack(self) -> str:
+        """``ifgsm``, or ``ifgsm(eps=0.01569,iters=20)`` with values: the attack as results name it."""
+        return self.attack_spec.label
 
     @property
     def id(self) -> str:
@@ -57,22 +71,26 @@ class CaseSpec:
 
     @property
     def universal(self) -> bool:
-        return attack_class(self.attack).universal
+        return self.attack_spec.cls.universal
 
 
 def build_grid(
     metrics: Sequence[str],
-    attacks: Sequence[str],
+    attacks: Sequence[str | AttackSpec],
     datasets: Sequence[str],
     amplitudes: Sequence[float] = AMPLITUDES,
     train_datasets: Sequence[str] = ("sample",),
 ) -> list[CaseSpec]:
-    """Every compatible combination, in a stable order (metric-major, so one worker keeps one model)."""
+    """Every compatible combination, in a stable order (metric-major, so one worker keeps one model).
+
+    ``attacks`` are specs or spec strings (``ifgsm``, ``*fgsm``, ``ifgsm(eps=4/255)``).
+    """
+    specs = parse_attack_specs(attacks)
     grid: list[CaseSpec] = []
     for m in metrics:
-        for a in attacks:
+        for a in specs:
             for d in datasets:
-                if attack_class(a).universal:
+                if a.cls.universal:
                     grid.extend(CaseSpec(m, a, d, amp, t) for t in train_datasets for amp in amplitudes)
                 else:
                     grid.append(CaseSpec(m, a, d))
@@ -254,7 +272,7 @@ class Suite:
 
     def perturbation(self, attack: Attack, metric_name: str, train_dataset: str) -> Any:
         """The universal perturbation for (attack, metric, train set): imported, cached or trained once."""
-        from iqa_robustness.attacks.universal import load_perturbation
+        from iqa_robustness.attacks.perturbation import load_perturbation
 
         key = (repr(attack), metric_name, train_dataset)
         if key not in self._perturbations:
@@ -275,7 +293,7 @@ class Suite:
 
     # -- one case -------------------------------------------------------------------------
     def run(self, case: CaseSpec, attack_kwargs: dict[str, Any] | None = None) -> CaseResult:
-        attack = create_attack(case.attack, **(attack_kwargs or {}))
+        attack = case.attack_spec.create(**(attack_kwargs or {}))
         metric = self.metric(case.metric)
         attack.check_metric(metric)
         dataset = self.dataset(case.dataset, case.metric)
@@ -303,7 +321,6 @@ class Suite:
         if isinstance(dataset, VideoDataset):
             scores["flicker"] = float(np.mean([r["flicker"] for r in rows]))
         params = {
-            **attack.params(),
             "metric": case.metric,
             "dataset": case.dataset,
             "seed": seed,
@@ -313,6 +330,7 @@ class Suite:
             "max_images": self.config.max_images,
             "amp": self.config.amp or "off",
             "channels_last": self.config.channels_last,
+            **attack.params(),  # last: a universal attack's batch_size is its training batch, not the suite's
         }
         if isinstance(dataset, VideoDataset):
             params.update(max_frames=self.config.max_frames, frames=outcome.frames)
