@@ -24,6 +24,7 @@ import torch
 from iqa_robustness.metrics.base import Metric
 
 from .base import Attack, loss_grad, register_attack
+from .budget import Budget
 
 _BOUNDS = ("none", "niqe")
 
@@ -47,6 +48,10 @@ def niqe_radius(images: torch.Tensor) -> torch.Tensor:
 class AMIFGSM(Attack):
     """Momentum sign steps on the image, optionally bounded per image by ``1 / NIQE``.
 
+    Budget: L-inf ``eps``. There is no projection, but none is needed: ``iters`` steps of
+    ``eps / iters`` move a pixel at most ``eps``, and the clamps to [0, 1] and to the NIQE box
+    both contain the clean image, so they only move pixels towards it.
+
     Attributes:
         eps: total step budget; each step is ``eps / iters``.
         iters: number of steps.
@@ -56,6 +61,7 @@ class AMIFGSM(Attack):
 
     name = "amifgsm"
     family = "iterative"
+    budget = Budget.linf("eps")
 
     eps: float = 10 / 255
     iters: int = 10

@@ -2,7 +2,8 @@
 
 An attack is a frozen dataclass of hyperparameters (defaults = the MSU benchmark code); the
 metric arrives at call time: ``attack(metric, images)``. Its ``repr`` and :meth:`params`
-serve as the pytest id and the MLflow params.
+serve as the pytest id and the MLflow params. Each class declares its perturbation budget
+(:mod:`attacks.budget`), and the base class checks every result against it.
 
 Losses are summed over the batch so that each image gets exactly its own gradient: running a
 batch gives the same per-image result as running each image alone.
@@ -20,7 +21,9 @@ from typing import Any, ClassVar, TypeVar
 import torch
 
 from iqa_robustness.metrics.base import Metric
-from iqa_robustness.metrics.registry import select_names
+from iqa_robustness.registry import Registry
+
+from .budget import Budget
 
 
 class UnknownAttackError(ValueError):
@@ -43,6 +46,8 @@ class Attack:
         needs_gradient: requires a differentiable metric.
         learned: trains a generator network (generative-uap, cnn): the ``learned`` marker.
         iterations_attr: name of the field holding the number of forward+backward passes.
+        budget: the bound every result keeps (:class:`~attacks.budget.Budget`), or ``None`` when
+            the attack's code guarantees none. Every registered class declares it.
     """
 
     name: ClassVar[str] = ""
@@ -51,10 +56,16 @@ class Attack:
     needs_gradient: ClassVar[bool] = True
     learned: ClassVar[bool] = False
     iterations_attr: ClassVar[str | None] = "iters"
+    budget: ClassVar[Budget | None] = None
 
     def params(self) -> dict[str, Any]:
         """Hyperparameters as a flat dict (MLflow params)."""
         return {"attack": self.name, **dataclasses.asdict(self)}
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every hyperparameter with its default, in declaration order."""
+        return {f.name: f.default for f in dataclasses.fields(cls)}
 
     @property
     def iterations(self) -> int:
@@ -67,9 +78,17 @@ class Attack:
             )
 
     def __call__(self, metric: Metric, images: torch.Tensor) -> torch.Tensor:
-        """Attack a batch (N, 3, H, W) in [0, 1]; returns the adversarial batch, detached."""
+        """Attack a batch (N, 3, H, W) in [0, 1]; returns the adversarial batch, detached.
+
+        Raises:
+            BudgetExceededError: the result leaves the budget the class declares.
+        """
         self.check_metric(metric)
-        return self.run(metric, images.detach()).detach()
+        images = images.detach()
+        adversarial = self.run(metric, images).detach()
+        if self.budget is not None:
+            self.budget.check(self, images, adversarial)
+        return adversarial
 
     def run(self, metric: Metric, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -119,38 +138,74 @@ def project_linf(delta: torch.Tensor, eps: float) -> torch.Tensor:
 
 # --- registry ---------------------------------------------------------------------------
 
-_ATTACKS: dict[str, type[Attack]] = {}
+
+def attack_key(name: str) -> str:
+    """The attack registry's key rule: case-insensitive, ``_`` and ``-`` alike (``cumulative_UAP``)."""
+    return name.strip().lower().replace("_", "-")
+
+
+ATTACKS: Registry[type[Attack]] = Registry(
+    "attack",
+    error=UnknownAttackError,
+    normalise=attack_key,
+    hint=lambda: f"known: {', '.join(ATTACKS.names())}",
+)
 A = TypeVar("A", bound=type[Attack])
 
 
 def register_attack(cls: A) -> A:
-    """Class decorator: make an attack available by its ``name``."""
+    """Class decorator: make an attack available by its ``name``.
+
+    The class must declare its ``budget`` (a :class:`~attacks.budget.Budget`, or ``None`` when its
+    code guarantees no bound), so that no attack is left unchecked by accident.
+    """
     if not cls.name:
         raise ValueError(f"{cls.__name__} must set a class attribute `name`")
-    _ATTACKS[cls.name] = cls
+    if attack_key(cls.name) != cls.name:
+        raise ValueError(f"attack name {cls.name!r} must be lower case with dashes: {attack_key(cls.name)!r}")
+    # declared by the class or a registrable ancestor, not inherited from an abstract base (no name)
+    if not any("budget" in vars(k) for k in cls.__mro__ if getattr(k, "name", "")):
+        raise TypeError(
+            f'{cls.__name__} must declare its budget: `budget: ClassVar[Budget | None] = Budget.linf("eps")` '
+            "(or None, saying in the docstring why its code guarantees no bound)"
+        )
+    ATTACKS.register(cls.name, cls)
     return cls
 
 
-def _canonical(name: str) -> str:
-    key = name.strip().lower().replace("_", "-")
-    if key in _ATTACKS:
-        return key
-    close = difflib.get_close_matches(key, list(_ATTACKS), n=3, cutoff=0.6)
-    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    raise UnknownAttackError(f"unknown attack {name!r}{hint} (known: {', '.join(sorted(_ATTACKS))})")
+def unregister_attack(name: str) -> None:
+    """Remove an attack (plugins and tests that register one temporarily)."""
+    ATTACKS.unregister(name)
 
 
 def attack_class(name: str) -> type[Attack]:
-    return _ATTACKS[_canonical(name)]
+    """The class registered under ``name`` (any case, ``_`` for ``-``); a typo raises with suggestions."""
+    return ATTACKS[name]
+
+
+def unknown_hyperparameter_message(cls: type[Attack], name: str) -> str:
+    """``attack 'ifgsm' has no hyperparameter 'epz'; did you mean 'eps'? Its hyperparameters: ...``."""
+    defaults = cls.defaults()
+    close = difflib.get_close_matches(name.replace("-", "_"), list(defaults), n=2, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    known = ", ".join(f"{k}={_show(v)}" for k, v in defaults.items()) or "none"
+    return f"attack {cls.name!r} has no hyperparameter {name!r}{hint} (its hyperparameters and defaults: {known})"
+
+
+def _show(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 def create_attack(name: str, **hyperparameters: Any) -> Attack:
-    """An attack by name with the benchmark's defaults, overridden by ``hyperparameters``."""
+    """An attack by name with the benchmark's defaults, overridden by ``hyperparameters``.
+
+    For values given as text (``eps=4/255``) use :class:`attacks.spec.AttackSpec`, which also
+    converts them to the fields' types.
+    """
     cls = attack_class(name)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(hyperparameters) - fields
-    if unknown:
-        raise TypeError(f"attack {cls.name!r} has no hyperparameter(s) {sorted(unknown)}; it has {sorted(fields)}")
+    for key in hyperparameters:
+        if key not in cls.defaults():
+            raise TypeError(unknown_hyperparameter_message(cls, key))
     return cls(**hyperparameters)
 
 
@@ -158,8 +213,14 @@ def list_attacks(
     patterns: str | Iterable[str] | None = None,
     where: Callable[[type[Attack]], bool] | None = None,
 ) -> list[str]:
-    """Registered attack names, sorted; ``patterns`` as in :func:`metrics.list_metrics`."""
-    names = select_names(patterns, sorted(_ATTACKS), _canonical)
+    """Registered attack names, sorted.
+
+    Args:
+        patterns: ``None`` or ``"all"`` for every attack, a glob (``*fgsm``), a comma list, or an
+            iterable of those; an exact name that is not registered raises with suggestions.
+        where: keep only the attacks whose class passes this test (``lambda cls: cls.universal``).
+    """
+    names = ATTACKS.select(patterns)
     if where is not None:
-        names = [n for n in names if where(_ATTACKS[n])]
+        names = [n for n in names if where(ATTACKS[n])]
     return names

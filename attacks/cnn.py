@@ -8,7 +8,7 @@ The U-Net of :mod:`attacks._unet` takes the image itself: delta = G(x) * eps (G 
 eps = 10/255). Adam (lr 1e-3) on G minimises the batch mean of J(clamp(x + delta)), batch 4,
 200 epochs in the paper; here the clamp passes the gradient of the clamp (the published code
 clamps by indexing, which autograd follows). At test time G runs once per image in evaluation
-mode; see :meth:`attacks.universal.Perturbation.perturbation_for` for sides that are not
+mode; see :meth:`attacks.perturbation.Perturbation.perturbation_for` for sides that are not
 multiples of 256 (``test_time="tile"``, the published inference, or ``"pad"``).
 """
 
@@ -22,7 +22,10 @@ from iqa_robustness.metrics.base import Metric
 
 from ._unet import UNetGenerator
 from .base import register_attack
-from .universal import TEST_TIME_MODES, Perturbation, UniversalAttack, _Batches
+from .budget import Budget
+from .perturbation import TEST_TIME_MODES, Perturbation
+from .training import Batches
+from .universal import UniversalAttack
 
 
 @register_attack
@@ -40,6 +43,7 @@ class CNNAttack(UniversalAttack):
     """
 
     name = "cnn"
+    budget = Budget.linf_times_amplitude("eps")  # the generator's tanh output times eps lies in (-eps, eps)
     family = "learned"
     learned = True
 
@@ -53,7 +57,7 @@ class CNNAttack(UniversalAttack):
         if self.test_time not in TEST_TIME_MODES:
             raise ValueError(f"test_time must be one of {TEST_TIME_MODES}, got {self.test_time!r}")
 
-    def _train(self, metric: Metric, batches: _Batches) -> Perturbation:
+    def _train(self, metric: Metric, batches: Batches) -> Perturbation:
         generator = UNetGenerator().to(batches.device).train()
         optimizer = torch.optim.Adam(generator.parameters(), lr=self.lr)
         for step, x in enumerate(batches):

@@ -18,7 +18,10 @@ import torch
 from iqa_robustness.metrics.base import Metric
 
 from .base import register_attack
-from .universal import Perturbation, UniversalAttack, _Batches
+from .budget import Budget
+from .perturbation import Perturbation
+from .training import Batches
+from .universal import UniversalAttack
 
 
 @register_attack
@@ -34,13 +37,14 @@ class CumulativeUAP(UniversalAttack):
     """
 
     name = "cumulative-uap"
+    budget = Budget.linf_times_amplitude("eps")  # delta is clipped to [-eps, eps] after every step
 
     epochs: int = 5
     batch_size: int = 8
     eps: float = 0.1
     init: float = 1e-4
 
-    def _train(self, metric: Metric, batches: _Batches) -> Perturbation:
+    def _train(self, metric: Metric, batches: Batches) -> Perturbation:
         delta = torch.full((1, 3, 256, 256), self.init, device=batches.device)
         for step, x in enumerate(batches):
             delta.requires_grad_(True)

@@ -12,6 +12,7 @@ import torch
 from iqa_robustness.metrics.base import Metric
 
 from .base import Attack, loss_grad, register_attack
+from .budget import Budget
 
 
 @register_attack
@@ -26,6 +27,7 @@ class FGSM(Attack):
     name = "fgsm"
     family = "iterative"
     iterations_attr = None
+    budget = Budget.linf("eps")  # one step of eps * sign, then a clamp that only moves pixels back
 
     eps: float = 10 / 255
 

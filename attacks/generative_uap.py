@@ -25,7 +25,10 @@ from iqa_robustness.metrics.base import Metric
 
 from ._unet import UNetGenerator
 from .base import register_attack
-from .universal import Perturbation, UniversalAttack, _Batches, _clamp_passing_gradient
+from .budget import Budget
+from .perturbation import Perturbation
+from .training import Batches, clamp_passing_gradient
+from .universal import UniversalAttack
 
 
 @register_attack
@@ -42,6 +45,7 @@ class GenerativeUAP(UniversalAttack):
     """
 
     name = "generative-uap"
+    budget = Budget.linf_times_amplitude("eps")  # delta = tanh(...) * eps lies in (-eps, eps)
     learned = True
 
     epochs: int = 1
@@ -50,13 +54,13 @@ class GenerativeUAP(UniversalAttack):
     lr: float = 1e-3
     clip_noise: bool = True
 
-    def _train(self, metric: Metric, batches: _Batches) -> Perturbation:
+    def _train(self, metric: Metric, batches: Batches) -> Perturbation:
         generator = UNetGenerator().to(batches.device).train()
         noise = torch.rand(1, 3, 256, 256, device=batches.device)
         optimizer = torch.optim.Adam(generator.parameters(), lr=self.lr)
         for step, x in enumerate(batches):
             delta = generator(noise) * self.eps
-            loss = metric.loss(_clamp_passing_gradient(x + delta)).mean()
+            loss = metric.loss(clamp_passing_gradient(x + delta)).mean()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

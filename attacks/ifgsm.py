@@ -16,6 +16,7 @@ import torch
 from iqa_robustness.metrics.base import Metric
 
 from .base import Attack, loss_grad, project_linf, register_attack
+from .budget import Budget
 
 
 def sign_steps_on_perturbation(
@@ -55,6 +56,7 @@ class IFGSM(Attack):
 
     name = "ifgsm"
     family = "iterative"
+    budget = Budget.linf("eps")  # p is clipped to [-eps, eps] after every step
 
     eps: float = 10 / 255
     alpha: float = 1 / 255

@@ -62,6 +62,11 @@ def spatial_activity_map(images: torch.Tensor, sobel: SobelVariant = "code") -> 
 class Korhonen(Attack):
     """Adam on the image with the gradient weighted by a spatial-activity map.
 
+    Budget: none. The attack has no bound among its hyperparameters and its code projects onto
+    none: Adam's step per pixel is about ``lr`` but not bounded by it (the ratio of its bias-corrected
+    moments can exceed 1 when the gradient changes sign), so the only limit is an analysis of
+    Adam, roughly ``iters * lr`` (0.05 with the defaults), not a promise of the code.
+
     Attributes:
         lr: Adam learning rate.
         iters: number of steps.
@@ -70,6 +75,7 @@ class Korhonen(Attack):
 
     name = "korhonen"
     family = "perceptual"
+    budget = None
 
     lr: float = 0.005
     iters: int = 10

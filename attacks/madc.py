@@ -26,6 +26,7 @@ import torch
 from iqa_robustness.metrics.base import Metric
 
 from .base import Attack, loss_grad, register_attack
+from .budget import Budget
 
 _DIMS = (1, 2, 3)
 
@@ -47,6 +48,10 @@ def project_out(g: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
 class MADC(Attack):
     """Metric gradient steps tangent to the RMSE sphere, with an RMSE budget.
 
+    Budget: RMSE ``eps`` per image. The pull-back runs until every image is back within ``eps``
+    (it terminates because ``pull_step < eps``), and the final clamp to [0, 1] only moves pixels
+    towards the clean image. There is no L-inf bound: a pixel may move more than ``eps``.
+
     Attributes:
         iters: number of steps.
         step: sign step size.
@@ -56,6 +61,7 @@ class MADC(Attack):
 
     name = "madc"
     family = "perceptual"
+    budget = Budget.rmse("eps")
 
     iters: int = 8
     step: float = 0.001

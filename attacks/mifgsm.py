@@ -15,6 +15,7 @@ import torch
 from iqa_robustness.metrics.base import Metric
 
 from .base import Attack, register_attack
+from .budget import Budget
 from .ifgsm import sign_steps_on_perturbation
 
 
@@ -32,6 +33,7 @@ class MIFGSM(Attack):
 
     name = "mifgsm"
     family = "iterative"
+    budget = Budget.linf("eps")  # p is clipped to [-eps, eps] after every step
 
     eps: float = 10 / 255
     alpha: float = 1 / 255

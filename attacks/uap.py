@@ -18,7 +18,10 @@ import torch
 from iqa_robustness.metrics.base import Metric
 
 from .base import register_attack
-from .universal import Perturbation, UniversalAttack, _Batches, _clamp_passing_gradient
+from .budget import Budget
+from .perturbation import Perturbation
+from .training import Batches, clamp_passing_gradient
+from .universal import UniversalAttack
 
 
 @register_attack
@@ -35,6 +38,7 @@ class OptimizedUAP(UniversalAttack):
     """
 
     name = "uap"
+    budget = Budget.linf_times_amplitude("eps")  # delta is clipped to [-eps, eps] after every step
 
     epochs: int = 5
     batch_size: int = 8
@@ -42,11 +46,11 @@ class OptimizedUAP(UniversalAttack):
     lr: float = 1e-3
     init: float = 1e-4
 
-    def _train(self, metric: Metric, batches: _Batches) -> Perturbation:
+    def _train(self, metric: Metric, batches: Batches) -> Perturbation:
         delta = torch.full((1, 3, 256, 256), self.init, device=batches.device, requires_grad=True)
         optimizer = torch.optim.Adam([delta], lr=self.lr)
         for step, x in enumerate(batches):
-            loss = metric.loss(_clamp_passing_gradient(x + delta)).mean()
+            loss = metric.loss(clamp_passing_gradient(x + delta)).mean()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -211,7 +211,7 @@ def _bench_training(metric: Metric, name: str, batch: torch.Tensor, config: Benc
     Training images are resized to the attack's training size (256x256), whatever ``image_size`` is;
     the floor is then measured again at that size.
     """
-    from iqa_robustness.data.images import UAP_TRAIN_SIDE, uap_train_transform
+    from iqa_robustness.attacks.training import UAP_TRAIN_SIDE, uap_train_transform
 
     if not attack_class(name).universal:
         raise ValueError(f"{name} is not a universal attack; pass it with --attack")

@@ -12,11 +12,10 @@ import math
 import pytest
 
 from iqa_robustness.attacks import NotDifferentiableError
+from iqa_robustness.attacks.budget import TOLERANCE
 from iqa_robustness.metrics import MissingWeightsError, get_spec
 from iqa_robustness.scores.results import CaseResult
 
-# L-inf budgets the attacks promise (METHODOLOGY.md); attacks without a budget are not listed.
-LINF_BUDGET_PARAM = {"fgsm": "eps", "ifgsm": "eps", "mifgsm": "eps"}
 FINITE_SCORES = ("abs_gain", "norm_abs_gain", "wasserstein_score", "energy_distance_score")
 
 
@@ -44,7 +43,7 @@ def _run(suite, case, case_results_dir, baseline):
 def _record_error(case, case_results_dir, exc):
     """A case that raised still gets its row (status ``error``, the message) in the summary and MLflow."""
     message = f"{type(exc).__name__}: {exc}".strip()
-    params = {"metric": case.metric, "attack": case.attack, "dataset": case.dataset}
+    params = {**case.attack_spec.kwargs, "metric": case.metric, "attack": case.attack, "dataset": case.dataset}
     if case.amplitude is not None:
         params.update(amplitude=case.amplitude, train_dataset=case.train_dataset)
     CaseResult(
@@ -70,21 +69,31 @@ def _check_common(result, n_images):
         assert row["mse"] >= 0
 
 
+def _check_budget(result, attack, amplitude=None):
+    """The bound the attack class declares (``budget``), on the distances the runner measured.
+
+    L-inf: ``max_linf`` over every image (frame). RMSE: the largest per-row RMSE, from the rows'
+    MSE (per image; per clip on a video set, where the per-frame bound is enforced by the attack).
+    """
+    budget = type(attack).budget
+    if budget is None:
+        return
+    limit = budget.limit(attack, amplitude)
+    found = result.scores["max_linf"]
+    if budget.norm == "rmse":
+        found = math.sqrt(max(row["mse"] for row in result.rows))
+    assert found <= limit + TOLERANCE, f"{budget.norm} {found:.6g} > {budget.describe()} = {limit:.6g}"
+
+
 def test_image_specific_attack(image_case, suite, case_results_dir, baseline):
     result, violations = _run(suite, image_case, case_results_dir, baseline)
     _check_common(result, len(suite.dataset(image_case.dataset, image_case.metric)))
-    budget = LINF_BUDGET_PARAM.get(image_case.attack)
-    if budget is not None:
-        eps = result.params[budget]
-        assert result.scores["max_linf"] <= eps + 1e-5, f"L-inf {result.scores['max_linf']:.5f} > eps {eps:.5f}"
+    _check_budget(result, image_case.attack_spec.create())
     assert not violations, "less robust than the baseline: " + "; ".join(violations)
 
 
 def test_universal_attack(universal_case, suite, case_results_dir, baseline):
     result, violations = _run(suite, universal_case, case_results_dir, baseline)
     _check_common(result, len(suite.dataset(universal_case.dataset, universal_case.metric)))
-    bound = result.params.get("eps")
-    if bound is not None:
-        limit = bound * universal_case.amplitude + 1e-5
-        assert result.scores["max_linf"] <= limit, f"L-inf {result.scores['max_linf']:.5f} > {limit:.5f}"
+    _check_budget(result, universal_case.attack_spec.create(), universal_case.amplitude)
     assert not violations, "less robust than the baseline: " + "; ".join(violations)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,19 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from iqa_robustness.attacks import NotDifferentiableError, attack_class, create_attack, list_attacks
+from iqa_robustness.attacks import (
+    Attack,
+    Budget,
+    BudgetExceededError,
+    NotDifferentiableError,
+    UnknownAttackError,
+    attack_class,
+    create_attack,
+    list_attacks,
+    parse_attack_specs,
+    register_attack,
+    unregister_attack,
+)
 from iqa_robustness.attacks.amifgsm import niqe_radius
 from iqa_robustness.attacks.korhonen import spatial_activity_map
 from iqa_robustness.attacks.madc import project_out, rmse
@@ -159,6 +173,82 @@ def test_the_projection_binds_when_the_steps_could_leave_the_ball(
     eps = 3 / 255  # 10 steps of 1/255 would reach 10/255 without the projection
     linf = (create_attack(name, eps=eps)(tiny, images) - images).abs().amax(dim=(1, 2, 3))
     torch.testing.assert_close(linf, torch.full_like(linf, eps), rtol=0, atol=1e-6)
+
+
+# --- budgets declared on the class ----------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Overshoot(Attack):
+    """Moves every pixel by twice its budget: what the base class must refuse."""
+
+    name = "overshoot-for-test"
+    budget = Budget.linf("eps")
+    iterations_attr = None
+    needs_gradient = False
+
+    eps: float = 1 / 255
+
+    def run(self, metric: Metric, images: torch.Tensor) -> torch.Tensor:
+        return images + 2 * self.eps
+
+
+@pytest.fixture
+def overshoot():
+    """``_Overshoot`` in the registry for the test only."""
+    register_attack(_Overshoot)
+    yield "overshoot-for-test"
+    unregister_attack("overshoot-for-test")
+
+
+def test_an_attack_that_leaves_its_declared_budget_raises_with_the_numbers(overshoot, tiny, images) -> None:
+    attack = create_attack(overshoot)
+    with pytest.raises(BudgetExceededError) as info:
+        attack(tiny, images)
+    message = str(info.value)
+    assert "overshoot-for-test" in message
+    assert "|adv - x|_inf <= eps" in message
+    found, limit = map(float, re.search(r"linf distance (\S+) > (\S+) ", message).groups())
+    assert (found, limit) == (pytest.approx(2 / 255, abs=1e-6), pytest.approx(1 / 255, abs=1e-6))
+
+
+def test_an_unregistered_attack_is_unknown_again(overshoot) -> None:
+    assert attack_class("Overshoot_For_Test") is _Overshoot  # the registry's key rule: any case, _ for -
+    unregister_attack(overshoot)
+    assert overshoot not in list_attacks()
+    with pytest.raises(UnknownAttackError, match="unknown attack"):
+        attack_class(overshoot)
+    register_attack(_Overshoot)  # for the fixture to take it away again
+
+
+def test_an_rmse_budget_is_checked_per_image(tiny: TinyNet, images: torch.Tensor) -> None:
+    budget = Budget.rmse("eps")
+    moved = images.clone()
+    moved[0] += 0.02  # image 0: RMSE 0.02; the others untouched
+    attack = create_attack("madc", eps=0.03)
+    assert budget.check(attack, images, moved) == pytest.approx(0.02)
+    with pytest.raises(BudgetExceededError, match=r"rmse distance 0\.02 > 0\.01"):
+        budget.check(create_attack("madc", eps=0.01, pull_step=0.001), images, moved)
+
+
+def test_registering_an_attack_without_a_declared_budget_is_refused() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Undeclared(Attack):
+        name = "undeclared-for-test"
+
+    with pytest.raises(TypeError, match="must declare its budget"):
+        register_attack(Undeclared)
+    assert "undeclared-for-test" not in list_attacks()
+
+
+def test_ifgsm_at_eps_2_of_255_stays_within_2_of_255_on_cnniqa(cnniqa: Metric, msu_small: torch.Tensor) -> None:
+    (spec,) = parse_attack_specs("ifgsm(eps=2/255)")
+    attack = spec.create()
+    assert type(attack).budget == Budget.linf("eps")
+    adv = attack(cnniqa, msu_small)
+    linf = (adv - msu_small).abs().amax(dim=(1, 2, 3))
+    assert torch.all(linf <= 2 / 255 + 1e-6), linf.tolist()
+    assert linf.max() == pytest.approx(2 / 255, abs=1e-6)  # ten steps of 1/255: the bound binds
 
 
 # --- Korhonen's spatial-activity map ---------------------------------------------------------

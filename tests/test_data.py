@@ -22,7 +22,6 @@ from iqa_robustness.data import (
     load_image,
     resolve_dataset,
 )
-from iqa_robustness.data.images import uap_train_transform
 
 RNG = np.random.default_rng(0)
 
@@ -311,24 +310,3 @@ def test_an_unknown_name_suggests_close_names_and_says_a_path_works() -> None:
     message = str(info.value)
     assert "did you mean 'msu5'" in message
     assert "path" in message
-
-
-def test_uap_training_images_with_a_side_under_512_are_resized_to_256() -> None:
-    image = torch.rand(3, 300, 700)
-    out = uap_train_transform(image)
-    assert out.shape == (3, 256, 256)
-    cv2 = pytest.importorskip("cv2")
-    reference = cv2.resize(image.permute(1, 2, 0).numpy(), (256, 256))  # the benchmark's own resize
-    assert np.allclose(out.permute(1, 2, 0).numpy(), reference, atol=1e-5)
-
-
-def test_uap_training_images_of_512_or_more_are_centre_cropped() -> None:
-    image = torch.rand(2, 3, 513, 800)
-    out = uap_train_transform(image)
-    assert out.shape == (2, 3, 256, 256)
-    assert torch.equal(out, image[:, :, 128:384, 272:528])
-
-
-def test_uap_transform_refuses_a_non_rgb_tensor() -> None:
-    with pytest.raises(ValueError, match="expected an image"):
-        uap_train_transform(torch.rand(1, 64, 64))

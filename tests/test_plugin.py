@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from iqa_robustness.attacks import attack_class, list_attacks
+from iqa_robustness.conventions import DEFAULT_EXPERIMENT
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SUITE = REPO_ROOT / "robustness_tests"
@@ -210,3 +211,58 @@ def test_a_case_that_raises_keeps_its_row_with_the_error_and_the_other_cases_are
     assert error["status"] == "error"
     assert error["n"] == "0"
     assert "at least 64 px" in error["message"]
+
+
+def test_an_attack_with_hyperparameters_runs_and_its_values_reach_the_summary_and_mlflow(
+    tmp_path, torch_home, pyiqa_weights, msu_test_images
+):
+    results = tmp_path / "results"
+    args = ("--attack", "ifgsm(eps=2/255)", "--metric", "niqe", "--dataset", "msu5", "--image-size", "128")
+    store = tmp_path / "mlflow.db"
+    proc = run_suite(
+        tmp_path, torch_home, *args, "--results-dir", str(results), "--mlflow-uri", f"sqlite:///{store}", timeout=600
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    assert "1 passed" in proc.stdout
+    case_id = "ifgsm(eps=0.007843)-niqe-msu5"
+    assert len(list(results.glob(f"cases/*/{case_id}.json"))) == 1  # the id is a file stem: no "/"
+
+    with (results / "summary.csv").open(newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert row["case_id"] == case_id
+    assert row["attack"] == "ifgsm(eps=0.007843)"
+    assert row["attack_spec"] == f"ifgsm(eps={2 / 255!r})"
+    assert float(row["max_linf"]) <= 2 / 255 + 1e-5
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{store}")
+    experiment = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
+    (run,) = client.search_runs([experiment.experiment_id], "tags.run_kind = 'case'")
+    assert float(run.data.params["eps"]) == 2 / 255
+    assert float(run.data.params["alpha"]) == 1 / 255  # the defaults are logged too
+    assert run.data.params["attack"] == "ifgsm(eps=0.007843)"
+
+
+def test_a_misspelt_hyperparameter_fails_the_run_with_a_suggestion(tmp_path, torch_home):
+    proc = run_suite(tmp_path, torch_home, "--collect-only", "-q", "--attack", "ifgsm(epz=2/255)")
+    output = proc.stdout + proc.stderr
+
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR, output
+    assert "did you mean 'eps'?" in output
+    assert "eps=0.0392157" in output
+    assert "Traceback" not in output
+
+
+def test_hyperparameter_specs_and_globs_mix_in_one_attack_option(tmp_path, torch_home):
+    proc = run_suite(
+        tmp_path,
+        torch_home,
+        *("--collect-only", "-q", "--metric", "niqe", "--attack", "*fgsm,ifgsm(eps=4/255,iters=20)"),
+    )
+    items = collected(proc)
+
+    assert {case for _, case in items} == {
+        f"{a}-niqe-sample" for a in ("amifgsm", "fgsm", "ifgsm", "mifgsm", "ifgsm(eps=0.01569,iters=20)")
+    }

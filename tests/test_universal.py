@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 from pathlib import Path
 
@@ -10,21 +11,25 @@ import numpy as np
 import pytest
 import torch
 
-from iqa_robustness.attacks import create_attack, list_attacks, universal
+from iqa_robustness.attacks import (
+    Budget,
+    BudgetExceededError,
+    create_attack,
+    list_attacks,
+    parse_attack_specs,
+    training,
+)
 from iqa_robustness.attacks._unet import UNetGenerator
 from iqa_robustness.attacks.cnn import CNNAttack
+from iqa_robustness.attacks.perturbation import Perturbation, load_perturbation, tile_perturbation
+from iqa_robustness.attacks.training import prepare_training_set, uap_train_transform
 from iqa_robustness.attacks.uap import OptimizedUAP
-from iqa_robustness.attacks.universal import (
-    AMPLITUDES,
-    Perturbation,
-    load_perturbation,
-    prepare_training_set,
-    sweep_amplitudes,
-    tile_perturbation,
-)
+from iqa_robustness.conventions import AMPLITUDES, orient
 from iqa_robustness.data import Dataset, resolve_dataset
 from iqa_robustness.metrics import create_metric
 from iqa_robustness.metrics.base import Metric, MetricSpec
+from iqa_robustness.runner.config import SuiteConfig
+from iqa_robustness.runner.suite import Suite
 
 torch.set_num_threads(2)
 
@@ -123,6 +128,18 @@ def test_apply_does_not_clamp_by_default_and_clamps_on_request():
     attack = create_attack("uap")
     assert attack.apply(perturbation, white, 0.8).max().item() == pytest.approx(1.08)
     assert attack.apply(perturbation, white, 0.8, clamp=True).max().item() == 1.0
+
+
+def test_a_perturbation_beyond_the_attacks_bound_is_refused_when_applied_with_the_numbers():
+    perturbation = Perturbation(delta=torch.full((1, 3, 256, 256), 0.1))  # an MSU UAP bound
+    images = torch.full((1, 3, 64, 64), 0.5)
+    attack = create_attack("generative-uap")  # bound 10/255
+    assert type(attack).budget == Budget.linf_times_amplitude("eps")
+    with pytest.raises(BudgetExceededError, match=r"linf distance 0\.08 > 0\.0313725") as info:
+        attack.apply(perturbation, images, 0.8)
+    assert "at amplitude 0.8" in str(info.value)
+    within = create_attack("uap").apply(perturbation, images, 0.8)  # bound 0.1: 0.08 at amplitude 0.8
+    assert (within - images).abs().max().item() == pytest.approx(0.08)
 
 
 def test_a_video_gets_the_same_perturbation_on_every_frame():
@@ -255,11 +272,68 @@ def test_a_published_facpa_state_dict_loads_as_a_generator(generator, tmp_path: 
 # --------------------------------------------------------------------------- training
 
 
+def test_uap_training_images_with_a_side_under_512_are_resized_to_256() -> None:
+    image = torch.rand(3, 300, 700)
+    out = uap_train_transform(image)
+    assert out.shape == (3, 256, 256)
+    cv2 = pytest.importorskip("cv2")
+    reference = cv2.resize(image.permute(1, 2, 0).numpy(), (256, 256))  # the benchmark's own resize
+    assert np.allclose(out.permute(1, 2, 0).numpy(), reference, atol=1e-5)
+
+
+def test_uap_training_images_of_512_or_more_are_centre_cropped() -> None:
+    image = torch.rand(2, 3, 513, 800)
+    out = uap_train_transform(image)
+    assert out.shape == (2, 3, 256, 256)
+    assert torch.equal(out, image[:, :, 128:384, 272:528])
+
+
+def test_uap_transform_refuses_a_non_rgb_tensor() -> None:
+    with pytest.raises(ValueError, match="expected an image"):
+        uap_train_transform(torch.rand(1, 64, 64))
+
+
+class _PlainImages:
+    """Not a :class:`Dataset`: just the members training uses (name, items, len, images(), load())."""
+
+    def __init__(self, images: dict[str, torch.Tensor]) -> None:
+        self.name = "plain"
+        self._images = images
+        self.items = [type("Item", (), {"image_name": n, "shape": tuple(t.shape[-2:])})() for n, t in images.items()]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def images(self):
+        return iter(self._images.items())
+
+    def load(self, item):
+        return self._images[item.image_name]
+
+
+def test_any_object_with_the_dataset_members_is_training_data(monkeypatch):
+    images = {"a.png": torch.rand(3, 40, 60), "b.png": torch.rand(3, 50, 50)}
+    plain = _PlainImages(images)
+    kept = prepare_training_set(plain)
+    assert kept.identity == {"dataset": "plain", "images": [["a.png", 40, 60], ["b.png", 50, 50]]}
+    torch.testing.assert_close(kept.images[1], uap_train_transform(images["b.png"]))
+    monkeypatch.setattr(training, "PRELOAD_LIMIT", 1)
+    lazy = prepare_training_set(plain)
+    assert lazy.images is None
+    torch.testing.assert_close(lazy.batch([1, 0]), kept.images[[1, 0]])
+
+
+@pytest.mark.parametrize("name", ["sample", Path("some/folder")])
+def test_a_dataset_name_or_path_must_be_opened_by_the_caller(name):
+    with pytest.raises(TypeError, match="open the dataset first"):
+        prepare_training_set(name)
+
+
 def test_training_images_get_the_benchmark_preprocessing_and_large_sets_load_lazily(tiny_train, monkeypatch):
     kept = prepare_training_set(tiny_train)
     assert kept.images.shape == (2, 3, 256, 256)
     assert kept.identity["images"] == [[item.image_name, *item.shape] for item in tiny_train.items]
-    monkeypatch.setattr(universal, "PRELOAD_LIMIT", 1)
+    monkeypatch.setattr(training, "PRELOAD_LIMIT", 1)
     lazy = prepare_training_set(tiny_train)
     assert lazy.images is None
     assert lazy.identity == kept.identity
@@ -338,6 +412,21 @@ def test_a_second_fit_with_the_same_key_reuses_the_saved_run(cnniqa, tiny_train,
     assert len(list(tmp_path.glob("uap_cnniqa-live_*.npy"))) == 3
 
 
+def test_the_suite_trains_one_perturbation_per_hyperparameter_values(tmp_path):
+    config = SuiteConfig(device="cpu", random_weights=True, max_images=2, image_size=64, uap_steps=1)
+    suite = Suite(dataclasses.replace(config, results_dir=tmp_path))
+    default, smaller = (spec.create() for spec in parse_attack_specs("uap,uap(eps=0.05,init=0.09)"))
+    first = suite.resources.perturbation(default, "cnniqa", "sample")
+    second = suite.resources.perturbation(smaller, "cnniqa", "sample")
+    assert suite.resources.perturbation(default, "cnniqa", "sample") is first  # kept for the session
+    assert second is not first
+    assert not second.from_cache
+    assert second.meta["hyperparameters"]["eps"] == 0.05
+    assert first.linf < 0.01  # one Adam step of 1e-3 from 1e-4
+    assert second.linf == pytest.approx(0.05)  # from 0.09, clipped to its own eps
+    assert len(list((tmp_path / "perturbations").glob("uap_cnniqa_*.npy"))) == 2
+
+
 def test_a_trained_generator_is_cached_as_a_state_dict(cnniqa, tiny_train, tmp_path):
     attack = create_attack("cnn", batch_size=1)
     first = attack.fit(cnniqa, tiny_train, steps=1, cache_dir=tmp_path)
@@ -352,10 +441,13 @@ def test_a_trained_generator_is_cached_as_a_state_dict(cnniqa, tiny_train, tmp_p
 def test_a_short_uap_training_on_the_sample_photos_lowers_cnniqa_dmos_on_held_out_images(cnniqa, msu5):
     """60 Adam steps (lr 0.01, batch 8) on the eight scikit-image photos, scored on the 5 MSU test
     images, none of which it saw (about 20 s on two CPU cores)."""
-    perturbation = create_attack("uap", lr=0.01).fit(cnniqa, resolve_dataset("sample"), steps=60, seed=0)
+    attack = create_attack("uap", lr=0.01)
+    perturbation = attack.fit(cnniqa, resolve_dataset("sample"), steps=60, seed=0)
     _, images = msu5
-    sweep = sweep_amplitudes(create_attack("uap"), perturbation, cnniqa, images)
+    with torch.no_grad():
+        clear = cnniqa(images)
+        attacked = {k: cnniqa(attack.apply(perturbation, images, k)) for k in AMPLITUDES}
+    gain = {k: float(orient(attacked[k] - clear, cnniqa.lower_better).mean()) for k in AMPLITUDES}
     # DMOS: lower is better, so the attack must lower it on every held-out image
-    assert (sweep.attacked[0.8] < sweep.clear).all(), (sweep.clear, sweep.attacked[0.8])
-    assert sweep.gain(0.8) > sweep.gain(0.2) > 0
-    assert sweep.mean_gain() == pytest.approx(sum(sweep.gain(k) for k in AMPLITUDES) / 3)
+    assert (attacked[0.8] < clear).all(), (clear, attacked[0.8])
+    assert gain[0.8] > gain[0.2] > 0

@@ -13,7 +13,7 @@ from torchvision.models import resnet50
 from video_files import write_video
 
 from iqa_robustness.attacks import create_attack, list_attacks
-from iqa_robustness.attacks.universal import Perturbation
+from iqa_robustness.attacks.perturbation import Perturbation
 from iqa_robustness.data.video import iter_clip_chunks, read_clip, vimeo_clip_dirs
 from iqa_robustness.metrics import MissingWeightsError, create_metric, get_spec, list_metrics
 from iqa_robustness.metrics._video_features import RESNET50_FILE

@@ -35,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from iqa_robustness.data.decode import (
@@ -53,9 +52,6 @@ from iqa_robustness.data.decode import (
 from iqa_robustness.data.errors import DatasetNotFoundError, ImageReadError
 
 log = logging.getLogger(__name__)
-
-UAP_TRAIN_SIDE = 256
-_UAP_CROP_MIN_SIDE = 512
 
 
 # --------------------------------------------------------------------------- items and datasets
@@ -356,33 +352,3 @@ def sample_dataset(*, max_images: int | None = None, size: Size = None, on_error
         for name, function, index in sorted(_SAMPLE_IMAGES)
     )
     return Dataset(name="sample", items=items[:max_images], root=None, on_error=on_error)
-
-
-# --------------------------------------------------------------------------- universal-attack training
-
-
-def uap_train_transform(img: torch.Tensor, *, antialias: bool = False) -> torch.Tensor:
-    """Prepare a training image for a universal attack: 256x256, as the benchmark's code does.
-
-    When either side is under 512 pixels the whole image is resized to 256x256 (aspect ratio not
-    kept); otherwise the central 256x256 crop is taken (offset ``(side - 256) // 2``). The resize
-    is bilinear with half-pixel centres and, like ``cv2.resize`` in the reference code, no
-    antialiasing unless ``antialias=True``.
-
-    Args:
-        img: (3, H, W) or (N, 3, H, W) float tensor.
-        antialias: low-pass before shrinking (not the reference behaviour).
-
-    Returns:
-        (3, 256, 256) or (N, 3, 256, 256), same dtype and device.
-    """
-    if img.ndim not in (3, 4) or img.shape[-3] != 3:
-        raise ValueError(f"expected an image (3, H, W) or a batch (N, 3, H, W), got shape {tuple(img.shape)}")
-    height, width = img.shape[-2:]
-    side = UAP_TRAIN_SIDE
-    if height < _UAP_CROP_MIN_SIDE or width < _UAP_CROP_MIN_SIDE:
-        batch = img if img.ndim == 4 else img.unsqueeze(0)
-        out = F.interpolate(batch, size=(side, side), mode="bilinear", align_corners=False, antialias=antialias)
-        return out if img.ndim == 4 else out[0]
-    top, left = (height - side) // 2, (width - side) // 2
-    return img[..., top : top + side, left : left + side]

@@ -49,7 +49,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=DEFAULT_METRICS,
         help=f"metrics: comma list, globs or 'all' (default: {DEFAULT_METRICS})",
     )
-    g.addoption("--attack", default="all", help="attacks: comma list, globs or 'all' (default: all)")
+    g.addoption(
+        "--attack",
+        default="all",
+        help="attacks: comma list, globs or 'all', each name optionally with hyperparameters, "
+        "e.g. 'ifgsm(eps=4/255,iters=20),mifgsm' (ints, floats, a/b, true/false, strings; default: all)",
+    )
     g.addoption(
         "--dataset",
         action="append",
@@ -157,13 +162,13 @@ def pytest_configure_node(node) -> None:  # pytest-xdist hook (controller side)
 
 
 def _check_names(config: pytest.Config) -> None:
-    """Unknown metric or attack names stop the session with one line (and a "did you mean")."""
-    from iqa_robustness.attacks import list_attacks
+    """Unknown metric or attack names, and bad attack specs, stop the session with one line (and a "did you mean")."""
+    from iqa_robustness.attacks import parse_attack_specs
     from iqa_robustness.metrics import list_metrics
 
     try:
         list_metrics(config.getoption("--metric"))
-        list_attacks(config.getoption("--attack"))
+        parse_attack_specs(config.getoption("--attack"))
     except (KeyError, ValueError) as exc:
         raise pytest.UsageError(str(exc).strip("'\"")) from None
 
@@ -227,13 +232,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         fixture, universal = "universal_case", True
     else:
         return
-    from iqa_robustness.attacks import attack_class, list_attacks
+    from iqa_robustness.attacks import parse_attack_specs
     from iqa_robustness.data.registry import is_video_dataset
     from iqa_robustness.metrics import get_spec, list_metrics
     from iqa_robustness.runner.grid import build_grid
 
     opt = metafunc.config.getoption
-    attacks = [a for a in list_attacks(opt("--attack")) if attack_class(a).universal == universal]
+    attacks = [a for a in parse_attack_specs(opt("--attack")) if a.cls.universal == universal]
     grid = build_grid(
         metrics=list_metrics(opt("--metric")),
         attacks=attacks,
@@ -245,8 +250,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     video_sets = {d for d in {case.dataset for case in grid} if is_video_dataset(d)}
     params = []
     for case in grid:
-        spec, cls = get_spec(case.metric), attack_class(case.attack)
-        marks = [getattr(pytest.mark, _marker(case.attack)), pytest.mark.xdist_group(case.metric)]
+        spec, cls = get_spec(case.metric), case.attack_spec.cls
+        marks = [getattr(pytest.mark, _marker(cls.name)), pytest.mark.xdist_group(case.metric)]
         if cls.family in ("iterative", "perceptual"):
             marks.append(getattr(pytest.mark, cls.family))
         if cls.learned or cls.family == "learned":

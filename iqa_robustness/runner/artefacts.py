@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from iqa_robustness.attacks.universal import Perturbation
+from iqa_robustness.attacks.perturbation import Perturbation
 
 
 class ArtefactWriter:

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import torch
 
 from iqa_robustness.attacks import Attack
-from iqa_robustness.attacks.universal import Perturbation
+from iqa_robustness.attacks.perturbation import Perturbation
 from iqa_robustness.runner.grid import CaseSpec
 
 

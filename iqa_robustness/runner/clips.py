@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from iqa_robustness.attacks import Attack
-from iqa_robustness.attacks.universal import Perturbation, UniversalAttack
+from iqa_robustness.attacks.perturbation import Perturbation
+from iqa_robustness.attacks.universal import UniversalAttack
 from iqa_robustness.conventions import dataset_slug
 from iqa_robustness.data.video_sets import ClipItem, VideoDataset
 from iqa_robustness.metrics import Metric

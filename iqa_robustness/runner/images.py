@@ -14,7 +14,7 @@ import time
 import torch
 
 from iqa_robustness.attacks import Attack
-from iqa_robustness.attacks.universal import Perturbation
+from iqa_robustness.attacks.perturbation import Perturbation
 from iqa_robustness.conventions import dataset_slug
 from iqa_robustness.runner.cases import Outcome
 from iqa_robustness.runner.config import SuiteConfig, sync_device

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from iqa_robustness.attacks import Attack
-from iqa_robustness.attacks.universal import Perturbation, load_perturbation
+from iqa_robustness.attacks.perturbation import Perturbation, load_perturbation
 from iqa_robustness.data.images import Dataset, iter_batches
 from iqa_robustness.data.registry import is_video_dataset, resolve_any_dataset
 from iqa_robustness.data.video_sets import VideoDataset

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from iqa_robustness.attacks import Attack, create_attack
-from iqa_robustness.attacks.universal import Perturbation
+from iqa_robustness.attacks import Attack
+from iqa_robustness.attacks.perturbation import Perturbation
 from iqa_robustness.data.video_sets import VideoDataset
 from iqa_robustness.runner.artefacts import ArtefactWriter
 from iqa_robustness.runner.cases import CaseRunner, Outcome
@@ -59,7 +59,7 @@ class Suite:
 
     # -- one case -------------------------------------------------------------------------
     def run(self, case: CaseSpec, attack_kwargs: dict[str, Any] | None = None) -> CaseResult:
-        attack = create_attack(case.attack, **(attack_kwargs or {}))
+        attack = case.attack_spec.create(**(attack_kwargs or {}))
         metric = self.resources.metric(case.metric)
         attack.check_metric(metric)
         dataset = self.resources.dataset(case.dataset, case.metric)
@@ -113,7 +113,6 @@ class Suite:
         clips: bool,
     ) -> dict[str, Any]:
         params = {
-            **attack.params(),
             "metric": case.metric,
             "dataset": case.dataset,
             "seed": seed,
@@ -123,6 +122,7 @@ class Suite:
             "max_images": self.config.max_images,
             "amp": self.config.amp or "off",
             "channels_last": self.config.channels_last,
+            **attack.params(),  # last: a universal attack's batch_size is its training batch, not the suite's
         }
         if clips:
             params.update(max_frames=self.config.max_frames, frames=outcome.frames)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from iqa_robustness.attacks import AttackSpec
 from iqa_robustness.scores.msu_csv import write_msu_csv
 from iqa_robustness.scores.results import CaseResult
 
@@ -27,6 +28,7 @@ def case_summary(r: CaseResult) -> dict[str, object]:
         "case_id": r.case_id,
         "metric": r.metric,
         "attack": r.attack,
+        "attack_spec": attack_spec_text(r),
         "dataset": r.dataset,
         "train_dataset": r.train_dataset or "",
         "amplitude": "" if r.amplitude is None else r.amplitude,
@@ -42,6 +44,18 @@ def case_summary(r: CaseResult) -> dict[str, object]:
     row["seconds_per_image"] = r.seconds_per_image
     row["peak_memory_mb"] = r.peak_memory_mb
     return row
+
+
+def attack_spec_text(r: CaseResult) -> str:
+    """The attack exactly as run, in ``--attack`` syntax: ``ifgsm`` or ``ifgsm(eps=0.00784313725490196)``.
+
+    Read from the case's params (the attack's hyperparameters); the case's attack label when they
+    do not name a registered attack (results of an attack this installation does not have).
+    """
+    try:
+        return AttackSpec.from_params({"attack": r.attack, **r.params}).text
+    except (KeyError, TypeError, ValueError):
+        return r.attack
 
 
 def amplitude_means(rows: Iterable[dict[str, object]]) -> list[dict[str, object]]:

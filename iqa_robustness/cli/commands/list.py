@@ -32,5 +32,15 @@ def run(args: argparse.Namespace) -> int:
 
         for name in list_attacks(args.pattern):
             cls = attack_class(name)
-            print(f"{name:16s} family={cls.family:10s} universal={cls.universal}")
+            budget = cls.budget.describe() if cls.budget is not None else "none"
+            print(f"{name:16s} family={cls.family:10s} universal={cls.universal!s:5s} budget: {budget}")
+            fields = ", ".join(f"{k}={_default(v)}" for k, v in cls.defaults().items())
+            print(f"{'':16s} {fields}")
     return 0
+
+
+def _default(value: object) -> str:
+    """A default as ``--attack`` would take it: floats to 6 significant digits, strings bare."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:.6g}" if isinstance(value, float) else str(value)

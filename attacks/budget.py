@@ -1,0 +1,112 @@
+"""Perturbation budgets: what an attack promises about the distance between clean and adversarial images.
+
+An attack class declares its budget as data, next to its hyperparameters, in the manner of
+foolbox's base class (which enforces the bound on every result rather than trusting the
+attack)::
+
+    budget: ClassVar[Budget | None] = Budget.linf("eps")
+
+The base classes check every result against it (:meth:`attacks.base.Attack.__call__`,
+:meth:`attacks.universal.UniversalAttack.apply`), so an attack that breaks its promise fails
+loudly instead of reporting an inflated gain. Kinds:
+
+- ``linf``: ``max |adv - x| <= field`` per image (FGSM family);
+- ``linf-amplitude``: ``max |adv - x| <= field * amplitude`` (universal perturbations applied at
+  the benchmark's amplitudes, generators whose tanh output is scaled by the field);
+- ``rmse``: ``sqrt(mean (adv - x)^2) <= field`` per image (MAD competition).
+
+``None`` declares that the attack's code guarantees no bound; its docstring says why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+import torch
+
+#: slack for float32 rounding (a sum of ``iters`` steps of ``eps / iters`` may land just past ``eps``)
+TOLERANCE = 1e-5
+
+BudgetKind = Literal["linf", "linf-amplitude", "rmse"]
+_DIMS = (1, 2, 3)
+
+
+class BudgetExceededError(RuntimeError):
+    """An attack returned a result outside the budget its class declares."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """A bound on ``adv - x`` read from one hyperparameter of the attack.
+
+    Attributes:
+        kind: ``linf``, ``linf-amplitude`` or ``rmse`` (see the module docstring).
+        field: the attack's hyperparameter that holds the bound (``eps``).
+    """
+
+    kind: BudgetKind
+    field: str
+
+    @classmethod
+    def linf(cls, field: str) -> Budget:
+        """``max |adv - x| <= attack.<field>`` on every image."""
+        return cls("linf", field)
+
+    @classmethod
+    def linf_times_amplitude(cls, field: str) -> Budget:
+        """``max |adv - x| <= attack.<field> * amplitude`` (a universal perturbation at amplitude k)."""
+        return cls("linf-amplitude", field)
+
+    @classmethod
+    def rmse(cls, field: str) -> Budget:
+        """``sqrt(mean (adv - x)^2) <= attack.<field>`` on every image."""
+        return cls("rmse", field)
+
+    @property
+    def norm(self) -> str:
+        """``linf`` or ``rmse``: what :meth:`measure` computes."""
+        return "rmse" if self.kind == "rmse" else "linf"
+
+    def describe(self) -> str:
+        """The bound as a formula, for listings and messages (``|adv - x|_inf <= eps * amplitude``)."""
+        if self.kind == "rmse":
+            return f"RMSE(adv - x) <= {self.field}"
+        suffix = " * amplitude" if self.kind == "linf-amplitude" else ""
+        return f"|adv - x|_inf <= {self.field}{suffix}"
+
+    def limit(self, attack: Any, amplitude: float | None = None) -> float:
+        """The bound for this attack's hyperparameters (and the amplitude, for ``linf-amplitude``)."""
+        value = float(getattr(attack, self.field))
+        if self.kind == "linf-amplitude":
+            if amplitude is None:
+                raise ValueError(f"a {self.describe()} budget needs the amplitude the perturbation was applied at")
+            value *= abs(float(amplitude))
+        return value
+
+    def measure(self, clean: torch.Tensor, adversarial: torch.Tensor) -> float:
+        """The largest per-image distance of the batch in this budget's norm."""
+        diff = (adversarial.detach().double() - clean.detach().double()).flatten(1)
+        if diff.numel() == 0:
+            return 0.0
+        per_image = diff.square().mean(dim=1).sqrt() if self.norm == "rmse" else diff.abs().amax(dim=1)
+        return float(per_image.max())
+
+    def check(
+        self, attack: Any, clean: torch.Tensor, adversarial: torch.Tensor, amplitude: float | None = None
+    ) -> float:
+        """Raise :class:`BudgetExceededError` when the batch leaves the budget; returns the distance.
+
+        Raises:
+            BudgetExceededError: naming the attack, the bound, the distance found and the excess.
+        """
+        limit = self.limit(attack, amplitude)
+        found = self.measure(clean, adversarial)
+        if found > limit + TOLERANCE:
+            at = f" at amplitude {amplitude:g}" if self.kind == "linf-amplitude" else ""
+            raise BudgetExceededError(
+                f"{attack.name} broke its budget {self.describe()}{at}: "
+                f"{self.norm} distance {found:.6g} > {limit:.6g} (by {found - limit:.3g}, tolerance {TOLERANCE:g}; "
+                f"{self.field}={float(getattr(attack, self.field)):.6g})"
+            )
+        return found

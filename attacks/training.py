@@ -1,0 +1,257 @@
+"""Training data of the universal attacks: the benchmark's preprocessing and the batch sampler.
+
+As the MSU Metrics Robustness Benchmark (Antsiferova et al., AAAI 2024) trains the universal
+attacks of Shumitskaya et al. (CVIU 2024): every training image is brought to 256x256
+(:func:`uap_train_transform`: resized when a side is under 512, else centre-cropped); each step
+draws a fresh random batch of distinct images (:class:`Batches`); an epoch is
+``ceil(N / batch_size)`` steps.
+
+Training data is anything :func:`prepare_training_set` accepts: an opened image dataset (any
+object with the :class:`ImageSource` members, such as :class:`iqa_robustness.data.images.Dataset`;
+opening a dataset by name or path is the caller's job), a tensor batch, or an iterable of images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+#: side of the square training images
+UAP_TRAIN_SIDE = 256
+_UAP_CROP_MIN_SIDE = 512
+
+
+def uap_train_transform(img: torch.Tensor, *, antialias: bool = False) -> torch.Tensor:
+    """Prepare a training image for a universal attack: 256x256, as the benchmark's code does.
+
+    When either side is under 512 pixels the whole image is resized to 256x256 (aspect ratio not
+    kept); otherwise the central 256x256 crop is taken (offset ``(side - 256) // 2``). The resize
+    is bilinear with half-pixel centres and, like ``cv2.resize`` in the reference code, no
+    antialiasing unless ``antialias=True``.
+
+    Args:
+        img: (3, H, W) or (N, 3, H, W) float tensor.
+        antialias: low-pass before shrinking (not the reference behaviour).
+
+    Returns:
+        (3, 256, 256) or (N, 3, 256, 256), same dtype and device.
+    """
+    if img.ndim not in (3, 4) or img.shape[-3] != 3:
+        raise ValueError(f"expected an image (3, H, W) or a batch (N, 3, H, W), got shape {tuple(img.shape)}")
+    height, width = img.shape[-2:]
+    side = UAP_TRAIN_SIDE
+    if height < _UAP_CROP_MIN_SIDE or width < _UAP_CROP_MIN_SIDE:
+        batch = img if img.ndim == 4 else img.unsqueeze(0)
+        out = F.interpolate(batch, size=(side, side), mode="bilinear", align_corners=False, antialias=antialias)
+        return out if img.ndim == 4 else out[0]
+    top, left = (height - side) // 2, (width - side) // 2
+    return img[..., top : top + side, left : left + side]
+
+
+def clamp_passing_gradient(x: torch.Tensor) -> torch.Tensor:
+    """``clamp(x, 0, 1)`` in value with an identity gradient.
+
+    The MSU code clamps ``res.data`` in place, which the autograd graph does not see: the metric
+    gets the clamped image, the perturbation gets the gradient as if there were no clamp.
+    """
+    return x + (x.clamp(0.0, 1.0) - x).detach()
+
+
+@runtime_checkable
+class ImageSource(Protocol):
+    """What training needs of an image dataset (:class:`iqa_robustness.data.images.Dataset` has it).
+
+    ``items`` are the images in order, each with ``image_name`` and ``shape`` (H, W);
+    ``load(item)`` decodes one (``None`` for an image the dataset skips); ``images()`` yields
+    ``(image_name, tensor (3, H, W))``.
+    """
+
+    name: str
+    items: Sequence[Any]
+
+    def __len__(self) -> int: ...
+
+    def images(self) -> Iterable[tuple[str, torch.Tensor]]: ...
+
+    def load(self, item: Any) -> torch.Tensor | None: ...
+
+
+# --------------------------------------------------------------------------- the training set
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSet:
+    """Training images after the benchmark's preprocessing, and what identifies them for the cache.
+
+    Small sets are decoded once and kept in memory; a dataset of more than
+    :data:`PRELOAD_LIMIT` images (COCO, VOC) is decoded batch by batch, as the MSU loader does.
+
+    Attributes:
+        identity: dataset name and (image name, H, W) of every source image, or a content hash
+            for unnamed tensors.
+        images: (N, 3, 256, 256) float32 on the CPU, when kept in memory.
+        dataset: the dataset decoded lazily otherwise.
+    """
+
+    identity: dict[str, Any]
+    images: torch.Tensor | None = None
+    dataset: ImageSource | None = None
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0]) if self.images is not None else len(self.dataset)
+
+    def batch(self, indices: Sequence[int]) -> torch.Tensor:
+        """The prepared images at ``indices`` (N, 3, 256, 256); undecodable ones are left out when
+        the dataset skips errors."""
+        if self.images is not None:
+            return self.images[list(indices)]
+        loaded = (self.dataset.load(self.dataset.items[i]) for i in indices)
+        tensors = [uap_train_transform(t) for t in loaded if t is not None]
+        if not tensors:
+            raise ValueError(f"no image of a training batch of {self.dataset.name!r} could be decoded")
+        return torch.stack(tensors)
+
+
+#: datasets up to this many images are decoded once and kept in memory (about 0.8 MB each)
+PRELOAD_LIMIT = 512
+
+
+def prepare_training_set(train_images: Any) -> TrainingSet:
+    """Turn the training data into a :class:`TrainingSet` (256x256 by :func:`uap_train_transform`).
+
+    Args:
+        train_images: an opened image dataset (any :class:`ImageSource`, such as
+            :class:`iqa_robustness.data.images.Dataset`), a tensor batch (N, 3, H, W) in [0, 1], or
+            an iterable of images (3, H, W) or of ``(name, image)`` pairs. A dataset name or path is
+            refused: opening it (``iqa_robustness.data.images.resolve_dataset``) is the caller's job.
+    """
+    if isinstance(train_images, TrainingSet):
+        return train_images
+    if isinstance(train_images, (str, Path)):
+        raise TypeError(
+            f"training data {str(train_images)!r} is a name or a path: open the dataset first "
+            "(iqa_robustness.data.images.resolve_dataset) and pass the opened dataset"
+        )
+    if isinstance(train_images, ImageSource):
+        if len(train_images) == 0:
+            raise ValueError(f"dataset {train_images.name!r} has no images to train on")
+        identity = {
+            "dataset": train_images.name,
+            "images": [[item.image_name, *item.shape] for item in train_images.items],
+        }
+        if len(train_images) > PRELOAD_LIMIT:
+            return TrainingSet(identity, dataset=train_images)
+        named: list[tuple[str | None, torch.Tensor]] = list(train_images.images())
+    elif isinstance(train_images, torch.Tensor):
+        if train_images.ndim != 4 or train_images.shape[1] != 3:
+            raise ValueError(f"training images must be a batch (N, 3, H, W) in [0, 1], got {tuple(train_images.shape)}")
+        named = [(None, img) for img in train_images]
+        identity = {}
+    else:
+        named = [_as_named(entry) for entry in train_images]
+        identity = {}
+    if not named:
+        raise ValueError("no training images: give at least one image")
+    prepared = torch.stack([uap_train_transform(img.detach().float().cpu()) for _, img in named]).contiguous()
+    if not identity:
+        sizes = [[int(s) for s in img.shape[-2:]] for _, img in named]
+        if all(name is not None for name, _ in named):
+            identity = {
+                "dataset": None,
+                "images": [[name, *size] for (name, _), size in zip(named, sizes, strict=True)],
+            }
+        else:
+            digest = hashlib.sha256(prepared.numpy().tobytes()).hexdigest()
+            identity = {"dataset": None, "n_images": len(named), "sizes": sizes, "sha256": digest}
+    return TrainingSet(identity, images=prepared)
+
+
+def _as_named(entry: Any) -> tuple[str | None, torch.Tensor]:
+    if isinstance(entry, torch.Tensor):
+        image, name = entry, None
+    elif isinstance(entry, Sequence) and len(entry) == 2 and isinstance(entry[1], torch.Tensor):
+        name, image = str(entry[0]), entry[1]
+    else:
+        raise TypeError(
+            f"training images must be tensors (3, H, W) or (name, tensor) pairs, got {type(entry).__name__}"
+        )
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"each training image must be (3, H, W) RGB in [0, 1], got shape {tuple(image.shape)}")
+    return name, image
+
+
+def training_summary(identity: dict[str, Any]) -> dict[str, Any]:
+    """A short description of the training data for provenance (the cache key uses all of it)."""
+    images = identity.get("images")
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    n_images = len(images) if images is not None else identity.get("n_images")
+    return {"dataset": identity.get("dataset"), "n_images": n_images, "digest": digest}
+
+
+class Batches:
+    """Fresh random training batches, one per step, with progress logging: what ``_train`` iterates.
+
+    Each step takes the first ``batch_size`` indices of a new random permutation (the MSU code's
+    ``next(iter(shuffled_loader))``), so the images of a batch are distinct.
+    """
+
+    def __init__(
+        self,
+        data: TrainingSet,
+        batch_size: int,
+        total: int,
+        per_epoch: int,
+        sampler: torch.Generator,
+        device: torch.device,
+        attack: str,
+        metric: str,
+    ) -> None:
+        self.data = data
+        self.batch_size = batch_size
+        self.total = total
+        self.per_epoch = per_epoch
+        self.sampler = sampler
+        self.device = device
+        self._label = f"{attack} vs {metric}"
+        self._losses: list[float] = []
+        self._every = max(1, total // 20)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        n = len(self.data)
+        for _ in range(self.total):
+            index = torch.randperm(n, generator=self.sampler)[: self.batch_size]
+            yield self.data.batch(index.tolist()).to(self.device)
+
+    def report(self, step: int, loss: float) -> None:
+        """Log the loss of step ``step`` (0-based): every epoch's mean and, on long runs, progress."""
+        self._losses.append(loss)
+        done = step + 1
+        log.debug("%s: step %d/%d, loss %.5f", self._label, done, self.total, loss)
+        if done % self.per_epoch == 0 or done == self.total:
+            losses = self._losses[-(((done - 1) % self.per_epoch) + 1) :]
+            log.info(
+                "%s: epoch %d/%d, step %d/%d, mean loss %.5f",
+                self._label,
+                math.ceil(done / self.per_epoch),
+                math.ceil(self.total / self.per_epoch),
+                done,
+                self.total,
+                sum(losses) / len(losses),
+            )
+        elif done % self._every == 0:
+            log.info("%s: step %d/%d, loss %.5f", self._label, done, self.total, loss)
+
+    @property
+    def losses(self) -> list[float]:
+        return list(self._losses)
