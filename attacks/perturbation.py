@@ -64,7 +64,7 @@ class Perturbation:
         generator: U-Net whose output times ``scale`` is the perturbation of its input image.
         scale: L-inf bound of a generator's output (10/255).
         meta: provenance: attack, metric, hyperparameters, training data, seed, training time.
-        from_cache: True when :meth:`UniversalAttack.fit` reused a saved run instead of training.
+        from_cache: True when :meth:`attacks.universal.UniversalAttack.fit` reused a saved run instead of training.
         path: the file this was loaded from, if any.
     """
 
