@@ -130,12 +130,16 @@ def register_target(obj: object, *, source: str, alias: str | None = None, label
     name = spec.name.strip().lower()
     aliases = (*spec.aliases, alias) if alias and alias.strip().lower() != name else spec.aliases
     spec = dataclasses.replace(spec, source=source, aliases=tuple(aliases))
-    if name in _METRICS:
+    if name in _METRICS and _facts(_METRICS[name].spec) != _facts(spec):
         earlier = _METRICS[name].spec.source
-        if earlier != source:
-            log.warning("metric %s from %s replaces the registered %s (%s)", name, source, name, earlier)
+        log.warning("metric %s from %s replaces the registered %s (%s)", name, source, name, earlier)
     register_metric(spec, builder)
     return name
+
+
+def _facts(spec: MetricSpec) -> MetricSpec:
+    """The spec without where it came from and the names it is found by."""
+    return dataclasses.replace(spec, name=spec.name.lower(), source="", aliases=())
 
 
 def _spec_and_builder(obj: object, what: str) -> tuple[MetricSpec, Builder]:

@@ -396,6 +396,16 @@ def test_a_pyiqa_metric_without_a_table_line_gets_pyiqa_facts_the_adapter_and_a_
     assert torch.allclose(model(batch), from_table)
 
 
+def test_pyiqa_configs_read_without_importing_pyiqa_are_pyiqa_s_own(monkeypatch):
+    import pyiqa.default_model_configs as imported
+    from iqa_robustness.metrics.pyiqa_metrics import _pyiqa_default_configs
+
+    monkeypatch.delitem(sys.modules, "pyiqa.default_model_configs")  # as before pyiqa is imported
+    read_alone = _pyiqa_default_configs.__wrapped__()
+    assert read_alone == dict(imported.DEFAULT_CONFIGS)
+    assert "pyiqa.default_model_configs" not in sys.modules
+
+
 def test_a_full_reference_pyiqa_name_is_refused_with_the_reason():
     with pytest.raises(MetricTargetError, match="full-reference pyiqa metric"):
         get_spec("lpips")
@@ -445,3 +455,12 @@ def test_a_module_name_that_does_not_import_stops_the_run_with_one_line(tmp_path
     assert proc.returncode == pytest.ExitCode.USAGE_ERROR, proc.stdout + proc.stderr
     assert "no module 'nowhere' in the current folder" in proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_a_target_that_replaces_a_different_metric_of_the_same_name_is_logged(own_module, caplog):
+    list_metrics(f"{own_module}:Sharpness")
+    with caplog.at_level(logging.WARNING, logger="iqa_robustness.metrics"):
+        list_metrics(f"{own_module}:make_sharpness")  # the same metric by another route: no warning
+        assert "replaces" not in caplog.text
+        from_module(nn.Identity(), name=metric_name(own_module), bounds=(0, 2), register=True)
+    assert f"replaces the registered {metric_name(own_module)}" in caplog.text
