@@ -308,6 +308,11 @@ def entry_point_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restored_m
     monkeypatch.syspath_prepend(str(site))
     for module in [m for m in sys.modules if m == "tinyep" or m.startswith("tinyep.")]:
         monkeypatch.delitem(sys.modules, module)
+    # entry points are read once per process: start again, as a process that installed tinyep before starting
+    from iqa_robustness.metrics import _targets
+
+    monkeypatch.setattr(_targets, "_loaded_entry_points", set())
+    monkeypatch.setattr(_targets, "_all_entry_points_loaded", False)
     return site
 
 
