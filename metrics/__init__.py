@@ -1,6 +1,9 @@
 """Quality metrics by name: ``create_metric("paq2piq")``, ``list_metrics("nima*")``.
 
 Every module in this package registers its metrics on import, so a new metric is one new file.
+Metrics from elsewhere come by name too: ``module:Name`` (a Metric subclass, a Metric such as
+:func:`from_module` returns, or a function returning one), an installed package's entry point in
+the group ``iqa_robustness.metrics``, or any pyiqa metric by its pyiqa name.
 """
 
 from __future__ import annotations
@@ -9,10 +12,19 @@ import importlib
 import pkgutil
 
 from .base import Metric, MetricSpec
-from .registry import UnknownMetricError, create_metric, get_spec, list_metrics, metric, register_metric
+from .module_metric import ModuleMetric, from_module
+from .registry import (
+    MetricTargetError,
+    UnknownMetricError,
+    create_metric,
+    get_spec,
+    list_metrics,
+    metric,
+    register_metric,
+)
 from .weights import MissingWeightsError, resolve_weight_file
 
-_INTERNAL = {"base", "registry", "weights"}
+_INTERNAL = {"base", "module_metric", "registry", "weights"}
 for _mod in pkgutil.iter_modules(__path__):
     if _mod.name not in _INTERNAL and not _mod.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_mod.name}")
@@ -20,9 +32,12 @@ for _mod in pkgutil.iter_modules(__path__):
 __all__ = [
     "Metric",
     "MetricSpec",
+    "MetricTargetError",
     "MissingWeightsError",
+    "ModuleMetric",
     "UnknownMetricError",
     "create_metric",
+    "from_module",
     "get_spec",
     "list_metrics",
     "metric",

@@ -86,12 +86,22 @@ class Metric(nn.Module):
     Subclasses implement :meth:`score` on a batch in [0, 1] and return a (N,) tensor
     (one value per clip for video metrics). Parameters are frozen: attacks differentiate
     with respect to the input only.
+
+    The spec is passed to the constructor or declared once as a class attribute
+    (``spec = MetricSpec(...)``); a subclass with a class attribute can be built as ``MyMetric()``
+    and named on the command line as ``--metric my_module:MyMetric``.
     """
 
     spec: MetricSpec
 
-    def __init__(self, spec: MetricSpec, weights_mode: WeightsMode = "pretrained") -> None:
+    def __init__(self, spec: MetricSpec | None = None, weights_mode: WeightsMode = "pretrained") -> None:
         super().__init__()
+        spec = spec if spec is not None else getattr(type(self), "spec", None)
+        if not isinstance(spec, MetricSpec):
+            raise TypeError(
+                f"{type(self).__name__} has no MetricSpec: pass one to Metric.__init__ or declare a class "
+                "attribute `spec = MetricSpec(name=..., bounds=(low, high), lower_better=...)`"
+            )
         self.spec = spec
         self.weights_mode: WeightsMode = weights_mode
         self.autocast_dtype: torch.dtype | None = None

@@ -1,15 +1,30 @@
-"""One registry of metrics: name -> (MetricSpec, builder). Files register themselves on import."""
+"""One registry of metrics: name -> (MetricSpec, builder), on :class:`iqa_robustness.registry.Registry`.
+
+Files of this package register their metrics on import (``@metric(SPEC)``). A name the registry
+does not hold yet is resolved on demand (:mod:`metrics._targets`), in this order:
+
+1. ``package.module:Name``: a :class:`~metrics.base.Metric` subclass carrying its spec, a
+   ``Metric`` instance (:func:`metrics.from_module`) or a callable returning a ``Metric``, imported
+   from the current folder or ``sys.path``;
+2. an installed entry point of the group ``iqa_robustness.metrics`` with that name;
+3. a pyiqa no-reference metric by its pyiqa name, with the facts pyiqa's own configuration states.
+
+Whatever the route, a metric is registered under its spec's name (lower case), so case ids,
+per-image CSV names and MLflow runs use that name; its spec's ``source`` says where it came from.
+"""
 
 from __future__ import annotations
 
-import difflib
-import fnmatch
+import dataclasses
 import logging
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from iqa_robustness.registry import GLOB_CHARACTERS, Registry, split_commas
 
 from .base import Metric, MetricSpec
 
@@ -18,6 +33,9 @@ log = logging.getLogger(__name__)
 #: builder(spec, device, weights_dir, random) -> Metric
 Builder = Callable[[MetricSpec, torch.device, "Path | None", bool], Metric]
 
+#: what a metric name may contain: it becomes part of case ids, file names and MLflow run names
+_VALID_NAME = re.compile(r"[a-z0-9][a-z0-9._+-]*")
+
 
 @dataclass(frozen=True)
 class _Entry:
@@ -25,21 +43,55 @@ class _Entry:
     builder: Builder
 
 
-_REGISTRY: dict[str, _Entry] = {}
-_ALIASES: dict[str, str] = {}
-
-
 class UnknownMetricError(ValueError):
     """Raised for a metric name the registry does not know; the message suggests close matches."""
 
 
+class MetricTargetError(ValueError):
+    """A ``module:Name`` or entry-point target that cannot become a metric; the message says what to do."""
+
+
+def _resolve_missing(name: str) -> bool:
+    from ._targets import resolve
+
+    return resolve(name)
+
+
+def _candidates() -> list[str]:
+    from ._targets import entry_point_names
+
+    return entry_point_names()
+
+
+def _hint() -> str:
+    return (
+        f"`iqa-robustness list metrics` shows all {len(_METRICS)}; also accepted: any pyiqa metric name, "
+        "the name of an installed `iqa_robustness.metrics` entry point, or module:Name"
+    )
+
+
+_METRICS: Registry[_Entry] = Registry(
+    "metric", error=UnknownMetricError, hint=_hint, resolve_missing=_resolve_missing, candidates=_candidates
+)
+
+
 def register_metric(spec: MetricSpec, builder: Builder) -> None:
-    """Add a metric. Re-registering a name replaces it (latest definition wins, with a debug log)."""
-    if spec.name in _REGISTRY:
-        log.debug("metric %s registered again; replacing the earlier entry", spec.name)
-    _REGISTRY[spec.name] = _Entry(spec, builder)
-    for alias in spec.aliases:
-        _ALIASES[alias] = spec.name
+    """Add a metric under its spec's name (lower case) and aliases.
+
+    Re-registering a name replaces it (latest definition wins, with a debug log).
+
+    Raises:
+        ValueError: the name cannot serve as a case id and a file name.
+    """
+    name = spec.name.strip().lower()
+    if not _VALID_NAME.fullmatch(name):
+        raise ValueError(
+            f"metric name {spec.name!r} cannot name cases and files; use letters, digits and . _ + - "
+            "(starting with a letter or digit)"
+        )
+    if name != spec.name:
+        spec = dataclasses.replace(spec, name=name)
+    _METRICS.register(name, _Entry(spec, builder), aliases=spec.aliases)
 
 
 def metric(spec: MetricSpec) -> Callable[[Builder], Builder]:
@@ -52,39 +104,9 @@ def metric(spec: MetricSpec) -> Callable[[Builder], Builder]:
     return deco
 
 
-def _canonical(name: str) -> str:
-    key = name.strip().lower()
-    key = _ALIASES.get(key, key)
-    if key in _REGISTRY:
-        return key
-    close = difflib.get_close_matches(key, list(_REGISTRY) + list(_ALIASES), n=3, cutoff=0.6)
-    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    raise UnknownMetricError(
-        f"unknown metric {name!r}{hint} (`iqa-robustness list metrics` shows all {len(_REGISTRY)})"
-    )
-
-
 def get_spec(name: str) -> MetricSpec:
     """The declared facts of a metric, without building it."""
-    return _REGISTRY[_canonical(name)].spec
-
-
-def select_names(patterns: str | Iterable[str] | None, names: list[str], canonical: Callable[[str], str]) -> list[str]:
-    """Expand ``all``, globs and comma lists against ``names``; exact names go through ``canonical``."""
-    if patterns is None:
-        return names
-    if isinstance(patterns, str):
-        patterns = [patterns]
-    wanted: list[str] = []
-    for chunk in patterns:
-        for pat in (p.strip() for p in chunk.split(",")):
-            if pat == "all":
-                wanted.extend(names)
-            elif any(ch in pat for ch in "*?["):
-                wanted.extend(fnmatch.filter(names, pat.lower()))
-            elif pat:
-                wanted.append(canonical(pat))
-    return sorted(set(wanted))
+    return _METRICS[name].spec
 
 
 def list_metrics(patterns: str | Iterable[str] | None = None, **facts: object) -> list[str]:
@@ -92,14 +114,36 @@ def list_metrics(patterns: str | Iterable[str] | None = None, **facts: object) -
 
     Args:
         patterns: ``None``/``"all"`` for everything, a glob (``nima*``), a comma list, or an iterable
-            of those. Exact names and aliases are validated (a typo raises with suggestions).
+            of those. Exact names and aliases are validated (a typo raises with suggestions); a name
+            not registered yet is resolved (``module:Name``, an entry point, a pyiqa name). ``all``
+            and globs first load every installed ``iqa_robustness.metrics`` entry point (once).
         **facts: keep only metrics whose spec attribute equals the value, e.g. ``kind="nr-image"``,
             ``differentiable=True``.
     """
-    names = select_names(patterns, sorted(_REGISTRY), _canonical)
+    known = _fact_names()
+    for key in facts:
+        if key not in known:
+            raise TypeError(f"MetricSpec has no fact {key!r}; filter by one of {', '.join(known)}")
+    if _wants_every_name(patterns):
+        from ._targets import load_entry_points
+
+        load_entry_points()
+    names = _METRICS.select(patterns)
     for key, value in facts.items():
-        names = [n for n in names if getattr(_REGISTRY[n].spec, key) == value]
+        names = [n for n in names if getattr(_METRICS[n].spec, key) == value]
     return names
+
+
+def _wants_every_name(patterns: str | Iterable[str] | None) -> bool:
+    if patterns is None:
+        return True
+    chunks = [patterns] if isinstance(patterns, str) else list(patterns)
+    items = [item for chunk in chunks for item in split_commas(chunk)]
+    return any(item.lower() == "all" or any(ch in item for ch in GLOB_CHARACTERS) for item in items)
+
+
+def _fact_names() -> list[str]:
+    return [*(f.name for f in dataclasses.fields(MetricSpec)), "is_video", "range"]
 
 
 def create_metric(
@@ -110,14 +154,15 @@ def create_metric(
     """Build a metric by name, frozen and in eval mode, on ``device``.
 
     Args:
-        name: registry name or alias (case-insensitive).
+        name: registry name or alias (case-insensitive), or anything :func:`list_metrics` resolves
+            (``module:Name``, an entry-point name, a pyiqa name).
         device: torch device.
         weights: ``None`` or ``"pretrained"`` resolves real weights (``IQA_ROBUSTNESS_WEIGHTS``,
             then pyiqa's cache, then the normal download); a folder path puts that folder first;
             ``"random"`` builds the architecture with random weights and never downloads
             (smoke mode: results are labelled and never benchmark numbers).
     """
-    entry = _REGISTRY[_canonical(name)]
+    entry = _METRICS[name]
     random_mode = isinstance(weights, str) and weights == "random"
     weights_dir: Path | None = None
     if weights is not None and not random_mode and str(weights) != "pretrained":

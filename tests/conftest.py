@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -63,6 +64,22 @@ def original_weights(shared_dir: Path) -> Path:
 def msu_test_images(shared_dir: Path) -> Path:
     """The benchmark's 5-image test set (NIPS 2017 dev crops, 299x299)."""
     return shared_dir / "data" / "msu" / "test_images"
+
+
+@pytest.fixture
+def restored_metric_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The metric registry, ``sys.path`` and the entry points loaded are as before once the test ends.
+
+    For tests that register real metrics (``module:Name`` targets, entry points, pyiqa names).
+    """
+    from iqa_robustness.metrics import _targets, registry
+
+    metrics = registry._METRICS
+    monkeypatch.setattr(metrics, "_entries", dict(metrics._entries))
+    monkeypatch.setattr(metrics, "_aliases", dict(metrics._aliases))
+    monkeypatch.setattr(_targets, "_loaded_entry_points", set(_targets._loaded_entry_points))
+    monkeypatch.setattr(_targets, "_all_entry_points_loaded", _targets._all_entry_points_loaded)
+    monkeypatch.setattr(sys, "path", list(sys.path))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -51,13 +51,12 @@ def universal_rows():
 
 
 @pytest.fixture(autouse=True)
-def lower_better_metric(monkeypatch):
+def lower_better_metric(restored_metric_registry):
     """A lower-is-better metric in the real registry for the length of a test; every other name is unknown."""
-    from iqa_robustness.metrics import MetricSpec, registry
+    from iqa_robustness.metrics import MetricSpec, register_metric
 
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     spec = MetricSpec(LOWER_BETTER_METRIC, lower_better=True)
-    registry.register_metric(spec, lambda *args: None)
+    register_metric(spec, lambda *args: None)
     return spec
 
 

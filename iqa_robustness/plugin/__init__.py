@@ -47,7 +47,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption(
         "--metric",
         default=DEFAULT_METRICS,
-        help=f"metrics: comma list, globs or 'all' (default: {DEFAULT_METRICS})",
+        help="metrics: comma list, globs or 'all' of registered names, any pyiqa metric name, the name of an "
+        "installed 'iqa_robustness.metrics' entry point, or module:Name (a Metric subclass, a Metric, or a "
+        f"function returning one, imported from the current folder or sys.path) (default: {DEFAULT_METRICS})",
     )
     g.addoption(
         "--attack",
@@ -162,7 +164,12 @@ def pytest_configure_node(node) -> None:  # pytest-xdist hook (controller side)
 
 
 def _check_names(config: pytest.Config) -> None:
-    """Unknown metric or attack names, and bad attack specs, stop the session with one line (and a "did you mean")."""
+    """Unknown metric or attack names, and bad attack specs, stop the session with one line (and a "did you mean").
+
+    Resolving the metric names also registers those given as ``module:Name``, entry-point or
+    pyiqa names, in the controller and again in every pytest-xdist worker (each runs this hook
+    with the same options), so cases, CSVs and MLflow all get the metric's spec name.
+    """
     from iqa_robustness.attacks import parse_attack_specs
     from iqa_robustness.metrics import list_metrics
 
