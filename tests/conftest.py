@@ -82,5 +82,13 @@ def restored_metric_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "path", list(sys.path))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under ``-n N`` each worker gets its share of the cores: competing OpenMP threads slow every test down."""
+    if hasattr(config, "workerinput"):
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(config.workerinput.get("workercount", 1))))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_TORCH_HOME, ignore_errors=True)

@@ -35,7 +35,8 @@ MARKERS = {
 }
 STASH_SUITE = pytest.StashKey["object"]()
 STASH_SESSION = pytest.StashKey[str]()
-STASH_EMPTY_GRIDS = pytest.StashKey[set]()  # node ids of grid tests that got no case
+STASH_EMPTY_GRIDS = pytest.StashKey[set]()
+STASH_ATTACK_MARKERS = pytest.StashKey[bool]()  # node ids of grid tests that got no case
 
 log = logging.getLogger("iqa_robustness")
 
@@ -137,19 +138,37 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Markers, the session id, xdist grouping; names are checked when the grid's options are given.
+
+    The plugin is loaded in every pytest run of an environment that has the package installed, so
+    nothing here imports torch unless the robustness options are on the command line: a project's
+    own unrelated tests start as fast as without the plugin. The per-attack markers are registered
+    when the grid is generated.
+    """
     for name, doc in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {doc}")
-    from iqa_robustness.attacks import list_attacks
-
-    for name in list_attacks():
-        config.addinivalue_line("markers", f"{_marker(name)}: the {name} attack")
-    _check_names(config)
+    if _grid_options_given(config):
+        _register_attack_markers(config)
+        _check_names(config)
     _group_metrics_in_workers(config)
     if not hasattr(config, "workerinput"):
         config.stash[STASH_SESSION] = uuid.uuid4().hex[:12]
     else:
         config.stash[STASH_SESSION] = config.workerinput["iqa_session"]
-        _pin_worker_resources(config)
+
+
+def _grid_options_given(config: pytest.Config) -> bool:
+    return config.getoption("--metric") != DEFAULT_METRICS or config.getoption("--attack") != "all"
+
+
+def _register_attack_markers(config: pytest.Config) -> None:
+    if config.stash.get(STASH_ATTACK_MARKERS, False):
+        return
+    from iqa_robustness.attacks import list_attacks
+
+    for name in list_attacks():
+        config.addinivalue_line("markers", f"{_marker(name)}: the {name} attack")
+    config.stash[STASH_ATTACK_MARKERS] = True
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -244,6 +263,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     from iqa_robustness.metrics import get_spec, list_metrics
     from iqa_robustness.runner.grid import build_grid
 
+    _register_attack_markers(metafunc.config)
     opt = metafunc.config.getoption
     attacks = [a for a in parse_attack_specs(opt("--attack")) if a.cls.universal == universal]
     grid = build_grid(
@@ -300,6 +320,9 @@ def suite(request: pytest.FixtureRequest):
     """The session's :class:`~iqa_robustness.runner.suite.Suite`: metrics, datasets, clean scores, perturbations."""
     from iqa_robustness.runner.config import SuiteConfig
     from iqa_robustness.runner.suite import Suite
+
+    if hasattr(request.config, "workerinput"):
+        _pin_worker_resources(request.config)
 
     opt = request.config.getoption
     uap_steps = opt("--uap-steps")

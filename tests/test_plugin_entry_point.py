@@ -1,4 +1,4 @@
-"""The installed plugin from the checkout: an option value that looks like a path does not re-root pytest."""
+"""The plugin as its entry point installs it: options known before parsing, no re-rooting, no heavy imports."""
 
 from __future__ import annotations
 
@@ -34,3 +34,29 @@ def test_an_absolute_dataset_path_without_a_test_path_runs_the_grid_of_the_check
     collected = [line for line in proc.stdout.splitlines() if "::" in line]
     assert collected == ["robustness_tests/test_robustness.py::test_image_specific_attack[ifgsm-niqe-my images]"]
     assert "unrecognized arguments" not in output
+
+
+def test_the_installed_plugin_leaves_an_unrelated_test_run_without_torch(tmp_path: Path) -> None:
+    (tmp_path / "test_plain.py").write_text(
+        "import sys\n\n\ndef test_nothing_heavy_was_imported():\n    assert 'torch' not in sys.modules\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_plain.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 passed" in proc.stdout
+    plugins = subprocess.run(
+        [sys.executable, "-m", "pytest", "--co", "-q", "-p", "no:cacheprovider", "--trace-config", "test_plain.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "iqa_robustness.plugin" in plugins.stdout, "the plugin is loaded through its entry point"
