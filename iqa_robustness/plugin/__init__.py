@@ -143,12 +143,13 @@ def pytest_configure(config: pytest.Config) -> None:
     The plugin is loaded in every pytest run of an environment that has the package installed, so
     nothing here imports torch unless the robustness options are on the command line: a project's
     own unrelated tests start as fast as without the plugin. The per-attack markers are registered
-    when the grid is generated.
+    when the grid is generated (and for ``pytest --markers``).
     """
     for name, doc in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {doc}")
-    if _grid_options_given(config):
+    if _grid_options_given(config) or config.getoption("markers", False):  # `pytest --markers` lists them all
         _register_attack_markers(config)
+    if _grid_options_given(config):
         _check_names(config)
     _group_metrics_in_workers(config)
     if not hasattr(config, "workerinput"):
