@@ -60,7 +60,7 @@ def resolve(name: str) -> bool:
         return True
     if load_entry_point(name):
         return True
-    from .pyiqa_metrics import register_pyiqa_name
+    from .pyiqa_names import register_pyiqa_name
 
     return register_pyiqa_name(name)
 

@@ -405,7 +405,7 @@ def test_a_pyiqa_metric_without_a_table_line_gets_pyiqa_facts_the_adapter_and_a_
 def test_pyiqa_configs_read_without_importing_pyiqa_are_pyiqa_s_own(monkeypatch):
     import pyiqa.default_model_configs as imported
 
-    from iqa_robustness.metrics.pyiqa_metrics import _pyiqa_default_configs
+    from iqa_robustness.metrics.pyiqa_names import _pyiqa_default_configs
 
     monkeypatch.delitem(sys.modules, "pyiqa.default_model_configs")  # as before pyiqa is imported
     read_alone = _pyiqa_default_configs.__wrapped__()

@@ -68,7 +68,7 @@ def test_the_readme_entry_point_names_the_readme_metric():
 
 
 def test_the_readme_states_the_pyiqa_facts_it_reads():
-    from iqa_robustness.metrics.pyiqa_metrics import _pyiqa_default_configs
+    from iqa_robustness.metrics.pyiqa_names import _pyiqa_default_configs
 
     configs = _pyiqa_default_configs()
     assert configs, "pyiqa's DEFAULT_CONFIGS could not be read"
