@@ -20,7 +20,7 @@ from iqa_robustness.metrics._video_features import RESNET50_FILE
 from iqa_robustness.metrics.frames import as_image_metric
 from iqa_robustness.metrics.mdtvsfa import MDTVSFAHead, load_mdtvsfa_head
 from iqa_robustness.metrics.vsfa import VSFAHead, load_vsfa_head
-from iqa_robustness.runner.clips import attack_clip, score_chunks, temporal_flicker, universal_clip
+from iqa_robustness.runner.clips import FlickerMeter, attack_clip, score_chunks, temporal_flicker, universal_clip
 
 VIDEO_METRICS = ("vsfa", "mdtvsfa")
 T, SIDE = 16, 64
@@ -247,6 +247,15 @@ def test_temporal_flicker_is_zero_for_a_constant_perturbation() -> None:
 def test_temporal_flicker_of_alternating_frames_is_twice_their_amplitude() -> None:
     signs = torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0]).view(5, 1, 1, 1)
     assert temporal_flicker(0.02 * signs.expand(5, 3, 8, 8)) == pytest.approx(0.04)
+
+
+def test_flicker_measured_chunk_by_chunk_equals_the_whole_clips() -> None:
+    perturbation = torch.rand(7, 3, 5, 5, generator=torch.Generator().manual_seed(2))
+    meter = FlickerMeter()
+    for chunk in perturbation.split(3):
+        meter.add(chunk)
+    assert meter.value == pytest.approx(temporal_flicker(perturbation), rel=1e-12)
+    assert meter.value == pytest.approx(float((perturbation[1:] - perturbation[:-1]).abs().mean()), rel=1e-6)
 
 
 def test_a_single_frame_has_no_flicker() -> None:

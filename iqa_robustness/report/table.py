@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
+
+from iqa_robustness.conventions import dataset_slug
 
 TABLE_COLUMNS = (
     ("abs_gain", "abs gain"),
@@ -31,7 +32,7 @@ def format_table(rows: list[dict[str, object]]) -> list[str]:
         cells = " ".join(f"{_number(r.get(k)):>9.4g}" for k, _ in columns)
         flag = "  (random weights)" if r["weights_mode"] == "random" else ""
         flag += {"failed": "  FAILED", "error": "  ERROR"}.get(str(r["status"]), "")
-        dataset = Path(str(r["dataset"])).name[:10]
+        dataset = dataset_slug(str(r["dataset"]))[:10]
         lines.append(f"{r['metric']!s:<16.16} {r['attack']!s:<16.16} {dataset:<10} {r['n']!s:>4} {cells}{flag}")
     return lines
 

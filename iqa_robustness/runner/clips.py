@@ -40,16 +40,38 @@ from iqa_robustness.scores.formulas import image_distortion
 log = logging.getLogger(__name__)
 
 
-def temporal_flicker(perturbation: torch.Tensor | np.ndarray) -> float:
-    """Mean absolute frame-to-frame change of a perturbation (T, ...): ``mean |p[t+1] - p[t]|``.
+class FlickerMeter:
+    """The temporal flicker ``mean |p[t+1] - p[t]|`` of a perturbation fed frame chunk by frame chunk.
 
-    Zero for a perturbation that is the same in every frame (a universal one); one clip frame
-    alone has no flicker (0.0).
+    Chunk boundaries are invisible: the last frame of one chunk is compared with the first of the
+    next. Zero for a perturbation that is the same in every frame (a universal delta); a clip of
+    one frame has no flicker (0.0).
     """
-    p = torch.as_tensor(perturbation).detach().double()
-    if p.ndim < 1 or p.shape[0] < 2:
-        return 0.0
-    return float((p[1:] - p[:-1]).abs().mean())
+
+    def __init__(self) -> None:
+        self._sum = 0.0
+        self._count = 0
+        self._last: torch.Tensor | None = None
+
+    def add(self, perturbation: torch.Tensor) -> FlickerMeter:
+        """Add the next frames (n, ...) of the perturbation."""
+        p = perturbation.detach().double()
+        frames = p if self._last is None else torch.cat([self._last, p])
+        if frames.shape[0] > 1:
+            self._sum += float((frames[1:] - frames[:-1]).abs().sum())
+            self._count += frames[1:].numel()
+        self._last = p[-1:]
+        return self
+
+    @property
+    def value(self) -> float:
+        return self._sum / self._count if self._count else 0.0
+
+
+def temporal_flicker(perturbation: torch.Tensor | np.ndarray) -> float:
+    """Mean absolute frame-to-frame change of a whole perturbation (T, ...): ``mean |p[t+1] - p[t]|``."""
+    p = torch.as_tensor(perturbation)
+    return FlickerMeter().add(p).value if p.ndim >= 1 else 0.0
 
 
 @dataclasses.dataclass
@@ -131,9 +153,7 @@ class _Distortion:
         self.squared = 0.0
         self.values = 0
         self.max_linf = 0.0
-        self.flicker_sum = 0.0
-        self.flicker_values = 0
-        self._last: torch.Tensor | None = None
+        self.flicker = FlickerMeter()
 
     def add(self, clean: torch.Tensor, adversarial: torch.Tensor) -> None:
         dist = image_distortion(clean, adversarial)
@@ -143,18 +163,14 @@ class _Distortion:
         self.squared += float((delta**2).sum())
         self.values += delta.numel()
         self.max_linf = max(self.max_linf, float(delta.abs().max()))
-        frames = delta if self._last is None else torch.cat([self._last, delta])
-        if frames.shape[0] > 1:
-            self.flicker_sum += float((frames[1:] - frames[:-1]).abs().sum())
-            self.flicker_values += frames[1:].numel()
-        self._last = delta[-1:]
+        self.flicker.add(delta)
 
     def fields(self) -> dict[str, Any]:
         return {
             "psnr": float(np.mean(self.psnr)),
             "ssim": float(np.mean(self.ssim)),
             "mse": self.squared / self.values if self.values else math.nan,
-            "flicker": self.flicker_sum / self.flicker_values if self.flicker_values else 0.0,
+            "flicker": self.flicker.value,
             "n_frames": len(self.psnr),
             "max_linf": self.max_linf,
         }
