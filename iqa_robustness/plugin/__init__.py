@@ -35,8 +35,8 @@ MARKERS = {
 }
 STASH_SUITE = pytest.StashKey["object"]()
 STASH_SESSION = pytest.StashKey[str]()
-STASH_EMPTY_GRIDS = pytest.StashKey[set]()
-STASH_ATTACK_MARKERS = pytest.StashKey[bool]()  # node ids of grid tests that got no case
+STASH_EMPTY_GRIDS = pytest.StashKey[set]()  # node ids of grid tests that got no case
+STASH_ATTACK_MARKERS = pytest.StashKey[bool]()  # the per-attack markers are registered
 
 log = logging.getLogger("iqa_robustness")
 
