@@ -41,6 +41,8 @@ class Registry(Generic[T]):
         resolve_missing: called with a name the registry does not hold; it may register the name
             (and return True) or return False. Its own errors (a bad ``module:Name``) propagate.
         candidates: extra names offered as suggestions (names that resolve but are not registered).
+        load_all: called before a selection expands every name (``None``, ``all`` or a glob), so a
+            registry whose names arrive lazily (installed entry points) lists them all.
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class Registry(Generic[T]):
         hint: str | Callable[[], str] = "",
         resolve_missing: Callable[[str], bool] | None = None,
         candidates: Callable[[], Iterable[str]] | None = None,
+        load_all: Callable[[], None] | None = None,
     ) -> None:
         self.kind = kind
         self.error = error
@@ -59,6 +62,7 @@ class Registry(Generic[T]):
         self._hint = hint
         self.resolve_missing = resolve_missing
         self._candidates = candidates
+        self._load_all = load_all
         self._entries: dict[str, T] = {}
         self._aliases: dict[str, str] = {}
 
@@ -129,29 +133,32 @@ class Registry(Generic[T]):
         extra = self._hint() if callable(self._hint) else self._hint
         return f"unknown {self.kind} {name!r}{hint}" + (f" ({extra})" if extra else "")
 
+    def _expand_all(self) -> None:
+        if self._load_all is not None:
+            self._load_all()
+
     # -- selecting -----------------------------------------------------------------------
-    def select(
-        self, patterns: str | Iterable[str] | None = None, *, split: Callable[[str], list[str]] | None = None
-    ) -> list[str]:
+    def select(self, patterns: str | Iterable[str] | None = None) -> list[str]:
         """Expand ``all``, globs (``nima*``) and comma lists into registered names, sorted, once each.
 
         Args:
             patterns: ``None`` or ``"all"`` for every name, a glob, a comma list, or an iterable of those.
                 An exact name goes through :meth:`canonical` (a typo raises with suggestions); a glob
                 may match nothing.
-            split: how one string is cut into items (default: at commas).
         """
         if patterns is None:
+            self._expand_all()
             return self.names()
         if isinstance(patterns, str):
             patterns = [patterns]
-        cut = split or split_commas
         wanted: list[str] = []
         for chunk in patterns:
-            for pattern in cut(chunk):
+            for pattern in split_commas(chunk):
                 if pattern.lower() == "all":
+                    self._expand_all()
                     wanted.extend(self._entries)
                 elif any(ch in pattern for ch in GLOB_CHARACTERS):
+                    self._expand_all()
                     wanted.extend(fnmatch.filter(self._entries, self.normalise(pattern)))
                 else:
                     wanted.append(self.canonical(pattern))

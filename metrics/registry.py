@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from iqa_robustness.registry import GLOB_CHARACTERS, Registry, split_commas
+from iqa_robustness.registry import Registry
 
 from .base import Metric, MetricSpec
 
@@ -63,6 +63,12 @@ def _candidates() -> list[str]:
     return entry_point_names()
 
 
+def _load_entry_points() -> None:
+    from ._targets import load_entry_points
+
+    load_entry_points()
+
+
 def _hint() -> str:
     return (
         f"`iqa-robustness list metrics` shows all {len(_METRICS)}; also accepted: any pyiqa metric name, "
@@ -71,7 +77,12 @@ def _hint() -> str:
 
 
 _METRICS: Registry[_Entry] = Registry(
-    "metric", error=UnknownMetricError, hint=_hint, resolve_missing=_resolve_missing, candidates=_candidates
+    "metric",
+    error=UnknownMetricError,
+    hint=_hint,
+    resolve_missing=_resolve_missing,
+    candidates=_candidates,
+    load_all=_load_entry_points,
 )
 
 
@@ -124,22 +135,10 @@ def list_metrics(patterns: str | Iterable[str] | None = None, **facts: object) -
     for key in facts:
         if key not in known:
             raise TypeError(f"MetricSpec has no fact {key!r}; filter by one of {', '.join(known)}")
-    if _wants_every_name(patterns):
-        from ._targets import load_entry_points
-
-        load_entry_points()
     names = _METRICS.select(patterns)
     for key, value in facts.items():
         names = [n for n in names if getattr(_METRICS[n].spec, key) == value]
     return names
-
-
-def _wants_every_name(patterns: str | Iterable[str] | None) -> bool:
-    if patterns is None:
-        return True
-    chunks = [patterns] if isinstance(patterns, str) else list(patterns)
-    items = [item for chunk in chunks for item in split_commas(chunk)]
-    return any(item.lower() == "all" or any(ch in item for ch in GLOB_CHARACTERS) for item in items)
 
 
 def _fact_names() -> list[str]:

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 # Offline by construction: hub look-ups fail at once instead of retrying, and nothing reaches the
 # user's real caches. Set before anything imports pyiqa/timm/huggingface_hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -20,15 +18,12 @@ os.environ["TORCH_HOME"] = str(_TORCH_HOME)
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
-def shared_path() -> Path:
-    """The shared reference folder: ``$IQA_ROBUSTNESS_SHARED`` or ``../shared`` beside the checkout."""
-    return Path(os.environ.get("IQA_ROBUSTNESS_SHARED", REPO_ROOT.parent / "shared")).expanduser()
-
-
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """The reference data and weights folder; tests needing it skip, saying why, when it is absent."""
-    path = shared_path()
+    from iqa_robustness.data import shared_folder
+
+    path = shared_folder()
     if not (path / "METHODOLOGY.md").is_file() and not (path / "data").is_dir():
         pytest.skip(
             f"reference folder {path} not found: these tests need the benchmark's reference data and "
