@@ -25,6 +25,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 
+from iqa_robustness.progress import Progress
+
 log = logging.getLogger(__name__)
 
 #: side of the square training images
@@ -122,6 +124,9 @@ class TrainingSet:
             raise ValueError(f"no image of a training batch of {self.dataset.name!r} could be decoded")
         return torch.stack(tensors)
 
+
+#: at most this many points of a training loss curve are kept (window means beyond)
+LOSS_CURVE_POINTS = 2000
 
 #: datasets up to this many images are decoded once and kept in memory (about 0.8 MB each)
 PRELOAD_LIMIT = 512
@@ -225,7 +230,7 @@ class Batches:
         self.device = device
         self._label = f"{attack} vs {metric}"
         self._losses: list[float] = []
-        self._every = max(1, total // 20)
+        self._progress = Progress(f"training {self._label}", total, unit="steps")
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         n = len(self.data)
@@ -249,9 +254,21 @@ class Batches:
                 self.total,
                 sum(losses) / len(losses),
             )
-        elif done % self._every == 0:
-            log.info("%s: step %d/%d, loss %.5f", self._label, done, self.total, loss)
+        self._progress.advance(note=f"loss {loss:.5f}")
 
     @property
     def losses(self) -> list[float]:
         return list(self._losses)
+
+    def loss_curve(self, max_points: int = LOSS_CURVE_POINTS) -> list[list[float]]:
+        """``[[step, loss], ...]``: every step's loss, or window means when there are more than ``max_points`` steps.
+
+        Steps are 1-based; a window's point is at its last step. MLflow shows it as the metric
+        history ``train_loss``.
+        """
+        losses = self._losses
+        width = max(1, math.ceil(len(losses) / max_points))
+        return [
+            [min(i + width, len(losses)), sum(losses[i : i + width]) / len(losses[i : i + width])]
+            for i in range(0, len(losses), width)
+        ]

@@ -159,6 +159,7 @@ class UniversalAttack(Attack):
             device=str(device),
             train_seconds=round(seconds, 3),
             key=key,
+            loss_curve=batches.loss_curve(),
         )
         log.info("trained %s against %s in %.1f s", self.name, metric.name, seconds)
         if stem is not None:

@@ -8,6 +8,7 @@ records its numbers and passes: a fooled metric is a finding, not a broken suite
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +25,9 @@ def _run(suite, case, case_results_dir, baseline):
         pytest.skip(f"{case.metric} is impractically slow without a GPU; run with a CUDA device")
     try:
         result = suite.run(case)
+    except KeyboardInterrupt as exc:  # SIGTERM or Ctrl-C while the case ran: recorded, then the session stops
+        _record_error(case, case_results_dir, exc, status="interrupted")
+        raise
     except MissingWeightsError as exc:
         pytest.skip(f"weights not available: {exc}")
     except NotDifferentiableError as exc:
@@ -40,9 +44,15 @@ def _run(suite, case, case_results_dir, baseline):
     return result, violations
 
 
-def _record_error(case, case_results_dir, exc):
-    """A case that raised still gets its row (status ``error``, the message) in the summary and MLflow."""
+def _record_error(case, case_results_dir, exc, status="error"):
+    """A case that raised still gets its row (status ``error``, the message) in the summary and MLflow.
+
+    A case the session was stopped in is recorded as ``interrupted`` (in the summary, not as an
+    MLflow case run); ``--resume`` runs it again.
+    """
     message = f"{type(exc).__name__}: {exc}".strip()
+    if status == "interrupted":
+        message = f"interrupted ({exc or 'KeyboardInterrupt'}) while the case ran; --resume runs it again"
     params = {**case.attack_spec.kwargs, "metric": case.metric, "attack": case.attack, "dataset": case.dataset}
     if case.amplitude is not None:
         params.update(amplitude=case.amplitude, train_dataset=case.train_dataset)
@@ -54,7 +64,7 @@ def _record_error(case, case_results_dir, exc):
         params=params,
         amplitude=case.amplitude,
         train_dataset=case.train_dataset,
-        status="error",
+        status=status,
         message=message[:2000],
     ).save_json(case_results_dir / f"{case.id}.json")
 
@@ -92,7 +102,12 @@ def test_image_specific_attack(image_case, suite, case_results_dir, baseline):
     assert not violations, "less robust than the baseline: " + "; ".join(violations)
 
 
-def test_universal_attack(universal_case, suite, case_results_dir, baseline):
+def test_universal_attack(universal_case, suite, case_results_dir, baseline, pytestconfig):
+    if pytestconfig.getoption("--train-only"):
+        perturbation = suite.train(universal_case)
+        assert perturbation.path is not None, "the trained perturbation is saved"
+        assert Path(perturbation.path).is_file(), perturbation.path
+        return
     result, violations = _run(suite, universal_case, case_results_dir, baseline)
     _check_common(result, len(suite.dataset(universal_case.dataset, universal_case.metric)))
     _check_budget(result, universal_case.attack_spec.create(), universal_case.amplitude)

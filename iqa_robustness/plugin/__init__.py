@@ -35,6 +35,7 @@ MARKERS = {
 }
 STASH_SUITE = pytest.StashKey["object"]()
 STASH_SESSION = pytest.StashKey[str]()
+STASH_CONTROLLER = pytest.StashKey["object"]()  # the controller process's SessionController
 STASH_EMPTY_GRIDS = pytest.StashKey[set]()  # node ids of grid tests that got no case
 STASH_ATTACK_MARKERS = pytest.StashKey[bool]()  # the per-attack markers are registered
 
@@ -131,6 +132,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--no-mlflow", action="store_true", help="do not log to MLflow")
     g.addoption("--results-dir", default="results", help="per-image CSVs, summary, artefacts (default: ./results)")
     g.addoption(
+        "--resume",
+        action="store_true",
+        help="skip every case whose result is already in --results-dir for the same case fingerprint (metric and "
+        "weights checksum, attack and hyperparameters, data content, image size, seed, suite version)",
+    )
+    g.addoption(
+        "--shard",
+        type=_shard,
+        default=None,
+        help="K/N: run shard K of N (1-based) of the grid's cases; the N shards together are the grid, "
+        "`iqa-robustness merge` combines their results folders",
+    )
+    g.addoption(
+        "--shard-images",
+        type=_shard,
+        default=None,
+        help="K/N: every case runs on image shard K of N (every N-th image from the K-th); "
+        "`iqa-robustness merge` joins the shards' rows and scores the union",
+    )
+    g.addoption(
+        "--train-only",
+        action="store_true",
+        help="only train the universal perturbations of the grid (into --results-dir/perturbations), "
+        "for shards to load; evaluates nothing",
+    )
+    g.addoption(
         "--baseline",
         default=None,
         help="CSV of thresholds (metric,attack,score,min,max; globs allowed); cases outside fail",
@@ -154,8 +181,19 @@ def pytest_configure(config: pytest.Config) -> None:
     _group_metrics_in_workers(config)
     if not hasattr(config, "workerinput"):
         config.stash[STASH_SESSION] = uuid.uuid4().hex[:12]
+        from iqa_robustness.plugin.session import SessionController
+
+        controller = SessionController(config, config.stash[STASH_SESSION])
+        config.stash[STASH_CONTROLLER] = controller
+        config.pluginmanager.register(controller, "iqa-robustness-session")
     else:
         config.stash[STASH_SESSION] = config.workerinput["iqa_session"]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    controller = config.stash.get(STASH_CONTROLLER, None)
+    if controller is not None:
+        controller.restore_signal_handlers()
 
 
 def _grid_options_given(config: pytest.Config) -> bool:
@@ -248,6 +286,14 @@ def _uap_steps(value: str) -> int | str:
     return steps
 
 
+def _shard(value: str) -> str:
+    """``K/N`` checked (1 <= K <= N), kept as text."""
+    from iqa_robustness.runner.config import parse_shard
+
+    k, n = parse_shard(value)
+    return f"{k}/{n}"
+
+
 def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
@@ -301,15 +347,61 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Drop the placeholder pytest makes for a test whose grid is empty under the options given.
+    """Tag grid cases for the controller; keep the shard's cases (``--shard``, ``--train-only``).
 
-    ``--attack ifgsm`` selects no universal case; pytest would report the universal test as
-    skipped ("got empty parameter set"). It is deselected instead, so the summary counts cases only.
+    A grid item carries its case id as a user property, so its reports tell the controller
+    (also under pytest-xdist) which case began and ended. ``--train-only`` keeps one universal
+    case per perturbation to train; ``--shard K/N`` keeps every N-th case of the grid from the
+    K-th, in the grid's order, so the N shards are disjoint and together the grid. The
+    placeholder pytest makes for a test whose grid is empty (``--attack ifgsm`` selects no
+    universal case) is deselected too, so the summary counts cases only.
     """
-    empty = [item for item in items if _is_empty_grid_placeholder(item)]
-    if empty:
-        config.hook.pytest_deselected(items=empty)
-        items[:] = [item for item in items if not _is_empty_grid_placeholder(item)]
+    from iqa_robustness.plugin.session import CASE_FIELDS_PROPERTY, CASE_PROPERTY
+
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    trained: set[tuple] = set()
+    grid_index = 0
+    shard = config.getoption("--shard")
+    k, n = (int(part) for part in shard.split("/")) if shard else (1, 1)
+    for item in items:
+        if _is_empty_grid_placeholder(item):
+            dropped.append(item)
+            continue
+        case = _case_of(item)
+        if case is None:
+            keep.append(item)
+            continue
+        if config.getoption("--train-only"):
+            key = (case.metric, case.attack, case.train_dataset)
+            if not case.universal or key in trained:
+                dropped.append(item)
+                continue
+            trained.add(key)
+        mine = grid_index % n == k - 1
+        grid_index += 1
+        if not mine:
+            dropped.append(item)
+            continue
+        fields = {
+            "metric": case.metric,
+            "attack": case.attack,
+            "dataset": case.dataset,
+            "amplitude": case.amplitude,
+            "train_dataset": case.train_dataset,
+            "params": dict(case.attack_spec.kwargs),
+        }
+        item.user_properties += [(CASE_PROPERTY, case.id), (CASE_FIELDS_PROPERTY, fields)]
+        keep.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
+def _case_of(item: pytest.Item):
+    """The grid case an item runs, or None for any other test."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return params.get("image_case") or params.get("universal_case")
 
 
 def _is_empty_grid_placeholder(item: pytest.Item) -> bool:
@@ -319,7 +411,7 @@ def _is_empty_grid_placeholder(item: pytest.Item) -> bool:
 @pytest.fixture(scope="session")
 def suite(request: pytest.FixtureRequest):
     """The session's :class:`~iqa_robustness.runner.suite.Suite`: metrics, datasets, clean scores, perturbations."""
-    from iqa_robustness.runner.config import SuiteConfig
+    from iqa_robustness.runner.config import SuiteConfig, parse_shard
     from iqa_robustness.runner.suite import Suite
 
     if hasattr(request.config, "workerinput"):
@@ -343,6 +435,8 @@ def suite(request: pytest.FixtureRequest):
         clamp_uap=opt("--clamp-uap"),
         amp=opt("--amp"),
         channels_last=opt("--channels-last"),
+        resume=opt("--resume"),
+        image_shard=parse_shard(opt("--shard-images"), "--shard-images") if opt("--shard-images") else None,
     )
     suite = Suite(config)
     request.config.stash[STASH_SUITE] = suite
@@ -368,19 +462,7 @@ def case_results_dir(request: pytest.FixtureRequest) -> Path:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    if hasattr(config, "workerinput") or STASH_SESSION not in config.stash:
-        return
-    results_dir = Path(config.getoption("--results-dir"))
-    cases_dir = results_dir / "cases" / config.stash[STASH_SESSION]
-    if not cases_dir.is_dir():
-        return
-    from iqa_robustness.plugin.session import finish_session
-
-    finish_session(
-        cases_dir=cases_dir,
-        results_dir=results_dir,
-        write=terminalreporter.write_line,
-        mlflow_uri=None if config.getoption("--no-mlflow") else (config.getoption("--mlflow-uri") or ""),
-        experiment=config.getoption("--experiment"),
-        project_root=Path.cwd(),
-    )
+    """The controller writes the session's files and ends its MLflow run (also after SIGTERM or Ctrl-C)."""
+    controller = config.stash.get(STASH_CONTROLLER, None)
+    if controller is not None:
+        controller.finish(exitstatus, terminalreporter.write_line)

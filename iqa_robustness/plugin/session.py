@@ -1,56 +1,270 @@
-"""End of a session, in the pytest controller only: per-image CSVs, summary, console table, MLflow.
+"""The pytest controller's side of a session: live MLflow, a graceful stop, and the session's files.
 
-Runs from the per-case JSON files the workers wrote, so results already computed survive a tracking
-server that is down.
+Only the controller process (the one process of a plain run, the controller under pytest-xdist)
+writes the MLflow store, so a SQLite store has one writer. The parent run is created when the
+grid's first case is about to run and ends FINISHED, FAILED or KILLED; each case's run is logged
+as soon as its report reaches the controller, from the JSON file the case wrote. On SIGTERM (a
+GitLab job timeout or cancel) or Ctrl-C the session stops at once; the finished cases are
+already in MLflow; the summary, per-image CSVs and table are written for them; the case that was
+running is recorded as ``interrupted``; ``--resume`` continues from there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
-from iqa_robustness.report.table import format_table
+import pytest
+
+from iqa_robustness.report.outputs import write_outputs
+from iqa_robustness.runner.sessions import SessionRecord
 from iqa_robustness.scores.results import CaseResult
-from iqa_robustness.scores.summary import amplitude_means, case_summary, load_cases, write_per_image, write_summary
+from iqa_robustness.scores.summary import load_cases
+
+log = logging.getLogger("iqa_robustness")
+
+#: user property a grid item carries into its reports: the case id, and the case's identity fields
+CASE_PROPERTY = "iqa_case"
+CASE_FIELDS_PROPERTY = "iqa_case_fields"
+
+#: options that make up a session's settings (checked to agree when shards are merged)
+SETTING_OPTIONS = (
+    "metric",
+    "attack",
+    "dataset",
+    "train_dataset",
+    "amplitude",
+    "device",
+    "batch_size",
+    "random_weights",
+    "max_images",
+    "max_frames",
+    "image_size",
+    "seed",
+    "uap_steps",
+    "uap_file",
+    "clamp_uap",
+    "amp",
+    "channels_last",
+    "on_bad_image",
+    "baseline",
+    "shard",
+    "shard_images",
+    "resume",
+    "results_dir",
+)
 
 
-def finish_session(
-    cases_dir: Path,
-    results_dir: Path,
-    write: Callable[[str], None],
-    mlflow_uri: str | None,
-    experiment: str,
-    project_root: Path,
-) -> list[CaseResult]:
-    """Write every output of a session; ``mlflow_uri`` None disables MLflow, "" means the default store."""
-    results = load_cases(cases_dir)
-    if not results:
-        return results
-    rows = [case_summary(r) for r in results]
-    rows += amplitude_means(rows)
-    summary = write_summary(rows, results_dir / "summary.csv")
-    per_image = write_per_image(results, results_dir / "per_image")
-    write("")
-    write("iqa-robustness: gains > 0 mean the metric was fooled; higher R means more robust")
-    for line in format_table(rows):
-        write(line)
-    write(f"summary: {summary}; per-image CSVs: {per_image[0].parent} ({len(per_image)} files)")
-    if mlflow_uri is not None:
+def session_settings(config: pytest.Config) -> dict[str, Any]:
+    """The session's options as plain values, plus the suite's version."""
+    from iqa_robustness import __version__
+
+    settings: dict[str, Any] = {"suite_version": __version__}
+    for name in SETTING_OPTIONS:
+        value = getattr(config.option, name, None)
+        if name == "shard_images":
+            name = "image_shard"
+        settings[name] = value if value is None or isinstance(value, (bool, int, float, str, list)) else str(value)
+    return settings
+
+
+class SessionController:
+    """Registered as a plugin in the controller process; see the module docstring."""
+
+    def __init__(self, config: pytest.Config, session_id: str) -> None:
+        self.config = config
+        self.session_id = session_id
+        opt = config.getoption
+        self.results_dir = Path(opt("--results-dir"))
+        self.cases_dir = self.results_dir / "cases" / session_id
+        self.mlflow_uri: str | None = None if opt("--no-mlflow") else (opt("--mlflow-uri") or "")
+        self.train_only = bool(opt("--train-only"))
+        self.logger: Any = None  # a tracking.SessionLogger once the session has begun with MLflow on
+        self.record: SessionRecord | None = None
+        self.tracking_error = ""
+        self.running: dict[str, dict[str, Any]] = {}  # case id -> identity fields, for cases begun and not ended
+        self.stop_reason = ""
+        self._critical = 0
+        self._pending = False
+        self._previous_handlers: dict[int, Any] = {}
+
+    # -- start ----------------------------------------------------------------------------
+    def begin(self) -> None:
+        """Record the session and create its MLflow parent run (once)."""
+        if self.record is not None:
+            return
+        opt = self.config.getoption
+        self.record = SessionRecord(
+            self.session_id,
+            settings=session_settings(self.config),
+            shard=opt("--shard") or "",
+            image_shard=opt("--shard-images") or "",
+        )
+        if self.train_only:
+            return  # training writes perturbations, not cases: nothing to record or log
+        self.record.save(self.results_dir)
+        self._install_signal_handlers()
+        if self.mlflow_uri is None:
+            return
         from iqa_robustness.conventions import default_tracking_uri
-        from iqa_robustness.tracking import TrackingError, log_session, session_tags
+        from iqa_robustness.tracking import KIND_SESSION, KIND_SHARD, SessionLogger, TrackingError, session_tags
 
-        uri = mlflow_uri or default_tracking_uri(project_root)
-        modes = sorted({r.weights_mode for r in results})
-        devices = sorted({str(r.params.get("device", "")) for r in results})
+        uri = self.mlflow_uri or default_tracking_uri(Path.cwd())
+        weights = "random" if opt("--random-weights") else "pretrained"
+        tags = {**session_tags(device=str(opt("--device")), weights_mode=weights), "session_id": self.session_id}
+        if self.record.shard:
+            tags["shard"] = self.record.shard
+        if self.record.image_shard:
+            tags["image_shard"] = self.record.image_shard
+        kind = KIND_SHARD if (self.record.shard or self.record.image_shard) else KIND_SESSION
+        self.logger = SessionLogger(uri, opt("--experiment"), tags, self.results_dir, kind=kind)
         try:
-            run_id = log_session(
-                results,
-                uri=uri,
-                experiment=experiment,
-                tags=session_tags(device=",".join(devices), weights_mode=",".join(modes)),
-                results_dir=results_dir,
+            with self.critical():
+                self.record.mlflow_run_id = self.logger.start()
+            self.record.tracking_uri = uri
+            self.record.save(self.results_dir)
+        except TrackingError as exc:
+            self._tracking_failed(exc)
+
+    def _tracking_failed(self, exc: Exception) -> None:
+        self.tracking_error = str(exc)
+        self.logger = None
+        log.warning("MLflow is off for the rest of this session: %s", exc)
+
+    # -- hooks ----------------------------------------------------------------------------
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if any(CASE_PROPERTY in dict(item.user_properties) for item in session.items):
+            self.begin()
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        props = dict(report.user_properties)
+        case_id = props.get(CASE_PROPERTY)
+        if case_id is None:
+            return
+        if report.when == "setup":
+            self.begin()
+            self.running[case_id] = dict(props.get(CASE_FIELDS_PROPERTY) or {})
+        elif report.when == "teardown":
+            self.running.pop(case_id, None)
+            path = self.cases_dir / f"{case_id}.json"
+            if self.logger is not None and path.is_file():
+                from iqa_robustness.tracking import TrackingError
+
+                with self.critical():
+                    try:
+                        self.logger.log_case(CaseResult.load_json(path))
+                    except TrackingError as exc:
+                        self._tracking_failed(exc)
+
+    # -- stopping -------------------------------------------------------------------------
+    def _install_signal_handlers(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            current = signal.getsignal(signum)
+            if signum == signal.SIGINT and current is not signal.default_int_handler:
+                continue  # someone else handles Ctrl-C
+            try:
+                self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
+            except ValueError:  # not the main thread
+                return
+
+    def restore_signal_handlers(self) -> None:
+        for signum, handler in self._previous_handlers.items():
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(signum, handler)
+        self._previous_handlers.clear()
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self.stop_reason:
+            return  # a second signal while the session stops: let it write its files
+        self.stop_reason = signal.Signals(signum).name
+        if self._critical:
+            self._pending = True  # raised when the MLflow write in progress is complete
+            return
+        raise KeyboardInterrupt(f"stopped by {self.stop_reason}")
+
+    @contextlib.contextmanager
+    def critical(self) -> Iterator[None]:
+        """A stop signal waits until the block (one MLflow write) is complete."""
+        self._critical += 1
+        try:
+            yield
+        finally:
+            self._critical -= 1
+            if not self._critical and self._pending:
+                self._pending = False
+                raise KeyboardInterrupt(f"stopped by {self.stop_reason}")
+
+    # -- end ------------------------------------------------------------------------------
+    def finish(self, exitstatus: int, write: Callable[[str], None]) -> list[CaseResult]:
+        """Write every output of the session and end its MLflow run (from ``pytest_terminal_summary``)."""
+        self.stop_reason = self.stop_reason or ("interrupted" if exitstatus == pytest.ExitCode.INTERRUPTED else "")
+        self._pending = False
+        with self.critical():
+            try:
+                return self._finish(exitstatus, write)
+            finally:
+                self.restore_signal_handlers()
+
+    def _finish(self, exitstatus: int, write: Callable[[str], None]) -> list[CaseResult]:
+        if self.record is None or self.train_only:
+            return []
+        for case_id, fields in self.running.items():  # begun, never ended: the stop came while it ran
+            path = self.cases_dir / f"{case_id}.json"
+            if not path.is_file():
+                interrupted_result(case_id, fields, self.stop_reason or "the session ended").save_json(path)
+        results = load_cases(self.cases_dir) if self.cases_dir.is_dir() else []
+        interrupted = [r.case_id for r in results if r.status == "interrupted"]
+        finished = [r for r in results if r.status != "interrupted"]
+        if results:
+            write_outputs(results, self.results_dir, write)
+        status = "FINISHED"
+        if self.stop_reason:
+            status = "KILLED"
+        elif exitstatus == pytest.ExitCode.TESTS_FAILED or any(r.status in ("failed", "error") for r in results):
+            status = "FAILED"
+        resumed = sum(bool(r.resumed_from) for r in finished)
+        if resumed:
+            write(f"--resume: {resumed} of {len(finished)} case(s) reused from earlier sessions in {self.results_dir}")
+        if self.logger is not None:
+            from iqa_robustness.tracking import TrackingError
+
+            devices = ",".join(sorted({str(r.params.get("device", "")) for r in finished if r.params.get("device")}))
+            modes = ",".join(sorted({r.weights_mode for r in finished}))
+            tags = {k: v for k, v in (("device", devices), ("weights_mode", modes)) if v}
+            try:
+                self.logger.finish(finished, status, tags=tags, interrupted=interrupted)
+                write(
+                    f"MLflow: experiment {self.logger.experiment!r}, {self.logger.kind} run {self.logger.run_id} "
+                    f"({status}, {len(finished)} case runs) at {self.logger.uri}"
+                )
+            except TrackingError as exc:
+                self.tracking_error = str(exc)
+        if self.tracking_error:
+            write(f"MLflow logging failed: {self.tracking_error}")
+        if self.stop_reason:
+            names = f": {', '.join(interrupted)} recorded as interrupted" if interrupted else ""
+            write(
+                f"stopped by {self.stop_reason} after {len(finished)} finished case(s){names}; "
+                "run the same command with --resume to run only what is missing"
             )
-            write(f"MLflow: experiment {experiment!r}, parent run {run_id} at {uri}")
-        except TrackingError as exc:  # the results on disk are complete either way
-            write(f"MLflow logging to {uri} failed: {exc}; results are kept in {results_dir}")
-    return results
+        self.record.end(self.results_dir, status.lower())
+        return results
+
+
+def interrupted_result(case_id: str, fields: dict[str, Any], reason: str) -> CaseResult:
+    """The record of a case the session was stopped in (no rows; ``--resume`` runs it again)."""
+    return CaseResult(
+        case_id=case_id,
+        metric=str(fields.get("metric", "")),
+        attack=str(fields.get("attack", "")),
+        dataset=str(fields.get("dataset", "")),
+        params=dict(fields.get("params", {})),
+        amplitude=fields.get("amplitude"),
+        train_dataset=fields.get("train_dataset"),
+        status="interrupted",
+        message=f"interrupted ({reason}) while the case ran; --resume runs it again",
+    )

@@ -31,7 +31,7 @@ def format_table(rows: list[dict[str, object]]) -> list[str]:
     for r in sorted(shown, key=lambda r: (str(r["metric"]), str(r["attack"]), str(r["dataset"]))):
         cells = " ".join(f"{_number(r.get(k)):>9.4g}" for k, _ in columns)
         flag = "  (random weights)" if r["weights_mode"] == "random" else ""
-        flag += {"failed": "  FAILED", "error": "  ERROR"}.get(str(r["status"]), "")
+        flag += {"failed": "  FAILED", "error": "  ERROR", "interrupted": "  INTERRUPTED"}.get(str(r["status"]), "")
         dataset = dataset_slug(str(r["dataset"]))[:10]
         lines.append(f"{r['metric']!s:<16.16} {r['attack']!s:<16.16} {dataset:<10} {r['n']!s:>4} {cells}{flag}")
     return lines

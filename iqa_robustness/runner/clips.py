@@ -31,6 +31,7 @@ from iqa_robustness.attacks.universal import UniversalAttack
 from iqa_robustness.conventions import dataset_slug
 from iqa_robustness.data.video_sets import ClipItem, VideoDataset
 from iqa_robustness.metrics import Metric
+from iqa_robustness.progress import Progress
 from iqa_robustness.runner.cases import Outcome
 from iqa_robustness.runner.config import SuiteConfig, sync_device
 from iqa_robustness.runner.grid import CaseSpec
@@ -302,6 +303,7 @@ class ClipCaseRunner:
             raise TypeError(f"{case.dataset} is not a video set; the image runner takes it")
         clean = res.clean_scores(case.metric, case.dataset)  # filled here, clip by clip, once per metric and set
         out = Outcome()
+        progress = Progress(case.id, len(dataset), unit="clips")
         for item in dataset:
             result = self._one_clip(case, attack, perturbation, metric, item, clean, out)
             clean[item.clip_name] = result.clear
@@ -309,6 +311,7 @@ class ClipCaseRunner:
             out.seconds += result.seconds
             out.frames += result.n_frames
             out.max_linf = max(out.max_linf, result.max_linf)
+            progress.advance()
         return out
 
     def _one_clip(

@@ -41,6 +41,12 @@ class SuiteConfig:
     amp: str | None = None  # "fp16" / "bf16": metrics run under autocast (scores change; see `bench --amp`)
     channels_last: bool = False
     clip_chunk_frames: int = 16  # frames of a clip read, perturbed and scored at a time (universal attacks)
+    resume: bool = False  # reuse a result of an earlier session with the same case fingerprint
+    image_shard: tuple[int, int] | None = None  # (k, n): this session tests every n-th image from the k-th (1-based)
+
+    def __post_init__(self) -> None:
+        if self.image_shard is not None:
+            check_shard(*self.image_shard, option="--shard-images")
 
     def resolved_batch_size(self, device: torch.device) -> int:
         return self.batch_size or AUTO_BATCH_SIZE["cuda" if device.type == "cuda" else "cpu"]
@@ -61,6 +67,29 @@ class SuiteConfig:
     @property
     def weights(self) -> str | None:
         return "random" if self.random_weights else self.weights_dir
+
+
+def parse_shard(text: str, option: str = "--shard") -> tuple[int, int]:
+    """``"2/4"`` -> ``(2, 4)``: shard K of N, 1-based."""
+    try:
+        k, n = (int(part) for part in str(text).split("/"))
+    except ValueError:
+        raise ValueError(f"{option} takes K/N (shard K of N, 1-based), e.g. 1/4; got {text!r}") from None
+    check_shard(k, n, option)
+    return k, n
+
+
+def check_shard(k: int, n: int, option: str = "--shard") -> None:
+    if not 1 <= k <= n:
+        raise ValueError(f"{option} {k}/{n}: K must be between 1 and N (shards are 1-based)")
+
+
+def take_shard(items: tuple, shard: tuple[int, int] | None) -> tuple:
+    """Every n-th item from the k-th (``shard = (k, n)``, 1-based); all items without a shard."""
+    if shard is None:
+        return items
+    k, n = shard
+    return items[k - 1 :: n]
 
 
 def stable_seed(base: int, *parts: object) -> int:

@@ -16,6 +16,7 @@ import torch
 from iqa_robustness.attacks import Attack
 from iqa_robustness.attacks.perturbation import Perturbation
 from iqa_robustness.conventions import dataset_slug
+from iqa_robustness.progress import Progress
 from iqa_robustness.runner.cases import Outcome
 from iqa_robustness.runner.config import SuiteConfig, sync_device
 from iqa_robustness.runner.grid import CaseSpec
@@ -35,7 +36,9 @@ class ImageCaseRunner:
         metric = res.metric(case.metric)
         clean = res.clean_scores(case.metric, case.dataset)
         out = Outcome()
-        for names, batch in res.batches(res.dataset(case.dataset, case.metric)):
+        dataset = res.dataset(case.dataset, case.metric)
+        progress = Progress(case.id, len(dataset))
+        for names, batch in res.batches(dataset):
             sync_device(res.device)
             start = time.perf_counter()
             if perturbation is not None:
@@ -65,5 +68,6 @@ class ImageCaseRunner:
                     row["amplitude"] = case.amplitude
                 out.rows.append(row)
                 out.keep_pair(self.config.pairs_to_save, name, batch[i], adv[i])
+            progress.advance(len(names))
         out.frames = len(out.rows)
         return out

@@ -6,6 +6,7 @@ CUDA out-of-memory batch in halves and remembers the size that fitted, per metri
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,7 +20,8 @@ from iqa_robustness.data.registry import is_video_dataset, resolve_any_dataset
 from iqa_robustness.data.video_sets import VideoDataset
 from iqa_robustness.metrics import Metric, create_metric, get_spec
 from iqa_robustness.metrics.frames import FramesAsClips, as_image_metric
-from iqa_robustness.runner.config import SuiteConfig, stable_seed
+from iqa_robustness.progress import Progress
+from iqa_robustness.runner.config import SuiteConfig, stable_seed, take_shard
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,18 @@ def call_in_chunks(fn: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tens
     if chunk >= batch.shape[0]:
         return fn(batch)
     return torch.cat([fn(batch[i : i + chunk]) for i in range(0, batch.shape[0], chunk)])
+
+
+def _shard_of(dataset: Dataset | VideoDataset, shard: tuple[int, int]) -> Dataset | VideoDataset:
+    """Every n-th image (or clip) of ``dataset`` from the k-th: one image shard of a case."""
+    field = "clips" if isinstance(dataset, VideoDataset) else "items"
+    kept = take_shard(getattr(dataset, field), shard)
+    if not kept:
+        raise ValueError(
+            f"image shard {shard[0]}/{shard[1]} of dataset {dataset.name!r} is empty ({len(dataset)} images); "
+            "use fewer image shards"
+        )
+    return dataclasses.replace(dataset, **{field: kept})
 
 
 class Resources:
@@ -93,20 +107,23 @@ class Resources:
     # -- data -----------------------------------------------------------------------------
     def dataset(self, name: str, metric: str) -> Dataset | VideoDataset:
         """The set ``metric`` is tested on: clips for a video metric on a video set, images otherwise
-        (a video set's frames for an image metric)."""
-        return self._open(name, clips=get_spec(metric).is_video and is_video_dataset(name))
+        (a video set's frames for an image metric); with an image shard, this session's share of it."""
+        return self._open(name, clips=get_spec(metric).is_video and is_video_dataset(name), sharded=True)
 
     def image_dataset(self, name: str) -> Dataset:
-        """``name`` as images (a video set's frames): what universal attacks train on."""
-        return self._open(name, clips=False)
+        """``name`` as images (a video set's frames), whole: what universal attacks train on."""
+        return self._open(name, clips=False, sharded=False)
 
-    def _open(self, name: str, clips: bool) -> Any:
-        key = (name, clips)
+    def _open(self, name: str, clips: bool, sharded: bool) -> Any:
+        key = (name, clips, sharded)
         if key not in self._datasets:
             opened = resolve_any_dataset(
                 name, max_images=self.config.max_images, max_frames=self.config.max_frames, size=self.config.image_size
             )
-            self._datasets[key] = opened if clips or isinstance(opened, Dataset) else opened.frames()
+            opened = opened if clips or isinstance(opened, Dataset) else opened.frames()
+            if sharded and self.config.image_shard is not None:
+                opened = _shard_of(opened, self.config.image_shard)
+            self._datasets[key] = opened
         return self._datasets[key]
 
     def batches(self, dataset: Dataset) -> Iterator[tuple[list[str], torch.Tensor]]:
@@ -127,10 +144,12 @@ class Resources:
             dataset = self.dataset(dataset_name, metric_name)
             if isinstance(dataset, Dataset):
                 metric = self.metric(metric_name)
+                progress = Progress(f"clean scores of {metric_name} on {dataset.name}", len(dataset))
                 with torch.no_grad():
                     for names, batch in self.batches(dataset):
                         raw = self.run_batched(metric_name, metric, batch)
                         scores.update(zip(names, raw.float().cpu().tolist(), strict=True))
+                        progress.advance(len(names))
             self._clean[key] = scores
         return self._clean[key]
 

@@ -10,6 +10,7 @@ group scores of METHODOLOGY.md and assembles the case's result with its paramete
 
 from __future__ import annotations
 
+import glob
 import logging
 from typing import Any
 
@@ -23,6 +24,7 @@ from iqa_robustness.runner.artefacts import ArtefactWriter
 from iqa_robustness.runner.cases import CaseRunner, Outcome
 from iqa_robustness.runner.clips import ClipCaseRunner
 from iqa_robustness.runner.config import SuiteConfig, peak_memory_mb, stable_seed
+from iqa_robustness.runner.fingerprint import case_fingerprint, dataset_identity, file_digest, metric_identity
 from iqa_robustness.runner.grid import CaseSpec
 from iqa_robustness.runner.images import ImageCaseRunner
 from iqa_robustness.runner.resources import Resources
@@ -41,6 +43,7 @@ class Suite:
         self.images: CaseRunner = ImageCaseRunner(self.resources, config)
         self.clips: CaseRunner = ClipCaseRunner(self.resources, config)
         self.artefacts = ArtefactWriter(config.results_dir)
+        self._identities: dict[tuple[str, ...], str] = {}  # metric / dataset content digests, for fingerprints
 
     # -- what the plugin and the tests look at --------------------------------------------
     @property
@@ -59,9 +62,15 @@ class Suite:
 
     # -- one case -------------------------------------------------------------------------
     def run(self, case: CaseSpec, attack_kwargs: dict[str, Any] | None = None) -> CaseResult:
+        """Run one case; with ``resume``, the earlier result of the same computation when there is one."""
         attack = case.attack_spec.create(**(attack_kwargs or {}))
         metric = self.resources.metric(case.metric)
         attack.check_metric(metric)
+        fingerprint = self.fingerprint(case, attack)
+        if self.config.resume:
+            previous = self.previous_result(case.id, fingerprint)
+            if previous is not None:
+                return previous
         dataset = self.resources.dataset(case.dataset, case.metric)
         seed = stable_seed(self.config.seed, case.id)
         torch.manual_seed(seed)
@@ -89,9 +98,85 @@ class Suite:
             amplitude=case.amplitude,
             train_dataset=case.train_dataset,
         )
+        result.fingerprint = fingerprint
+        if perturbation is not None and perturbation.meta.get("loss_curve"):
+            result.curves["train_loss"] = perturbation.meta["loss_curve"]
         label = f"{case.attack}_{case.metric}"
         result.artifacts.update(self.artefacts.write(case.id, outcome.pairs, perturbation, label))
         return result
+
+    def train(self, case: CaseSpec) -> Perturbation:
+        """Train (or load from the cache) a universal case's perturbation, and nothing else (``--train-only``)."""
+        attack = case.attack_spec.create()
+        if not attack.universal or case.train_dataset is None:
+            raise ValueError(f"{case.id} is not a universal case: there is nothing to train")
+        metric = self.resources.metric(case.metric)
+        attack.check_metric(metric)
+        return self.resources.perturbation(attack, case.metric, case.train_dataset)
+
+    # -- resuming -------------------------------------------------------------------------
+    def fingerprint(self, case: CaseSpec, attack: Attack) -> str:
+        """The case's fingerprint (:mod:`~iqa_robustness.runner.fingerprint`): same value, same numbers."""
+        metric_key = ("metric", case.metric)
+        if metric_key not in self._identities:
+            self._identities[metric_key] = metric_identity(self.resources.metric(case.metric))
+        data_key = ("dataset", case.dataset, case.metric)
+        if data_key not in self._identities:
+            self._identities[data_key] = dataset_identity(self.resources.dataset(case.dataset, case.metric))
+        train = None
+        if attack.universal:
+            if self.config.uap_file:
+                train = f"file:{file_digest(self.config.uap_file)}"
+            elif case.train_dataset is not None:
+                train_key = ("train", case.train_dataset)
+                if train_key not in self._identities:
+                    self._identities[train_key] = dataset_identity(self.resources.image_dataset(case.train_dataset))
+                train = self._identities[train_key]
+        c = self.config
+        options = {
+            "image_size": c.image_size,
+            "max_images": c.max_images,
+            "max_frames": c.max_frames,
+            "seed": c.seed,
+            "image_shard": list(c.image_shard) if c.image_shard else None,
+            "amp": c.amp,
+            "channels_last": c.channels_last,
+            "on_bad_image": getattr(c, "on_bad_image", None),
+        }
+        if attack.universal:
+            options.update(clamp=c.clamp_uap, training_steps=list(c.uap_training_steps(self.device)))
+        return case_fingerprint(
+            metric=self._identities[metric_key],
+            attack=attack,
+            dataset=self._identities[data_key],
+            amplitude=case.amplitude,
+            train_dataset=train,
+            seed=stable_seed(c.seed, case.id),
+            options=options,
+        )
+
+    def previous_result(self, case_id: str, fingerprint: str) -> CaseResult | None:
+        """The newest result of ``case_id`` with this fingerprint in any session of the results folder.
+
+        Only finished computations count (``passed`` or ``failed`` against a baseline); a case
+        that raised or was interrupted runs again.
+        """
+        found = sorted(
+            (self.config.results_dir / "cases").glob(f"*/{glob.escape(case_id)}.json"),
+            key=lambda p: p.stat().st_mtime,
+            reverse=True,
+        )
+        for path in found:
+            try:
+                result = CaseResult.load_json(path)
+            except (OSError, ValueError, TypeError) as exc:
+                log.warning("--resume: %s is unreadable (%s); not reused", path, exc)
+                continue
+            if result.fingerprint == fingerprint and result.status in ("passed", "failed"):
+                log.info("%s: resumed from session %s", case_id, path.parent.name)
+                result.resumed_from = result.resumed_from or path.parent.name
+                return result
+        return None
 
     @staticmethod
     def _scores(outcome: Outcome, lower_better: bool, clips: bool) -> dict[str, float]:
@@ -124,6 +209,8 @@ class Suite:
             "channels_last": self.config.channels_last,
             **attack.params(),  # last: a universal attack's batch_size is its training batch, not the suite's
         }
+        if self.config.image_shard is not None:
+            params["image_shard"] = "{}/{}".format(*self.config.image_shard)
         if clips:
             params.update(max_frames=self.config.max_frames, frames=outcome.frames)
         if attack.universal:

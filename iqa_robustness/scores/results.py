@@ -32,7 +32,12 @@ class CaseResult:
         amplitude, train_dataset: for universal attacks.
         artifacts: name -> path of files to keep (perturbation .npy/.png, image pairs, plots).
         status: ``passed``, ``failed`` (an invariant or a baseline threshold), ``error`` (the case
-            raised: no rows, ``message`` says why) or ``skipped``; message: why, when not passed.
+            raised: no rows, ``message`` says why), ``interrupted`` (the session was stopped while
+            it ran) or ``skipped``; message: why, when not passed.
+        fingerprint: what identifies the computation (see :mod:`iqa_robustness.runner.fingerprint`);
+            ``--resume`` reuses a result with the same one.
+        resumed_from: the session whose result this is, when it was reused by ``--resume``.
+        curves: named series ``[[step, value], ...]`` (``train_loss`` of a universal attack).
     """
 
     case_id: str
@@ -51,6 +56,9 @@ class CaseResult:
     artifacts: dict[str, str] = dataclasses.field(default_factory=dict)
     status: str = "passed"
     message: str = ""
+    fingerprint: str = ""
+    resumed_from: str = ""
+    curves: dict[str, list[list[float]]] = dataclasses.field(default_factory=dict)
 
     @property
     def n_images(self) -> int:

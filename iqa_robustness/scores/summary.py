@@ -76,7 +76,7 @@ def amplitude_means(rows: Iterable[dict[str, object]]) -> list[dict[str, object]
             # over the amplitudes that have the score (a case that raised has none)
             mean[key] = float(np.mean([float(m[key]) for m in members if isinstance(m.get(key), float)]))
         statuses = {m["status"] for m in members}
-        mean["status"] = next((s for s in ("error", "failed") if s in statuses), "passed")
+        mean["status"] = next((s for s in ("error", "interrupted", "failed") if s in statuses), "passed")
         out.append(mean)
     return out
 
@@ -103,3 +103,16 @@ def write_per_image(results: list[CaseResult], out_dir: Path) -> list[Path]:
     for (attack, metric), rows in sorted(grouped.items()):
         paths.append(write_msu_csv(out_dir / f"{attack}_{metric}_test.csv", rows))
     return paths
+
+
+def score_rows(rows: Sequence[dict], lower_better: bool, *, clips: bool = False) -> dict[str, float]:
+    """The group scores of a case from its per-image (per-clip) rows; ``flicker`` the mean over clips."""
+    from iqa_robustness.scores.formulas import score_group
+
+    scored = [r for r in rows if not r.get("skip_reason")]
+    clear = np.array([r["clear"] for r in scored], dtype=np.float64)
+    attacked = np.array([r["attacked"] for r in scored], dtype=np.float64)
+    scores = score_group(clear, attacked, lower_better=lower_better)
+    if clips:
+        scores["flicker"] = float(np.mean([r["flicker"] for r in scored]))
+    return scores

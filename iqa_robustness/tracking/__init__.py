@@ -7,10 +7,11 @@ package's public API.
 
 from iqa_robustness.tracking.cases import case_metrics, case_params, case_tags, plot_case
 from iqa_robustness.tracking.query import LoggedCase, describe_session, find_session, load_session_cases
-from iqa_robustness.tracking.session import log_session
+from iqa_robustness.tracking.session import FAILED, FINISHED, KILLED, SessionLogger, log_session
 from iqa_robustness.tracking.store import (
     KIND_CASE,
     KIND_SESSION,
+    KIND_SHARD,
     PARAM_VALUE_LIMIT,
     TrackingError,
     default_artifact_location,
@@ -20,10 +21,15 @@ from iqa_robustness.tracking.store import (
 from iqa_robustness.tracking.tags import session_tags
 
 __all__ = [
+    "FAILED",
+    "FINISHED",
+    "KILLED",
     "KIND_CASE",
     "KIND_SESSION",
+    "KIND_SHARD",
     "PARAM_VALUE_LIMIT",
     "LoggedCase",
+    "SessionLogger",
     "TrackingError",
     "case_metrics",
     "case_params",

@@ -74,6 +74,10 @@ def case_tags(result: CaseResult) -> dict[str, str]:
     }
     if result.message:
         tags["message"] = result.message
+    if result.fingerprint:
+        tags["fingerprint"] = result.fingerprint
+    if result.resumed_from:
+        tags["resumed_from"] = result.resumed_from
     if result.weights_mode == "random":
         tags["benchmark_number"] = "false"
     return {mlflow_key(k): cut_text(v, TAG_VALUE_LIMIT) for k, v in tags.items()}

@@ -7,7 +7,7 @@ import datetime as _dt
 import logging
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
@@ -27,6 +27,7 @@ from iqa_robustness.tracking.store import (
     cut_text,
     ensure_experiment,
     log_batch,
+    log_history,
     mlflow_key,
     no_url_printing,
     open_client,
@@ -49,6 +50,8 @@ def _log_case(
     run = client.create_run(experiment_id, run_name=result.case_id, tags={PARENT_TAG: parent_id, **case_tags(result)})
     run_id = run.info.run_id
     log_batch(client, run_id, metrics=case_metrics(result), params=case_params(result))
+    for name, curve in result.curves.items():
+        log_history(client, run_id, mlflow_key(name), curve)
     folder = tmp / re.sub(r"[^\w.-]+", "_", result.case_id)
     if result.rows:
         try:
@@ -85,6 +88,157 @@ def _summary_csv(results: list[CaseResult], results_dir: Path | None, tmp: Path)
     return write_summary([case_summary(r) for r in results], tmp / "summary.csv")
 
 
+#: how a session ended, as MLflow run statuses
+FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
+
+
+class SessionLogger:
+    """One session in MLflow as it happens: the parent run at the start, each case's run as it finishes.
+
+    :meth:`start` creates the parent run (status RUNNING); :meth:`log_case` adds one nested case
+    run (a case logged once is not logged again); :meth:`finish` logs what is still missing, the
+    counts and the summary CSV, and ends the parent FINISHED, FAILED or KILLED. Only one process
+    should write a session (the pytest controller), so a SQLite store has one writer.
+
+    Every method raises :class:`TrackingError` with advice on what to do; nothing in
+    ``results_dir`` is changed, so a failure loses only the MLflow copy.
+
+    Args:
+        uri: tracking URI (see :func:`iqa_robustness.conventions.default_tracking_uri`).
+        experiment: MLflow experiment, created when missing.
+        tags: session tags (see :func:`session_tags`).
+        results_dir: the session's results folder: its ``summary.csv`` becomes a parent artefact,
+            and error messages point at it.
+        kind: the parent's ``run_kind`` tag: ``session``, or ``shard`` for one shard of a grid
+            (``compare`` and ``leaderboard`` read sessions only; a merged session holds the shards).
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        experiment: str = DEFAULT_EXPERIMENT,
+        tags: Mapping[str, str] | None = None,
+        results_dir: str | Path | None = None,
+        kind: str = KIND_SESSION,
+    ) -> None:
+        self.uri = uri
+        self.experiment = experiment
+        self.tags = dict(tags or {})
+        self.results_dir = Path(results_dir) if results_dir is not None else None
+        self.kind = kind
+        self.run_id: str | None = None
+        self.experiment_id: str | None = None
+        self.logged: dict[str, str] = {}  # case id -> its run id
+        self._client: MlflowClient | None = None
+        self._uploaded: dict[Path, str] = {}
+        self._tmp = tempfile.TemporaryDirectory(prefix="iqa-robustness-mlflow-")
+
+    # -- the three steps ------------------------------------------------------------------
+    def start(self) -> str:
+        """Create the parent run (RUNNING); returns its id."""
+        with self._guard():
+            self._client = open_client(self.uri)
+            self.experiment_id = ensure_experiment(self._client, self.experiment, self.uri)
+            start = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+            commit = self.tags.get(TAG_COMMIT, "")
+            run_name = f"session-{commit[:8]}-{start}" if commit else f"session-{start}"
+            run_tags = {mlflow_key(k): cut_text(v, TAG_VALUE_LIMIT) for k, v in self.tags.items()}
+            run_tags[TAG_KIND] = self.kind
+            self.run_id = self._client.create_run(self.experiment_id, run_name=run_name, tags=run_tags).info.run_id
+        log.info("MLflow: session run %s started at %s", self.run_id, self.where)
+        return self.run_id
+
+    def log_case(self, result: CaseResult) -> str:
+        """Log one finished case as a nested run (once per case id); returns the case run's id."""
+        if self.run_id is None:
+            self.start()
+        if result.case_id in self.logged:
+            return self.logged[result.case_id]
+        with self._guard():
+            run_id = _log_case(
+                self._client, self.experiment_id, self.run_id, result, Path(self._tmp.name), self._uploaded
+            )
+        self.logged[result.case_id] = run_id
+        return run_id
+
+    def finish(
+        self,
+        results: list[CaseResult],
+        status: str = FINISHED,
+        tags: Mapping[str, str] | None = None,
+        interrupted: list[str] = (),
+    ) -> str:
+        """Log the cases not logged yet, the counts and the summary, and end the parent with ``status``.
+
+        Args:
+            results: every finished case of the session (an interrupted one is not a case run).
+            status: ``FINISHED``, ``FAILED`` or ``KILLED``.
+            tags: more session tags known only at the end (devices, weights modes).
+            interrupted: ids of cases that were running when the session was stopped.
+        """
+        if self.run_id is None:
+            self.start()
+        try:
+            for result in results:
+                self.log_case(result)
+            with self._guard():
+                counts = {"n_cases": len(results), "n_interrupted": len(interrupted)}
+                for name in ("passed", "failed", "error", "skipped"):
+                    counts[f"n_{name}"] = sum(r.status == name for r in results)
+                end_tags = {mlflow_key(k): cut_text(v, TAG_VALUE_LIMIT) for k, v in (tags or {}).items()}
+                if interrupted:
+                    end_tags["interrupted_cases"] = cut_text(", ".join(interrupted), TAG_VALUE_LIMIT)
+                log_batch(self._client, self.run_id, metrics=counts, tags=end_tags)
+                self._client.log_artifact(
+                    self.run_id, str(_summary_csv(results, self.results_dir, Path(self._tmp.name)))
+                )
+                self._client.set_terminated(self.run_id, status)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._client.set_terminated(self.run_id, FAILED if status == FINISHED else status)
+            raise
+        finally:
+            self._tmp.cleanup()
+        log.info(
+            "MLflow: %d case runs under session run %s (experiment %r), ended %s: %s",
+            len(self.logged),
+            self.run_id,
+            self.experiment,
+            status,
+            self.where,
+        )
+        return self.run_id
+
+    # -- helpers --------------------------------------------------------------------------
+    @property
+    def where(self) -> str:
+        if self.uri.startswith("http") and self.run_id:
+            return f"{self.uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+        return self.uri
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Any failure of the store becomes a :class:`TrackingError` that says what to do."""
+        results_dir = self.results_dir
+        kept = f"The results are kept in {results_dir}" if results_dir else "The results are not lost"
+        later = f"; log them later with `iqa-robustness upload {results_dir}`" if results_dir else ""
+        try:
+            with no_url_printing():
+                yield
+        except TrackingError as exc:
+            message = f"{exc}. {kept}{later}."
+            log.error("MLflow logging failed: %s", message)
+            raise TrackingError(message) from exc
+        except Exception as exc:  # whatever the store raises (HTTP, SQL, disk), the same advice
+            message = (
+                f"MLflow logging to {self.uri} failed: {type(exc).__name__}: {exc}. Check that the store is "
+                "reachable and writable (pytest --mlflow-uri, --tracking-uri, MLFLOW_TRACKING_URI). "
+                f"{kept}{later}."
+            )
+            log.error("%s", message)
+            raise TrackingError(message) from exc
+
+
 def log_session(
     results: list[CaseResult],
     *,
@@ -92,18 +246,13 @@ def log_session(
     experiment: str = DEFAULT_EXPERIMENT,
     tags: Mapping[str, str] | None = None,
     results_dir: str | Path | None = None,
+    kind: str = KIND_SESSION,
 ) -> str:
-    """Log a session: a parent run with the session tags and summary CSV, one nested run per case.
+    """Log a whole session at once: a parent run with the session tags and summary CSV, one nested run per case.
 
     Nothing in ``results_dir`` is changed or removed, so a failure here loses only the MLflow copy.
-
-    Args:
-        results: the session's case results.
-        uri: tracking URI (see :func:`iqa_robustness.conventions.default_tracking_uri`).
-        experiment: MLflow experiment, created when missing.
-        tags: session tags (see :func:`session_tags`).
-        results_dir: the session's results folder: its ``summary.csv`` becomes a parent artefact
-            (written from ``results`` when absent), and error messages point at it.
+    The parent ends FAILED when a case failed or raised, else FINISHED. See :class:`SessionLogger`
+    (the same, case by case, while a session runs) for the arguments.
 
     Returns:
         The parent run id.
@@ -111,52 +260,7 @@ def log_session(
     Raises:
         TrackingError: the store is unreachable or refused the data; the message says what to do.
     """
-    results_dir = Path(results_dir) if results_dir is not None else None
-    kept = f"The results are kept in {results_dir}" if results_dir else "The results are not lost"
-    later = f"; log them later with `iqa-robustness upload {results_dir}`" if results_dir else ""
-    try:
-        client = open_client(uri)
-        experiment_id = ensure_experiment(client, experiment, uri)
-        session = dict(tags or {})
-        start = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-        commit = session.get(TAG_COMMIT, "")
-        run_name = f"session-{commit[:8]}-{start}" if commit else f"session-{start}"
-        session_run_tags = {mlflow_key(k): cut_text(v, TAG_VALUE_LIMIT) for k, v in session.items()}
-        session_run_tags[TAG_KIND] = KIND_SESSION
-        with no_url_printing(), tempfile.TemporaryDirectory(prefix="iqa-robustness-mlflow-") as tmp:
-            parent = client.create_run(experiment_id, run_name=run_name, tags=session_run_tags)
-            parent_id = parent.info.run_id
-            uploaded: dict[Path, str] = {}
-            try:
-                for result in results:
-                    _log_case(client, experiment_id, parent_id, result, Path(tmp), uploaded)
-                counts = {"n_cases": len(results)}
-                for status in ("passed", "failed", "error", "skipped"):
-                    counts[f"n_{status}"] = sum(r.status == status for r in results)
-                log_batch(client, parent_id, metrics=counts)
-                client.log_artifact(parent_id, str(_summary_csv(results, results_dir, Path(tmp))))
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    client.set_terminated(parent_id, "FAILED")
-                raise
-            client.set_terminated(parent_id, "FINISHED")
-    except TrackingError as exc:
-        message = f"{exc}. {kept}{later}."
-        log.error("MLflow logging failed: %s", message)
-        raise TrackingError(message) from exc
-    except Exception as exc:  # whatever the store raises (HTTP, SQL, disk), the same advice
-        message = (
-            f"MLflow logging to {uri} failed: {type(exc).__name__}: {exc}. Check that the store is reachable "
-            f"and writable (pytest --mlflow-uri, --tracking-uri, MLFLOW_TRACKING_URI). {kept}{later}."
-        )
-        log.error("%s", message)
-        raise TrackingError(message) from exc
-    where = f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{parent_id}" if uri.startswith("http") else uri
-    log.info(
-        "MLflow: %d case runs under session run %s (experiment %r): %s",
-        len(results),
-        parent_id,
-        experiment,
-        where,
-    )
-    return parent_id
+    logger = SessionLogger(uri, experiment, tags, results_dir, kind=kind)
+    logger.start()
+    status = FAILED if any(r.status in ("failed", "error") for r in results) else FINISHED
+    return logger.finish(results, status)

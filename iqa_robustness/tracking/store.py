@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 TAG_KIND = "run_kind"
 KIND_SESSION = "session"
 KIND_CASE = "case"
+KIND_SHARD = "shard"  # one shard of a grid; the merged session is a KIND_SESSION run
 TAG_COMMIT = "git_commit"
 TAG_BRANCH = "git_branch"
 PARENT_TAG = "mlflow.parentRunId"
@@ -196,6 +197,18 @@ def log_batch(
             params=param_list[i * _BATCH_PARAMS_TAGS : (i + 1) * _BATCH_PARAMS_TAGS],
             tags=tag_list[i * _BATCH_PARAMS_TAGS : (i + 1) * _BATCH_PARAMS_TAGS],
         )
+
+
+def log_history(client: MlflowClient, run_id: str, key: str, points: list[list[float]]) -> None:
+    """A metric's history ``[[step, value], ...]`` (a curve in the MLflow UI); non-finite values are left out."""
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(key, value, now, int(step))
+        for step, value in ((p[0], finite_or_none(p[1])) for p in points)
+        if value is not None
+    ]
+    for i in range(0, len(metrics), _BATCH_METRICS):
+        client.log_batch(run_id, metrics=metrics[i : i + _BATCH_METRICS])
 
 
 @contextlib.contextmanager
