@@ -415,7 +415,10 @@ def suite(request: pytest.FixtureRequest):
     from iqa_robustness.runner.suite import Suite
 
     if hasattr(request.config, "workerinput"):
+        from iqa_robustness.plugin.session import stop_on_sigterm
+
         _pin_worker_resources(request.config)
+        stop_on_sigterm(Path(request.config.getoption("--results-dir")), request.config.stash[STASH_SESSION])
 
     opt = request.config.getoption
     uap_steps = opt("--uap-steps")

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import shutil
 import signal
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,9 @@ log = logging.getLogger("iqa_robustness")
 #: user property a grid item carries into its reports: the case id, and the case's identity fields
 CASE_PROPERTY = "iqa_case"
 CASE_FIELDS_PROPERTY = "iqa_case_fields"
+
+#: the grid's test functions (robustness_tests/test_robustness.py)
+GRID_TESTS = ("test_image_specific_attack", "test_universal_attack")
 
 #: options that make up a session's settings (checked to agree when shards are merged)
 SETTING_OPTIONS = (
@@ -91,12 +97,17 @@ class SessionController:
         self._critical = 0
         self._pending = False
         self._previous_handlers: dict[int, Any] = {}
+        self._workers: list[int] = []  # pytest-xdist worker processes
 
     # -- start ----------------------------------------------------------------------------
     def begin(self) -> None:
-        """Record the session and create its MLflow parent run (once)."""
+        """Record the session and create its MLflow parent run (once); a stop signal waits until both are done."""
         if self.record is not None:
             return
+        with self.critical():
+            self._begin()
+
+    def _begin(self) -> None:
         opt = self.config.getoption
         self.record = SessionRecord(
             self.session_id,
@@ -123,8 +134,7 @@ class SessionController:
         kind = KIND_SHARD if (self.record.shard or self.record.image_shard) else KIND_SESSION
         self.logger = SessionLogger(uri, opt("--experiment"), tags, self.results_dir, kind=kind)
         try:
-            with self.critical():
-                self.record.mlflow_run_id = self.logger.start()
+            self.record.mlflow_run_id = self.logger.start()
             self.record.tracking_uri = uri
             self.record.save(self.results_dir)
         except TrackingError as exc:
@@ -140,14 +150,19 @@ class SessionController:
         if any(CASE_PROPERTY in dict(item.user_properties) for item in session.items):
             self.begin()
 
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        """Under pytest-xdist, before any case is scheduled: a new store's set-up then holds up no worker."""
+        if any(f"::{name}[" in nodeid for nodeid in ids for name in GRID_TESTS):
+            self.begin()
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         props = dict(report.user_properties)
         case_id = props.get(CASE_PROPERTY)
         if case_id is None:
             return
         if report.when == "setup":
-            self.begin()
             self.running[case_id] = dict(props.get(CASE_FIELDS_PROPERTY) or {})
+            self.begin()
         elif report.when == "teardown":
             self.running.pop(case_id, None)
             path = self.cases_dir / f"{case_id}.json"
@@ -181,6 +196,10 @@ class SessionController:
         if self.stop_reason:
             return  # a second signal while the session stops: let it write its files
         self.stop_reason = signal.Signals(signum).name
+        self._workers = worker_pids(self.results_dir, self.session_id)
+        for pid in self._workers:  # each pytest-xdist worker records the case it runs as interrupted, then stops
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM)
         if self._critical:
             self._pending = True  # raised when the MLflow write in progress is complete
             return
@@ -212,6 +231,8 @@ class SessionController:
     def _finish(self, exitstatus: int, write: Callable[[str], None]) -> list[CaseResult]:
         if self.record is None or self.train_only:
             return []
+        if self.stop_reason:
+            _wait_for_exit(self._workers, seconds=WORKER_STOP_SECONDS)
         for case_id, fields in self.running.items():  # begun, never ended: the stop came while it ran
             path = self.cases_dir / f"{case_id}.json"
             if not path.is_file():
@@ -252,7 +273,51 @@ class SessionController:
                 "run the same command with --resume to run only what is missing"
             )
         self.record.end(self.results_dir, status.lower())
+        shutil.rmtree(_workers_dir(self.results_dir, self.session_id), ignore_errors=True)
         return results
+
+
+#: how long a stopped session waits for its xdist workers to record their interrupted cases
+WORKER_STOP_SECONDS = 10.0
+
+
+def _wait_for_exit(pids: list[int], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                break
+            time.sleep(0.05)
+
+
+def _workers_dir(results_dir: Path, session_id: str) -> Path:
+    return Path(results_dir) / "sessions" / f"{session_id}.workers"
+
+
+def worker_pids(results_dir: Path, session_id: str) -> list[int]:
+    """The process ids the session's pytest-xdist workers announced (:func:`stop_on_sigterm`)."""
+    folder = _workers_dir(results_dir, session_id)
+    return [int(p.name) for p in folder.glob("*") if p.name.isdigit()] if folder.is_dir() else []
+
+
+def stop_on_sigterm(results_dir: Path, session_id: str) -> None:
+    """In a pytest-xdist worker: SIGTERM raises KeyboardInterrupt, so the running case records itself as interrupted.
+
+    The worker announces its process id in the results folder, so that a controller stopped by
+    SIGTERM alone (not its whole process group) passes the signal on.
+    """
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: let the record be written
+        raise KeyboardInterrupt("stopped by SIGTERM")
+
+    with contextlib.suppress(ValueError):  # not the main thread
+        signal.signal(signal.SIGTERM, on_sigterm)
+        folder = _workers_dir(results_dir, session_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / str(os.getpid())).touch()
 
 
 def interrupted_result(case_id: str, fields: dict[str, Any], reason: str) -> CaseResult:
