@@ -101,6 +101,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="resize images so the longer side is N px (fast CPU runs; default: native size)",
     )
+    g.addoption(
+        "--on-bad-image",
+        choices=["skip", "fail"],
+        default="skip",
+        help="an image the metric cannot take (smaller than its minimum side, unreadable, a NaN clean score): "
+        "'skip' (default) records it as a skipped row with its reason and scores the rest (a case fails only "
+        "when nothing is left); 'fail' raises the error and the case fails",
+    )
     g.addoption("--seed", type=int, default=0, help="base random seed (default: 0)")
     g.addoption(
         "--uap-steps",
@@ -343,6 +351,7 @@ def suite(request: pytest.FixtureRequest):
         clamp_uap=opt("--clamp-uap"),
         amp=opt("--amp"),
         channels_last=opt("--channels-last"),
+        on_bad_image=opt("--on-bad-image"),
     )
     suite = Suite(config)
     request.config.stash[STASH_SUITE] = suite
