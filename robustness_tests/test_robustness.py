@@ -2,7 +2,9 @@
 
 A case fails when an invariant breaks (budget, pixel range, finite scores, one row per image) or,
 with ``--baseline``, when the metric is less robust than its threshold. Without a baseline a case
-records its numbers and passes: a fooled metric is a finding, not a broken suite.
+records its numbers and passes: a fooled metric is a finding, not a broken suite. An image the
+metric cannot take is a skipped row with its reason (``--on-bad-image skip``, the default); a
+case with no image left raises, naming them.
 """
 
 from __future__ import annotations
@@ -69,11 +71,16 @@ def _record_error(case, case_results_dir, exc, status="error"):
     ).save_json(case_results_dir / f"{case.id}.json")
 
 
-def _check_common(result, n_images):
-    assert len(result.rows) == n_images, "one result row per test image"
+def _check_common(result, dataset):
+    """One row per input of the dataset as opened (its unreadable files included, as skipped rows)."""
+    left_out = set(getattr(dataset, "skipped", ()))
+    assert len(result.rows) == len(dataset) + len(left_out), "one result row per test image"
+    skipped = {row["image_name"]: row["skip_reason"] for row in result.skipped_rows}
+    assert left_out <= set(skipped), f"unreadable images without a skipped row: {sorted(left_out - set(skipped))}"
+    assert result.scored_rows, "no scored row"
     for key in FINITE_SCORES:
         assert math.isfinite(result.scores[key]), f"{key} is not finite: {result.scores[key]}"
-    for row in result.rows:
+    for row in result.scored_rows:
         assert math.isfinite(row["clear"]), row
         assert math.isfinite(row["attacked"]), row
         assert row["mse"] >= 0
@@ -91,13 +98,13 @@ def _check_budget(result, attack, amplitude=None):
     limit = budget.limit(attack, amplitude)
     found = result.scores["max_linf"]
     if budget.norm == "rmse":
-        found = math.sqrt(max(row["mse"] for row in result.rows))
+        found = math.sqrt(max(row["mse"] for row in result.scored_rows))
     assert found <= limit + TOLERANCE, f"{budget.norm} {found:.6g} > {budget.describe()} = {limit:.6g}"
 
 
 def test_image_specific_attack(image_case, suite, case_results_dir, baseline):
     result, violations = _run(suite, image_case, case_results_dir, baseline)
-    _check_common(result, len(suite.dataset(image_case.dataset, image_case.metric)))
+    _check_common(result, suite.dataset(image_case.dataset, image_case.metric))
     _check_budget(result, image_case.attack_spec.create())
     assert not violations, "less robust than the baseline: " + "; ".join(violations)
 
@@ -109,6 +116,6 @@ def test_universal_attack(universal_case, suite, case_results_dir, baseline, pyt
         assert Path(perturbation.path).is_file(), perturbation.path
         return
     result, violations = _run(suite, universal_case, case_results_dir, baseline)
-    _check_common(result, len(suite.dataset(universal_case.dataset, universal_case.metric)))
+    _check_common(result, suite.dataset(universal_case.dataset, universal_case.metric))
     _check_budget(result, universal_case.attack_spec.create(), universal_case.amplitude)
     assert not violations, "less robust than the baseline: " + "; ".join(violations)

@@ -30,7 +30,7 @@ import dataclasses
 import functools
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -105,14 +105,20 @@ class Dataset:
         root: the folder read, or ``None`` for built-in images.
         on_error: what loading does with an image that cannot be decoded: ``"raise"``
             :class:`ImageReadError`, or ``"skip"`` it with a logged warning.
-        skipped: names of files left out when the dataset was opened (``on_error="skip"``).
+        skip_reasons: name -> why, for every file left out when the dataset was opened or
+            :meth:`checked` (``on_error="skip"``); :attr:`skipped` lists the names.
     """
 
     name: str
     items: tuple[ImageItem, ...] = dataclasses.field(repr=False)
     root: Path | None = None
     on_error: OnError = "raise"
-    skipped: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+    skip_reasons: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def skipped(self) -> tuple[str, ...]:
+        """Names of the files left out (``on_error="skip"``), in the order they were found."""
+        return tuple(self.skip_reasons)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -166,7 +172,7 @@ class Dataset:
             raise unreadable_error(f"{len(bad)} image(s) of dataset {self.name!r} could not be decoded", bad)
         log.warning("dataset %s: skipping %d undecodable image(s):\n%s", self.name, len(bad), list_bad(bad))
         kept = tuple(item for item in self.items if item.image_name not in bad)
-        return dataclasses.replace(self, items=kept, skipped=self.skipped + tuple(bad))
+        return dataclasses.replace(self, items=kept, skip_reasons={**self.skip_reasons, **bad})
 
 
 def iter_batches(dataset: Dataset, batch_size: int) -> Iterator[tuple[list[str], torch.Tensor]]:
@@ -271,13 +277,13 @@ def folder_dataset(
             list_bad(bad),
         )
     if not items:
-        raise ImageReadError(f"no readable image in {root}: every candidate file failed to decode", bad)
+        raise ImageReadError(f"no readable image in {root}: every candidate file failed:\n{list_bad(bad)}", bad)
     return Dataset(
         name=name or root_name,
         items=tuple(items),
         root=root,
         on_error=on_error,
-        skipped=tuple(bad),
+        skip_reasons=bad,
     )
 
 

@@ -102,6 +102,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="resize images so the longer side is N px (fast CPU runs; default: native size)",
     )
+    g.addoption(
+        "--on-bad-image",
+        choices=["skip", "fail"],
+        default="skip",
+        help="an image the metric cannot take (smaller than its minimum side, unreadable, a NaN clean score): "
+        "'skip' (default) records it as a skipped row with its reason and scores the rest (a case fails only "
+        "when nothing is left); 'fail' raises the error and the case fails",
+    )
     g.addoption("--seed", type=int, default=0, help="base random seed (default: 0)")
     g.addoption(
         "--uap-steps",
@@ -440,6 +448,7 @@ def suite(request: pytest.FixtureRequest):
         channels_last=opt("--channels-last"),
         resume=opt("--resume"),
         image_shard=parse_shard(opt("--shard-images"), "--shard-images") if opt("--shard-images") else None,
+        on_bad_image=opt("--on-bad-image"),
     )
     suite = Suite(config)
     request.config.stash[STASH_SUITE] = suite

@@ -19,7 +19,10 @@ TABLE_COLUMNS = (
 
 
 def format_table(rows: list[dict[str, object]]) -> list[str]:
-    """Compact console table, one line per metric x attack x dataset (universal: amplitude mean)."""
+    """Compact console table, one line per metric x attack x dataset (universal: amplitude mean).
+
+    ``n`` is the images scored; a case that skipped some says how many after its numbers.
+    """
     shown = [r for r in rows if r["amplitude"] in ("", "mean")]
     columns = TABLE_COLUMNS
     if any("flicker" in r for r in shown):  # video cases: the perturbation's frame-to-frame change
@@ -32,6 +35,8 @@ def format_table(rows: list[dict[str, object]]) -> list[str]:
         cells = " ".join(f"{_number(r.get(k)):>9.4g}" for k, _ in columns)
         flag = "  (random weights)" if r["weights_mode"] == "random" else ""
         flag += {"failed": "  FAILED", "error": "  ERROR", "interrupted": "  INTERRUPTED"}.get(str(r["status"]), "")
+        if r.get("n_skipped"):
+            flag += f"  ({r['n_skipped']} skipped)"
         dataset = dataset_slug(str(r["dataset"]))[:10]
         lines.append(f"{r['metric']!s:<16.16} {r['attack']!s:<16.16} {dataset:<10} {r['n']!s:>4} {cells}{flag}")
     return lines

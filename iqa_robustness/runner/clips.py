@@ -11,6 +11,8 @@ scored chunk by chunk (:func:`universal_clip`), so a 1080p clip of 250 frames ne
 whole: a metric made of per-frame ``features`` and a clip ``head`` (VSFA, MDTVSFA) keeps only the
 features. Rows carry the per-frame means of PSNR and SSIM, the clip's MSE, and the temporal flicker
 ``mean |p[t+1] - p[t]|`` of the perturbation ``p`` (zero for one delta added to every frame).
+With ``on_bad_image="skip"`` a clip whose frames are smaller than the metric's ``min_side``, that
+cannot be read, or whose clean score is NaN or infinite is a skipped row with its reason.
 """
 
 from __future__ import annotations
@@ -29,14 +31,17 @@ from iqa_robustness.attacks import Attack
 from iqa_robustness.attacks.perturbation import Perturbation
 from iqa_robustness.attacks.universal import UniversalAttack
 from iqa_robustness.conventions import dataset_slug
+from iqa_robustness.data.errors import ImageReadError
+from iqa_robustness.data.video import VideoReadError
 from iqa_robustness.data.video_sets import ClipItem, VideoDataset
 from iqa_robustness.metrics import Metric
 from iqa_robustness.progress import Progress
 from iqa_robustness.runner.cases import Outcome
 from iqa_robustness.runner.config import SuiteConfig, sync_device
 from iqa_robustness.runner.grid import CaseSpec
-from iqa_robustness.runner.resources import Resources
+from iqa_robustness.runner.resources import Resources, too_small_reason
 from iqa_robustness.scores.formulas import image_distortion
+from iqa_robustness.scores.rows import skipped_row
 
 log = logging.getLogger(__name__)
 
@@ -305,14 +310,62 @@ class ClipCaseRunner:
         out = Outcome()
         progress = Progress(case.id, len(dataset), unit="clips")
         for item in dataset:
-            result = self._one_clip(case, attack, perturbation, metric, item, clean, out)
-            clean[item.clip_name] = result.clear
+            result, reason = self._screened_clip(case, attack, perturbation, metric, item, clean, out)
+            if result is None:
+                log.warning("%s on %s: skipping clip %s (%s)", case.metric, case.dataset, item.clip_name, reason)
+                out.rows.append(self._skipped(case, item.clip_name, reason, clean.get(item.clip_name, math.nan)))
+                continue
             out.rows.append(result.row())
             out.seconds += result.seconds
             out.frames += result.n_frames
             out.max_linf = max(out.max_linf, result.max_linf)
             progress.advance()
         return out
+
+    def _screened_clip(
+        self,
+        case: CaseSpec,
+        attack: Attack,
+        perturbation: Perturbation | None,
+        metric: Metric,
+        item: ClipItem,
+        clean: dict[str, float],
+        out: Outcome,
+    ) -> tuple[ClipResult, None] | tuple[None, str]:
+        """The clip's result, or (``on_bad_image="skip"``) None and why the clip is skipped."""
+        if not self.config.skip_bad_images:
+            result = self._one_clip(case, attack, perturbation, metric, item, clean, out)
+            clean[item.clip_name] = result.clear
+            return result, None
+        try:
+            reason = self._too_small(metric, item)
+            if reason is not None:
+                return None, reason
+            result = self._one_clip(case, attack, perturbation, metric, item, clean, out)
+        except (VideoReadError, ImageReadError) as exc:
+            return None, f"unreadable: {exc}"
+        clean[item.clip_name] = result.clear
+        if not math.isfinite(result.clear):
+            return None, f"clean score is {result.clear}"
+        return result, None
+
+    @staticmethod
+    def _too_small(metric: Metric, item: ClipItem) -> str | None:
+        frames = item.frame_items()
+        return too_small_reason(metric.name, metric.spec.min_side, frames[0].shape) if frames else None
+
+    @staticmethod
+    def _skipped(case: CaseSpec, name: str, reason: str, clear: float) -> dict[str, Any]:
+        universal = case.amplitude is not None
+        return skipped_row(
+            name,
+            dataset_slug(case.dataset),
+            reason,
+            clear=clear,
+            train_dataset=dataset_slug(case.train_dataset or "") if universal else None,
+            amplitude=case.amplitude,
+            clips=True,
+        )
 
     def _one_clip(
         self,

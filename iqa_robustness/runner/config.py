@@ -11,6 +11,7 @@ import resource
 import sys
 import zlib
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -18,6 +19,10 @@ from iqa_robustness.conventions import CPU_UAP_MAX_STEPS
 
 #: Images per batch when the batch size is "auto"; CUDA out-of-memory halves it per metric.
 AUTO_BATCH_SIZE = {"cuda": 32, "cpu": 8}
+
+#: What a case does with an image the metric cannot take (too small, unreadable, a NaN clean score):
+#: ``skip`` it as a row with its reason and score the rest, or ``fail`` (the error is raised).
+OnBadImage = Literal["skip", "fail"]
 
 
 @dataclasses.dataclass
@@ -47,6 +52,14 @@ class SuiteConfig:
     def __post_init__(self) -> None:
         if self.image_shard is not None:
             check_shard(*self.image_shard, option="--shard-images")
+
+    on_bad_image: OnBadImage = "skip"
+
+    @property
+    def skip_bad_images(self) -> bool:
+        if self.on_bad_image not in ("skip", "fail"):
+            raise ValueError(f"on_bad_image must be 'skip' or 'fail', got {self.on_bad_image!r}")
+        return self.on_bad_image == "skip"
 
     def resolved_batch_size(self, device: torch.device) -> int:
         return self.batch_size or AUTO_BATCH_SIZE["cuda" if device.type == "cuda" else "cpu"]

@@ -3,7 +3,8 @@
 The benchmark's flow (Antsiferova et al., AAAI 2024): clean scores computed once per metric and
 dataset without gradients and shared by every attack, the attack batch by batch, attacked scores,
 and per-image PSNR / SSIM / MSE of the unclamped change (as the benchmark measures universal
-perturbations).
+perturbations). Images the metric cannot take (:meth:`Resources.screened
+<iqa_robustness.runner.resources.Resources.screened>`) follow as skipped rows with their reasons.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from iqa_robustness.runner.config import SuiteConfig, sync_device
 from iqa_robustness.runner.grid import CaseSpec
 from iqa_robustness.runner.resources import Resources
 from iqa_robustness.scores.formulas import image_distortion
+from iqa_robustness.scores.rows import skipped_row
 
 
 class ImageCaseRunner:
@@ -34,11 +36,11 @@ class ImageCaseRunner:
     def run(self, case: CaseSpec, attack: Attack, perturbation: Perturbation | None) -> Outcome:
         res = self.resources
         metric = res.metric(case.metric)
-        clean = res.clean_scores(case.metric, case.dataset)
+        screened = res.screened(case.metric, case.dataset)
+        clean = screened.clean
         out = Outcome()
-        dataset = res.dataset(case.dataset, case.metric)
-        progress = Progress(case.id, len(dataset))
-        for names, batch in res.batches(dataset):
+        progress = Progress(case.id, len(screened.dataset))
+        for names, batch in res.batches(screened.dataset):
             sync_device(res.device)
             start = time.perf_counter()
             if perturbation is not None:
@@ -70,4 +72,15 @@ class ImageCaseRunner:
                 out.keep_pair(self.config.pairs_to_save, name, batch[i], adv[i])
             progress.advance(len(names))
         out.frames = len(out.rows)
+        universal = {"train_dataset": dataset_slug(case.train_dataset or ""), "amplitude": case.amplitude}
+        for name in sorted(screened.skipped):
+            out.rows.append(
+                skipped_row(
+                    name,
+                    dataset_slug(case.dataset),
+                    screened.skipped[name],
+                    clear=screened.clean.get(name, math.nan),
+                    **(universal if attack.universal else {}),
+                )
+            )
         return out

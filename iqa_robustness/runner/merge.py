@@ -20,7 +20,8 @@ from typing import Any
 
 from iqa_robustness.runner.sessions import LOCAL_SETTINGS, SessionRecord, latest_session
 from iqa_robustness.scores.results import CaseResult
-from iqa_robustness.scores.summary import load_cases, score_rows
+from iqa_robustness.scores.rows import score_rows
+from iqa_robustness.scores.summary import load_cases
 
 _STATUS_ORDER = ("error", "interrupted", "failed", "skipped", "passed")
 

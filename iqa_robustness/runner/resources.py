@@ -1,13 +1,17 @@
 """The session's expensive objects, built once: metric models, opened datasets, clean scores, perturbations.
 
 Also the one place a batch meets the device's memory: :meth:`Resources.run_batched` retries a
-CUDA out-of-memory batch in halves and remembers the size that fitted, per metric.
+CUDA out-of-memory batch in halves and remembers the size that fitted, per metric; and the one
+place an image set meets a metric (:meth:`Resources.screened`): with ``on_bad_image="skip"`` the
+images the metric cannot take (unreadable, smaller than its ``min_side``, refused by it, a NaN or
+infinite clean score) are set aside with their reasons instead of failing every case on the set.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,7 +19,9 @@ import torch
 
 from iqa_robustness.attacks import Attack
 from iqa_robustness.attacks.perturbation import Perturbation, load_perturbation
-from iqa_robustness.data.images import Dataset, iter_batches
+from iqa_robustness.data.decode import reason_of
+from iqa_robustness.data.errors import ImageReadError
+from iqa_robustness.data.images import Dataset, ImageItem, iter_batches
 from iqa_robustness.data.registry import is_video_dataset, resolve_any_dataset
 from iqa_robustness.data.video_sets import VideoDataset
 from iqa_robustness.metrics import Metric, create_metric, get_spec
@@ -42,7 +48,48 @@ def _shard_of(dataset: Dataset | VideoDataset, shard: tuple[int, int]) -> Datase
             f"image shard {shard[0]}/{shard[1]} of dataset {dataset.name!r} is empty ({len(dataset)} images); "
             "use fewer image shards"
         )
+    reasons = getattr(dataset, "skip_reasons", None)
+    if reasons:  # an unreadable file is reported by one shard: every n-th by name, from the k-th
+        named = dict(take_shard(tuple(sorted(reasons.items())), shard))
+        return dataclasses.replace(dataset, **{field: kept, "skip_reasons": named})
     return dataclasses.replace(dataset, **{field: kept})
+
+
+#: What a metric raises on an input it cannot take: check_input's ValueError, a linear-algebra
+#: RuntimeError, pyiqa's asserts on the input.
+_PER_IMAGE_ERRORS = (ValueError, RuntimeError, AssertionError)
+
+
+def too_small_reason(metric_name: str, min_side: int | None, shape: tuple[int, int]) -> str | None:
+    """Why an input of ``shape`` (H, W) is too small for the metric, or None when it is not."""
+    if min_side is None or min(shape) >= min_side:
+        return None
+    height, width = shape
+    return f"too small for {metric_name}: {width}x{height} px, needs at least {min_side} px"
+
+
+def _decode_failure(item: ImageItem) -> str:
+    """The reason an image of a dataset that skips decoding errors gave no tensor."""
+    try:
+        item.load()
+    except ImageReadError as exc:
+        return f"unreadable: {exc.bad.get(item.image_name, str(exc))}"
+    return "unreadable: the image failed to decode"
+
+
+@dataclasses.dataclass(frozen=True)
+class Screened:
+    """An image set as one metric takes it.
+
+    Attributes:
+        dataset: the images the metric scores (clean scores finite).
+        clean: raw clean scores of the images scored clean (a skipped NaN or infinite one included).
+        skipped: image name -> reason, for the images set aside (in the order they were found).
+    """
+
+    dataset: Dataset
+    clean: dict[str, float]
+    skipped: dict[str, str]
 
 
 class Resources:
@@ -55,6 +102,7 @@ class Resources:
         self._metrics: dict[str, Metric] = {}
         self._datasets: dict[tuple[str, bool], Dataset | VideoDataset] = {}
         self._clean: dict[tuple[str, str], dict[str, float]] = {}
+        self._screened: dict[tuple[str, str], Screened] = {}
         self._perturbations: dict[tuple[str, str, str], Perturbation] = {}
         self._chunk: dict[str, int] = {}  # per metric: largest slice that fitted in memory
 
@@ -117,10 +165,16 @@ class Resources:
     def _open(self, name: str, clips: bool, sharded: bool) -> Any:
         key = (name, clips, sharded)
         if key not in self._datasets:
+            on_error = "skip" if self.config.skip_bad_images else "raise"
             opened = resolve_any_dataset(
-                name, max_images=self.config.max_images, max_frames=self.config.max_frames, size=self.config.image_size
+                name,
+                max_images=self.config.max_images,
+                max_frames=self.config.max_frames,
+                size=self.config.image_size,
+                on_error=on_error,
             )
-            opened = opened if clips or isinstance(opened, Dataset) else opened.frames()
+            if not clips and isinstance(opened, VideoDataset):
+                opened = dataclasses.replace(opened.frames(), on_error=on_error)
             if sharded and self.config.image_shard is not None:
                 opened = _shard_of(opened, self.config.image_shard)
             self._datasets[key] = opened
@@ -135,23 +189,91 @@ class Resources:
     def clean_scores(self, metric_name: str, dataset_name: str) -> dict[str, float]:
         """Raw clean scores per image (or per clip), filled once and shared by every attack.
 
-        Images are scored here in batches under ``torch.no_grad``; a clip runner fills its clips'
-        entries itself (a clip is scored as it is read).
+        Images are scored in :meth:`screened`; a clip runner fills its clips' entries itself (a
+        clip is scored as it is read).
+        """
+        if isinstance(self.dataset(dataset_name, metric_name), Dataset):
+            return self.screened(metric_name, dataset_name).clean
+        return self._clean.setdefault((metric_name, dataset_name), {})
+
+    def screened(self, metric_name: str, dataset_name: str) -> Screened:
+        """The image set as the metric takes it: the images it scores, their clean scores, the rest with reasons.
+
+        With ``on_bad_image="skip"``, an image is set aside when the dataset could not read it, when
+        a side is under the metric's ``min_side``, when the metric raises on it alone (a batch it
+        raises on is scored image by image), or when its clean score is NaN or infinite. With
+        ``"fail"`` nothing is: the error is raised. Clean scores are computed once, in batches under
+        ``torch.no_grad``.
         """
         key = (metric_name, dataset_name)
-        if key not in self._clean:
-            scores: dict[str, float] = {}
-            dataset = self.dataset(dataset_name, metric_name)
-            if isinstance(dataset, Dataset):
-                metric = self.metric(metric_name)
-                progress = Progress(f"clean scores of {metric_name} on {dataset.name}", len(dataset))
-                with torch.no_grad():
-                    for names, batch in self.batches(dataset):
-                        raw = self.run_batched(metric_name, metric, batch)
-                        scores.update(zip(names, raw.float().cpu().tolist(), strict=True))
-                        progress.advance(len(names))
-            self._clean[key] = scores
-        return self._clean[key]
+        if key in self._screened:
+            return self._screened[key]
+        dataset = self.dataset(dataset_name, metric_name)
+        if not isinstance(dataset, Dataset):
+            raise TypeError(f"{dataset_name} is a set of clips for {metric_name}; the clip runner takes it")
+        skip = self.config.skip_bad_images
+        skipped: dict[str, str] = {}
+        if skip:
+            skipped |= {name: f"unreadable: {reason}" for name, reason in dataset.skip_reasons.items()}
+            min_side = get_spec(metric_name).min_side
+            for item in dataset:
+                reason = too_small_reason(metric_name, min_side, item.shape)
+                if reason is not None:
+                    skipped[item.image_name] = reason
+            dataset = dataclasses.replace(dataset, items=tuple(i for i in dataset if i.image_name not in skipped))
+        clean, refused = self._score_clean(metric_name, dataset, skip)
+        skipped |= refused
+        for item in dataset:
+            name = item.image_name
+            if name in skipped:
+                continue
+            if name not in clean:
+                skipped[name] = _decode_failure(item)
+            elif skip and not math.isfinite(clean[name]):
+                skipped[name] = f"clean score is {clean[name]}"
+        if skipped:
+            log.warning(
+                "%s on %s: skipping %d image(s):\n%s",
+                metric_name,
+                dataset_name,
+                len(skipped),
+                "\n".join(f"  {name}: {reason}" for name, reason in skipped.items()),
+            )
+        kept = tuple(item for item in dataset if item.image_name not in skipped)
+        self._screened[key] = Screened(dataclasses.replace(dataset, items=kept), clean, skipped)
+        return self._screened[key]
+
+    def _score_clean(self, metric_name: str, dataset: Dataset, skip: bool) -> tuple[dict[str, float], dict[str, str]]:
+        """Raw clean scores; with ``skip``, a batch the metric raises on is retried image by image.
+
+        One image can sink a batch (NIQE's covariance of a flat image does not converge, BRISQUE
+        asserts a non-zero variance); alone, the images that still raise are set aside.
+
+        Returns:
+            The scores, and image name -> reason for the images the metric raised on.
+        """
+        metric = self.metric(metric_name)
+        scores: dict[str, float] = {}
+        refused: dict[str, str] = {}
+        progress = Progress(f"clean scores of {metric_name} on {dataset.name}", len(dataset))
+        with torch.no_grad():
+            for names, batch in self.batches(dataset):
+                progress.advance(len(names))
+                try:
+                    raw = self.run_batched(metric_name, metric, batch).float().cpu().tolist()
+                except _PER_IMAGE_ERRORS as exc:
+                    if not skip or isinstance(exc, torch.cuda.OutOfMemoryError):
+                        raise
+                    for name, image in zip(names, batch, strict=True):
+                        try:
+                            scores[name] = float(metric(image.unsqueeze(0)).float().cpu()[0])
+                        except _PER_IMAGE_ERRORS as one:
+                            if isinstance(one, torch.cuda.OutOfMemoryError):
+                                raise
+                            refused[name] = f"{metric_name} raised {reason_of(one)[:300]}"
+                else:
+                    scores.update(zip(names, raw, strict=True))
+        return scores, refused
 
     # -- universal perturbations ----------------------------------------------------------
     def perturbation(self, attack: Attack, metric_name: str, train_dataset: str) -> Perturbation:

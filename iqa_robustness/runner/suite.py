@@ -5,7 +5,8 @@ The :class:`Suite` is what the pytest plugin keeps for a session. It composes th
 perturbations), one :class:`~iqa_robustness.runner.cases.CaseRunner` per kind of input (image
 batches, or whole clips for a video metric on a video set), and the
 :class:`~iqa_robustness.runner.artefacts.ArtefactWriter`; from a runner's rows it computes the
-group scores of METHODOLOGY.md and assembles the case's result with its parameters.
+group scores of METHODOLOGY.md (on the scored rows; skipped inputs keep their rows and reasons)
+and assembles the case's result with its parameters.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import glob
 import logging
 from typing import Any
 
-import numpy as np
 import torch
 
 from iqa_robustness.attacks import Attack
@@ -28,8 +28,8 @@ from iqa_robustness.runner.fingerprint import case_fingerprint, dataset_identity
 from iqa_robustness.runner.grid import CaseSpec
 from iqa_robustness.runner.images import ImageCaseRunner
 from iqa_robustness.runner.resources import Resources
-from iqa_robustness.scores.formulas import score_group
 from iqa_robustness.scores.results import CaseResult
+from iqa_robustness.scores.rows import nothing_to_score, score_rows, scored_rows
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,8 @@ class Suite:
             perturbation = self.resources.perturbation(attack, case.metric, case.train_dataset)
         clips = isinstance(dataset, VideoDataset)
         outcome = (self.clips if clips else self.images).run(case, attack, perturbation)
+        if not scored_rows(outcome.rows):
+            raise nothing_to_score(outcome.rows, case.id)
         result = CaseResult(
             case_id=case.id,
             metric=case.metric,
@@ -180,12 +182,8 @@ class Suite:
 
     @staticmethod
     def _scores(outcome: Outcome, lower_better: bool, clips: bool) -> dict[str, float]:
-        clear = np.array([r["clear"] for r in outcome.rows], dtype=np.float64)
-        attacked = np.array([r["attacked"] for r in outcome.rows], dtype=np.float64)
-        scores = score_group(clear, attacked, lower_better=lower_better)
+        scores = score_rows(outcome.rows, lower_better, clips=clips)
         scores["max_linf"] = outcome.max_linf
-        if clips:
-            scores["flicker"] = float(np.mean([r["flicker"] for r in outcome.rows]))
         return scores
 
     def _params(

@@ -11,6 +11,11 @@ attack caused. Two layouts, as the benchmark writes them (``methods/utils/evalua
 ``rel_gain`` is ``attacked / clear`` in both (``inf`` when ``|clear| < 1e-3``). Files are named
 ``<attack>_<metric>_test.csv``; attack names contain dashes, never underscores.
 
+An image this suite skipped (too small for the metric, unreadable, a NaN clean score) is a row
+with ``nan`` measurements and its reason in a trailing ``skip_reason`` column. The column is only
+written when some row has a reason, so a file without skipped images keeps the benchmark's layout
+byte for byte; skipped rows are read back but never scored.
+
 Grouping follows the benchmark's ``collect_results``/``evaluate_robustness``: one group per
 image-specific attack; universal results per attack x training set x amplitude, named
 ``<attack>_<train set>_amp<amplitude>`` (the attack ``uap`` is labelled ``default-uap``); the
@@ -32,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from iqa_robustness.scores.formulas import score_group
+from iqa_robustness.scores.rows import SKIP_REASON, is_skipped
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +76,8 @@ class ResultFile:
     """The rows of one MSU result CSV and what its name says.
 
     Attributes:
-        rows: per-image dicts with the layout's columns; numbers as floats.
+        rows: per-image dicts with the layout's columns; numbers as floats; a file with the
+            ``skip_reason`` column gives every row that key (empty on a scored row).
         universal: True for the universal layout (``train_dataset``, ``amplitude``).
         attack: attack name (from the file name, or given); used to group rows.
         metric: metric name from the file name, if it follows ``<attack>_<metric>_test.csv``.
@@ -166,7 +173,7 @@ def read_msu_csv(path: str | Path, attack: str | None = None, metric: str | None
                     f"{path}, line 1: missing column(s) {', '.join(missing)}; the {kind} MSU layout is "
                     f"{','.join(layout)}"
                 )
-            index = {c: header.index(c) for c in layout}
+            index = {c: header.index(c) for c in (*layout, *((SKIP_REASON,) if SKIP_REASON in header else ()))}
             for fields in reader:
                 line = reader.line_num
                 if not fields:
@@ -177,6 +184,8 @@ def read_msu_csv(path: str | Path, attack: str | None = None, metric: str | None
                 row: dict[str, Any] = {}
                 for col, i in index.items():
                     text = fields[i].strip() if i < len(fields) else None
+                    if text is None and col == SKIP_REASON:
+                        text = ""  # the last column of a scored row may be left off
                     if text is None:
                         raise ValueError(f"{where}: missing value for column {col!r} (too few fields)")
                     row[col] = _parse_number(text, col, where) if col in NUMERIC_COLUMNS else text
@@ -212,7 +221,7 @@ def write_msu_csv(path: str | Path, rows: Iterable[Mapping[str, Any]], universal
             filled as the benchmark does: ``attacked / clear``, ``inf`` when ``|clear| < 1e-3``;
             missing distortion values are written as ``nan``.
         universal: force the layout; default: universal when any row has ``train_dataset`` or
-            ``amplitude``.
+            ``amplitude``. A trailing ``skip_reason`` column is added when any row has one.
 
     Returns:
         The path written.
@@ -222,6 +231,8 @@ def write_msu_csv(path: str | Path, rows: Iterable[Mapping[str, Any]], universal
         universal = any(r.get("train_dataset") is not None or r.get("amplitude") is not None for r in rows)
     layout = UNIVERSAL_COLUMNS if universal else IMAGE_COLUMNS
     required = [c for c in layout if c not in ("rel_gain", "psnr", "ssim", "mse")]
+    if any(is_skipped(r) for r in rows):
+        layout = (*layout, SKIP_REASON)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as fh:
@@ -232,6 +243,10 @@ def write_msu_csv(path: str | Path, rows: Iterable[Mapping[str, Any]], universal
             if absent:
                 raise ValueError(f"row {i} for {path} lacks {', '.join(absent)}; the MSU layout needs them")
             values = dict(row)
+            if is_skipped(row):
+                values = {"rel_gain": math.nan, "psnr": math.nan, "ssim": math.nan, "mse": math.nan, **values}
+            elif values.get(SKIP_REASON) is None and SKIP_REASON in layout:
+                values[SKIP_REASON] = ""
             if values.get("rel_gain") is None:
                 values["rel_gain"] = _msu_rel_gain(float(values["clear"]), float(values["attacked"]))
             writer.writerow([_format(values.get(c)) for c in layout])
@@ -266,7 +281,7 @@ def collect_groups(
         dataset_aliases: test-set spellings to merge when splitting (default ``NIPS2017 -> NIPS``).
 
     Returns:
-        The groups with their raw clear and attacked values.
+        The groups with their raw clear and attacked values; skipped rows (a ``skip_reason``) are left out.
     """
     clear: list[float] = []
     attacked: list[float] = []
@@ -277,6 +292,8 @@ def collect_groups(
     for f in files:
         label = attack_label(f.attack, f.universal)
         for row in f.rows:
+            if is_skipped(row):
+                continue
             clear.append(float(row["clear"]))
             attacked.append(float(row["attacked"]))
             pooled.append(label)

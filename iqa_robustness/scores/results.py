@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from iqa_robustness.scores.rows import scored_rows, skipped_rows
+
 
 @dataclasses.dataclass
 class CaseResult:
@@ -23,8 +25,10 @@ class CaseResult:
         metric, attack, dataset: names as the registries and data loader know them.
         params: every hyperparameter of the attack plus seed, batch size, device.
         rows: per-image dicts with the MSU columns ``image_name, test_dataset, clear, attacked,
-            rel_gain, psnr, ssim, mse`` (+ ``train_dataset, amplitude`` for universal attacks).
-        scores: group scores (``abs_gain``, ``robustness_score``, ... and ``*_ci_low/high``).
+            rel_gain, psnr, ssim, mse`` (+ ``train_dataset, amplitude`` for universal attacks); an
+            input that was not scored is a row with ``nan`` measurements and a non-empty
+            ``skip_reason`` (see :mod:`iqa_robustness.scores.rows`).
+        scores: group scores of the scored rows (``abs_gain``, ``robustness_score``, ... and ``*_ci_low/high``).
         lower_better: orientation of ``clear``/``attacked`` (raw metric values).
         weights_mode: ``pretrained`` or ``random`` (random results are never benchmark numbers).
         seconds_per_image: attack time per image (excluding clean/attacked scoring).
@@ -61,8 +65,24 @@ class CaseResult:
     curves: dict[str, list[list[float]]] = dataclasses.field(default_factory=dict)
 
     @property
+    def scored_rows(self) -> list[dict[str, Any]]:
+        """The rows the scores are computed on (no ``skip_reason``)."""
+        return scored_rows(self.rows)  # type: ignore[return-value]
+
+    @property
+    def skipped_rows(self) -> list[dict[str, Any]]:
+        """The inputs left out, each with its ``skip_reason``."""
+        return skipped_rows(self.rows)  # type: ignore[return-value]
+
+    @property
     def n_images(self) -> int:
-        return len(self.rows)
+        """Images (or clips) scored."""
+        return len(self.scored_rows)
+
+    @property
+    def n_skipped(self) -> int:
+        """Images (or clips) skipped, with their reasons in :attr:`skipped_rows`."""
+        return len(self.skipped_rows)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -16,6 +16,7 @@ import numpy as np
 from iqa_robustness.attacks import AttackSpec
 from iqa_robustness.scores.msu_csv import write_msu_csv
 from iqa_robustness.scores.results import CaseResult
+from iqa_robustness.scores.rows import skipped_text
 
 
 def load_cases(cases_dir: Path) -> list[CaseResult]:
@@ -23,7 +24,11 @@ def load_cases(cases_dir: Path) -> list[CaseResult]:
 
 
 def case_summary(r: CaseResult) -> dict[str, object]:
-    """One flat row: identity, scores, mean image similarity, timing."""
+    """One flat row: identity, scores, mean image similarity, timing.
+
+    ``n`` counts the scored images, ``n_skipped`` the skipped ones, and ``skipped`` lists them as
+    ``name: reason; ...`` (cut to a few hundred characters; the per-image CSV has them all).
+    """
     row: dict[str, object] = {
         "case_id": r.case_id,
         "metric": r.metric,
@@ -33,13 +38,15 @@ def case_summary(r: CaseResult) -> dict[str, object]:
         "train_dataset": r.train_dataset or "",
         "amplitude": "" if r.amplitude is None else r.amplitude,
         "n": r.n_images,
+        "n_skipped": r.n_skipped,
+        "skipped": skipped_text(r.rows),
         "weights_mode": r.weights_mode,
         "status": r.status,
         "message": r.message,
     }
     row.update(r.scores)
     for key in ("psnr", "ssim", "mse"):
-        values = [float(x[key]) for x in r.rows if math.isfinite(float(x[key]))]
+        values = [float(x[key]) for x in r.scored_rows if math.isfinite(float(x[key]))]
         row[key] = float(np.mean(values)) if values else math.nan
     row["seconds_per_image"] = r.seconds_per_image
     row["peak_memory_mb"] = r.peak_memory_mb
@@ -104,15 +111,3 @@ def write_per_image(results: list[CaseResult], out_dir: Path) -> list[Path]:
         paths.append(write_msu_csv(out_dir / f"{attack}_{metric}_test.csv", rows))
     return paths
 
-
-def score_rows(rows: Sequence[dict], lower_better: bool, *, clips: bool = False) -> dict[str, float]:
-    """The group scores of a case from its per-image (per-clip) rows; ``flicker`` the mean over clips."""
-    from iqa_robustness.scores.formulas import score_group
-
-    scored = [r for r in rows if not r.get("skip_reason")]
-    clear = np.array([r["clear"] for r in scored], dtype=np.float64)
-    attacked = np.array([r["attacked"] for r in scored], dtype=np.float64)
-    scores = score_group(clear, attacked, lower_better=lower_better)
-    if clips:
-        scores["flicker"] = float(np.mean([r["flicker"] for r in scored]))
-    return scores

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from iqa_robustness.scores.results import CaseResult
+from iqa_robustness.scores.rows import skipped_text
 from iqa_robustness.scores.summary import case_summary
 from iqa_robustness.tracking.store import (
     KIND_CASE,
@@ -39,7 +40,9 @@ def case_params(result: CaseResult) -> dict[str, str]:
 
 
 def case_metrics(result: CaseResult) -> dict[str, float]:
-    """Every finite group score (with its CI bounds), mean PSNR/SSIM/MSE, time, memory, image count.
+    """Every finite group score (with its CI bounds), mean PSNR/SSIM/MSE, time, memory, image counts.
+
+    ``n_images`` counts the scored images, ``n_skipped`` those left out (named in the ``skipped`` tag).
 
     ``psnr``, ``ssim`` and ``mse`` are means over the images; an image the attack left unchanged
     (PSNR = inf) does not enter the PSNR mean. Non-finite scores are left out (MLflow would store
@@ -55,6 +58,7 @@ def case_metrics(result: CaseResult) -> dict[str, float]:
         seconds_per_image=result.seconds_per_image,
         peak_memory_mb=result.peak_memory_mb,
         n_images=result.n_images,
+        n_skipped=result.n_skipped,
     )
     out = {}
     for name, value in values.items():
@@ -78,6 +82,8 @@ def case_tags(result: CaseResult) -> dict[str, str]:
         tags["fingerprint"] = result.fingerprint
     if result.resumed_from:
         tags["resumed_from"] = result.resumed_from
+    if result.n_skipped:
+        tags["skipped"] = skipped_text(result.rows, limit=TAG_VALUE_LIMIT)
     if result.weights_mode == "random":
         tags["benchmark_number"] = "false"
     return {mlflow_key(k): cut_text(v, TAG_VALUE_LIMIT) for k, v in tags.items()}
@@ -87,7 +93,7 @@ def plot_case(result: CaseResult, path: Path) -> Path | None:
     """Clear against attacked score per image, with the "unchanged" diagonal; None without rows."""
     from matplotlib.figure import Figure  # no pyplot: no global backend state, no display needed
 
-    points = [(finite_or_none(r.get("clear")), finite_or_none(r.get("attacked"))) for r in result.rows]
+    points = [(finite_or_none(r.get("clear")), finite_or_none(r.get("attacked"))) for r in result.scored_rows]
     points = [(c, a) for c, a in points if c is not None and a is not None]
     if not points:
         return None
