@@ -38,6 +38,7 @@ GRID_CASES = {
     "uap-cnniqa-live-msu5-on-msu5-amp0.8",
 }
 
+
 def _env(torch_home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     env.update(HF_HUB_OFFLINE="1", TORCH_HOME=str(torch_home), MPLBACKEND="Agg", OMP_NUM_THREADS="1")
@@ -111,6 +112,19 @@ def sessions(client, kind: str = "session") -> list:
     return client.search_runs([exp.experiment_id], f"tags.run_kind = '{kind}'", order_by=["attributes.start_time ASC"])
 
 
+def parent_logged(results_dir: Path) -> bool:
+    """The session's record names its MLflow run: the store is set up, a reader will not race its creation."""
+    import json
+
+    for path in (results_dir / "sessions").glob("*.json"):
+        try:
+            if json.loads(path.read_text()).get("mlflow_run_id"):
+                return True
+        except ValueError:  # being replaced
+            continue
+    return False
+
+
 def children(client, parent_id: str) -> list:
     exp = client.get_run(parent_id).info.experiment_id
     return client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{parent_id}'")
@@ -142,6 +156,8 @@ def reference(tmp_path_factory, weights, torch_home) -> Path:
 def test_a_stopped_session_keeps_its_finished_cases_and_resume_runs_only_the_rest(
     tmp_path, weights, torch_home, reference
 ):
+    import mlflow.tracking  # noqa: F401  (imported before the session starts: polling is then quick)
+
     session = subprocess.Popen(
         _command(tmp_path, weights),
         cwd=tmp_path,
@@ -152,12 +168,15 @@ def test_a_stopped_session_keeps_its_finished_cases_and_resume_runs_only_the_res
     )
     seen: list[int] = []  # children of the running session, as a second process reads them
     deadline = time.monotonic() + 300
+    reader = None
     try:
         while time.monotonic() < deadline and session.poll() is None:
-            runs = sessions(store(tmp_path)) if (tmp_path / "mlflow.db").is_file() else []
+            if reader is None and parent_logged(tmp_path / "results"):
+                reader = store(tmp_path)
+            runs = sessions(reader) if reader is not None else []
             if runs:
                 assert runs[-1].info.status == "RUNNING"
-                count = len(children(store(tmp_path), runs[-1].info.run_id))
+                count = len(children(reader, runs[-1].info.run_id))
                 if not seen or count != seen[-1]:
                     seen.append(count)
                 if count >= 2:
@@ -204,7 +223,12 @@ def test_a_stopped_session_keeps_its_finished_cases_and_resume_runs_only_the_res
     )
     last = sessions(client)[-1]
     assert last.info.status == "FINISHED"
-    assert {run.data.tags["case_id"] for run in children(client, last.info.run_id)} == GRID_CASES
+    runs = {run.data.tags["case_id"]: run for run in children(client, last.info.run_id)}
+    assert set(runs) == GRID_CASES
+    # universal training's loss, step by step, as a metric history (a curve in the MLflow UI)
+    curve = client.get_metric_history(runs["uap-cnniqa-live-msu5-on-msu5-amp0.2"].info.run_id, "train_loss")
+    assert [m.step for m in sorted(curve, key=lambda m: m.step)] == [1, 2, 3]
+    assert all(math.isfinite(m.value) for m in curve)
 
 
 def test_a_changed_hyperparameter_or_weight_file_is_never_resumed(tmp_path, weights, torch_home):
@@ -238,9 +262,7 @@ def test_a_changed_hyperparameter_or_weight_file_is_never_resumed(tmp_path, weig
     assert "--resume:" not in proc.stdout
 
 
-def test_grid_shards_are_disjoint_and_merge_to_the_unsharded_session(
-    tmp_path, weights, torch_home, reference, capsys
-):
+def test_grid_shards_are_disjoint_and_merge_to_the_unsharded_session(tmp_path, weights, torch_home, reference, capsys):
     trained = run_grid(tmp_path / "train", weights, torch_home, "--train-only")
     assert trained.returncode == 0, trained.stdout + trained.stderr
     assert "1 passed" in trained.stdout  # one perturbation for the two amplitudes; nothing evaluated
@@ -299,9 +321,7 @@ def test_grid_shards_are_disjoint_and_merge_to_the_unsharded_session(
     assert "grid shard(s) 2/2 missing" in proc.stderr
 
 
-def test_image_shards_of_a_case_merge_to_the_scores_of_the_whole_case(
-    tmp_path, weights, torch_home, reference, capsys
-):
+def test_image_shards_of_a_case_merge_to_the_scores_of_the_whole_case(tmp_path, weights, torch_home, reference, capsys):
     only = ("--attack", "fgsm,uap", "--no-mlflow")
     shard_dirs = []
     for k in (1, 2):

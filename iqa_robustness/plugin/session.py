@@ -2,11 +2,16 @@
 
 Only the controller process (the one process of a plain run, the controller under pytest-xdist)
 writes the MLflow store, so a SQLite store has one writer. The parent run is created when the
-grid's first case is about to run and ends FINISHED, FAILED or KILLED; each case's run is logged
-as soon as its report reaches the controller, from the JSON file the case wrote. On SIGTERM (a
-GitLab job timeout or cancel) or Ctrl-C the session stops at once; the finished cases are
-already in MLflow; the summary, per-image CSVs and table are written for them; the case that was
-running is recorded as ``interrupted``; ``--resume`` continues from there.
+grid's first case is about to run (under xdist: when the workers have collected) and ends
+FINISHED, FAILED or KILLED; each case's run is logged as soon as its report reaches the
+controller, from the JSON file the case wrote. On SIGTERM (a GitLab job timeout or cancel) or
+Ctrl-C the session stops at once: the finished cases are already in MLflow; the summary,
+per-image CSVs and table are written for them; the case that was running is recorded as
+``interrupted`` (xdist workers get the signal passed on and record their own); ``--resume``
+continues from there.
+
+Nothing here imports torch until a grid case has run: the plugin loads this module in every
+pytest run of an environment that has the package.
 """
 
 from __future__ import annotations
@@ -23,10 +28,8 @@ from typing import Any
 
 import pytest
 
-from iqa_robustness.report.outputs import write_outputs
 from iqa_robustness.runner.sessions import SessionRecord
 from iqa_robustness.scores.results import CaseResult
-from iqa_robustness.scores.summary import load_cases
 
 log = logging.getLogger("iqa_robustness")
 
@@ -231,6 +234,9 @@ class SessionController:
     def _finish(self, exitstatus: int, write: Callable[[str], None]) -> list[CaseResult]:
         if self.record is None or self.train_only:
             return []
+        from iqa_robustness.report.outputs import write_outputs  # torch: only once a grid has run
+        from iqa_robustness.scores.summary import load_cases
+
         if self.stop_reason:
             _wait_for_exit(self._workers, seconds=WORKER_STOP_SECONDS)
         for case_id, fields in self.running.items():  # begun, never ended: the stop came while it ran

@@ -110,4 +110,3 @@ def write_per_image(results: list[CaseResult], out_dir: Path) -> list[Path]:
     for (attack, metric), rows in sorted(grouped.items()):
         paths.append(write_msu_csv(out_dir / f"{attack}_{metric}_test.csv", rows))
     return paths
-
