@@ -12,17 +12,15 @@ from typing import Any
 from iqa_robustness.cli import CommandError
 from iqa_robustness.conventions import DEFAULT_EXPERIMENT, default_tracking_uri
 
+_URI_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the current folder)"
 
-def add_store_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--experiment`` and ``--tracking-uri``, with the defaults the pytest plugin logs to."""
+
+def add_store_arguments(parser: argparse.ArgumentParser, uri_help: str = _URI_HELP) -> None:
+    """``--experiment`` and ``--tracking-uri``, with the defaults the pytest plugin logs to (``uri_help`` says)."""
     parser.add_argument(
         "--experiment", default=DEFAULT_EXPERIMENT, help=f"MLflow experiment (default: {DEFAULT_EXPERIMENT})"
     )
-    parser.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the current folder)",
-    )
+    parser.add_argument("--tracking-uri", default=None, help=uri_help)
 
 
 def open_store(args: argparse.Namespace) -> tuple[Any, str]:

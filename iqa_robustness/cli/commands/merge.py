@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 
 from iqa_robustness.cli import CommandError
-from iqa_robustness.conventions import DEFAULT_EXPERIMENT
+from iqa_robustness.cli.commands._store import add_store_arguments
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,13 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("folders", type=Path, nargs="+", metavar="DIR", help="results folders of the shards")
     p.add_argument("--out", type=Path, required=True, help="results folder of the merged session")
-    p.add_argument(
-        "--experiment", default=DEFAULT_EXPERIMENT, help=f"MLflow experiment (default: {DEFAULT_EXPERIMENT})"
-    )
-    p.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="log the merged session to this MLflow store (default: $MLFLOW_TRACKING_URI; neither: no MLflow)",
+    add_store_arguments(
+        p, uri_help="log the merged session to this MLflow store (default: $MLFLOW_TRACKING_URI; neither: no MLflow)"
     )
     p.set_defaults(func=run)
 
