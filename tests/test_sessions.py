@@ -266,6 +266,7 @@ def test_grid_shards_are_disjoint_and_merge_to_the_unsharded_session(tmp_path, w
     trained = run_grid(tmp_path / "train", weights, torch_home, "--train-only")
     assert trained.returncode == 0, trained.stdout + trained.stderr
     assert "1 passed" in trained.stdout  # one perturbation for the two amplitudes; nothing evaluated
+    assert "--train-only: 1 trained perturbation(s) in results/perturbations" in trained.stdout
     perturbations = tmp_path / "train" / "results" / "perturbations"
     files = {p.name: p.stat().st_mtime_ns for p in perturbations.iterdir()}
     assert files

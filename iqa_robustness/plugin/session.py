@@ -232,7 +232,12 @@ class SessionController:
                 self.restore_signal_handlers()
 
     def _finish(self, exitstatus: int, write: Callable[[str], None]) -> list[CaseResult]:
-        if self.record is None or self.train_only:
+        if self.record is None:
+            return []
+        if self.train_only:
+            folder = self.results_dir / "perturbations"
+            files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+            write(f"--train-only: {len(files)} trained perturbation(s) in {folder}, for shards to load")
             return []
         from iqa_robustness.report.outputs import write_outputs  # torch: only once a grid has run
         from iqa_robustness.scores.summary import load_cases
