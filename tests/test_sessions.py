@@ -25,15 +25,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SUITE = REPO_ROOT / "robustness_tests"
 # Columns that measure the machine, not the metric.
 MACHINE_COLUMNS = {"seconds_per_image", "peak_memory_mb"}
-# fgsm and ifgsm finish quickly; madc runs for a few seconds, long enough to be stopped in.
+# fgsm and ifgsm finish quickly; madc with 5x its default iterations runs for seconds, long enough to be stopped in.
 GRID = (
-    "--metric", "cnniqa-live", "--attack", "fgsm,ifgsm,madc,uap", "--dataset", "msu5", "--train-dataset", "msu5",
-    "--image-size", "96", "--uap-steps", "3", "--amplitude", "0.2,0.8",
+    "--metric", "cnniqa-live", "--attack", "fgsm,ifgsm,madc(iters=40),uap",
+    "--dataset", "msu5", "--train-dataset", "msu5", "--image-size", "96", "--uap-steps", "3", "--amplitude", "0.2,0.8",
 )  # fmt: skip
+MADC = "madc(iters=40)-cnniqa-live-msu5"
 GRID_CASES = {
     "fgsm-cnniqa-live-msu5",
     "ifgsm-cnniqa-live-msu5",
-    "madc-cnniqa-live-msu5",
+    MADC,
     "uap-cnniqa-live-msu5-on-msu5-amp0.2",
     "uap-cnniqa-live-msu5-on-msu5-amp0.8",
 }
@@ -180,7 +181,7 @@ def test_a_stopped_session_keeps_its_finished_cases_and_resume_runs_only_the_res
                 if not seen or count != seen[-1]:
                     seen.append(count)
                 if count >= 2:
-                    time.sleep(0.5)  # into the third case (madc, several seconds)
+                    time.sleep(0.5)  # into the third case (madc, seconds)
                     session.send_signal(signal.SIGTERM)
                     break
             time.sleep(0.1)
@@ -199,15 +200,15 @@ def test_a_stopped_session_keeps_its_finished_cases_and_resume_runs_only_the_res
     finished = {c for c, r in cases.items() if r["status"] == "passed"}
     interrupted = {c for c, r in cases.items() if r["status"] == "interrupted"}
     assert finished == {"fgsm-cnniqa-live-msu5", "ifgsm-cnniqa-live-msu5"}, output
-    assert interrupted == {"madc-cnniqa-live-msu5"}, output
+    assert interrupted == {MADC}, output
     logged = {run.data.tags["case_id"] for run in children(client, parent.info.run_id)}
     assert logged == finished
-    assert parent.data.tags["interrupted_cases"] == "madc-cnniqa-live-msu5"
+    assert parent.data.tags["interrupted_cases"] == MADC
     summary = summary_rows(tmp_path / "results" / "summary.csv")
     assert {c: r["status"] for c, r in summary.items()} == {
         "fgsm-cnniqa-live-msu5": "passed",
         "ifgsm-cnniqa-live-msu5": "passed",
-        "madc-cnniqa-live-msu5": "interrupted",
+        MADC: "interrupted",
     }
     per_image = {p.name for p in (tmp_path / "results" / "per_image").glob("*.csv")}
     assert per_image == {"fgsm_cnniqa-live_test.csv", "ifgsm_cnniqa-live_test.csv"}
