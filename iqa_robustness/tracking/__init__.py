@@ -5,8 +5,14 @@
 package's public API.
 """
 
-from iqa_robustness.tracking.cases import case_metrics, case_params, case_tags, plot_case
-from iqa_robustness.tracking.query import LoggedCase, describe_session, find_session, load_session_cases
+from iqa_robustness.tracking.cases import case_metrics, case_params, case_tags, logged_case, plot_case
+from iqa_robustness.tracking.query import (
+    LoggedCase,
+    describe_session,
+    find_session,
+    load_case_rows,
+    load_session_cases,
+)
 from iqa_robustness.tracking.session import FAILED, FINISHED, KILLED, SessionLogger, log_session
 from iqa_robustness.tracking.store import (
     KIND_CASE,
@@ -38,8 +44,10 @@ __all__ = [
     "describe_session",
     "ensure_experiment",
     "find_session",
+    "load_case_rows",
     "load_session_cases",
     "log_session",
+    "logged_case",
     "open_client",
     "plot_case",
     "session_tags",

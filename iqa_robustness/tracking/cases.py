@@ -9,6 +9,7 @@ from typing import Any
 from iqa_robustness.scores.results import CaseResult
 from iqa_robustness.scores.rows import skipped_text
 from iqa_robustness.scores.summary import case_summary
+from iqa_robustness.tracking.query import LoggedCase
 from iqa_robustness.tracking.store import (
     KIND_CASE,
     PARAM_VALUE_LIMIT,
@@ -112,3 +113,23 @@ def plot_case(result: CaseResult, path: Path) -> Path | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path
+
+
+def logged_case(result: CaseResult) -> LoggedCase:
+    """A case of a results folder as the store would give it back (its rows already read)."""
+    params = case_params(result)
+    return LoggedCase(
+        run_id="",
+        case_id=result.case_id,
+        metric=result.metric,
+        attack=result.attack,
+        dataset=result.dataset,
+        train_dataset=result.train_dataset or "",
+        amplitude=params.get("amplitude", "") if result.amplitude is not None else "",
+        status=result.status,
+        weights_mode=result.weights_mode,
+        metrics=case_metrics(result),
+        params=params,
+        lower_better=bool(result.lower_better),
+        rows=list(result.rows),
+    )

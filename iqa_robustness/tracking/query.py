@@ -7,11 +7,13 @@ import dataclasses
 import datetime as _dt
 import logging
 import re
+from pathlib import Path
 
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from iqa_robustness.scores.msu_csv import read_msu_csv
 from iqa_robustness.tracking.store import (
     KIND_SESSION,
     PARENT_TAG,
@@ -42,6 +44,8 @@ class LoggedCase:
     weights_mode: str
     metrics: dict[str, float]
     params: dict[str, str]
+    lower_better: bool = False
+    rows: list[dict] | None = None  # the per-image rows, once read (see :func:`load_case_rows`)
 
     @property
     def key(self) -> tuple[str, str, str, str, str]:
@@ -76,28 +80,54 @@ def _search(client: MlflowClient, experiment_id: str, filter_string: str, max_re
             return runs[:max_results] if max_results is not None else runs
 
 
-def find_session(client: MlflowClient, experiment: str, ref: str, uri: str = "") -> Run:
+def _has_metric(client: MlflowClient, session: Run, metric: str) -> bool:
+    found = client.search_runs(
+        [session.info.experiment_id],
+        filter_string=f"tags.`{PARENT_TAG}` = '{session.info.run_id}' and params.metric = '{_quoted(metric)}'",
+        max_results=1,
+    )
+    return bool(found)
+
+
+def _quoted(text: str) -> str:
+    return text.replace("'", "\\'")
+
+
+def _sessions(client: MlflowClient, experiment_id: str, extra: str, count: int, metric: str | None) -> list[Run]:
+    """The newest ``count`` sessions matching ``extra``; with ``metric``, only those that ran it."""
+    filter_string = f"tags.{TAG_KIND} = '{KIND_SESSION}'" + (f" and {extra}" if extra else "")
+    if metric is None:
+        return _search(client, experiment_id, filter_string, max_results=count)
+    return [run for run in _search(client, experiment_id, filter_string) if _has_metric(client, run, metric)][:count]
+
+
+def find_session(client: MlflowClient, experiment: str, ref: str, uri: str = "", *, metric: str | None = None) -> Run:
     """The session (parent) run that ``ref`` names.
 
     Args:
         client: see :func:`open_client`.
-        experiment: experiment searched for ``latest``, ``previous`` and commits.
+        experiment: experiment searched for ``latest``, ``previous``, commits and branches.
         ref: a run id (a case run id gives its session), a git commit or a prefix of one (the
-            latest session of that commit), ``latest`` or ``previous`` (the one before it).
+            latest session of that commit), ``latest`` or ``previous`` (the one before it), or a
+            branch name (that branch's latest session; ``branch:NAME`` when the name could be
+            read as a commit).
         uri: the store, for error messages.
+        metric: only sessions that ran this metric count (a pipeline logs one session per
+            metric, so "the target branch's latest session" is per metric).
 
     Raises:
         TrackingError: nothing matches; the message lists what would.
     """
     experiment_id = _experiment_id(client, experiment, uri)
-    sessions_filter = f"tags.{TAG_KIND} = '{KIND_SESSION}'"
-    word = ref.strip().lower()
+    text = ref.strip()
+    word = text.lower()
+    having = f" with metric {metric!r}" if metric else ""
     if word in ("latest", "previous"):
         index = 0 if word == "latest" else 1
-        runs = _search(client, experiment_id, sessions_filter, max_results=2)
+        runs = _sessions(client, experiment_id, "", 2, metric)
         if len(runs) <= index:
             raise TrackingError(
-                f"experiment {experiment!r} has {len(runs)} session(s): there is no {word!r} session; "
+                f"experiment {experiment!r} has {len(runs)} session(s){having}: there is no {word!r} session; "
                 "run the suite (again) first"
             )
         return runs[index]
@@ -107,11 +137,20 @@ def find_session(client: MlflowClient, experiment: str, ref: str, uri: str = "")
             parent = run.data.tags.get(PARENT_TAG)
             return client.get_run(parent) if parent else run
     if re.fullmatch(r"[0-9a-f]{4,40}", word):
-        runs = _search(client, experiment_id, f"{sessions_filter} and tags.{TAG_COMMIT} LIKE '{word}%'", 1)
+        runs = _sessions(client, experiment_id, f"tags.{TAG_COMMIT} LIKE '{word}%'", 1, metric)
         if runs:
             return runs[0]
-        raise TrackingError(f"no run id or session of git commit {ref!r} in experiment {experiment!r}")
-    raise TrackingError(f"{ref!r} is neither a run id, a git commit, 'latest' nor 'previous'")
+    branch = text.removeprefix("branch:")
+    runs = _sessions(client, experiment_id, f"tags.{TAG_BRANCH} = '{_quoted(branch)}'", 1, metric)
+    if runs:
+        return runs[0]
+    branches = sorted(
+        {r.data.tags[TAG_BRANCH] for r in _sessions(client, experiment_id, "", 200, None) if TAG_BRANCH in r.data.tags}
+    )
+    raise TrackingError(
+        f"{ref!r} names no session{having} in experiment {experiment!r}: it is neither a run id, a git commit, "
+        f"'latest', 'previous' nor a branch with sessions (branches with sessions: {', '.join(branches) or 'none'})"
+    )
 
 
 def load_session_cases(client: MlflowClient, session: Run) -> list[LoggedCase]:
@@ -134,6 +173,7 @@ def load_session_cases(client: MlflowClient, session: Run) -> list[LoggedCase]:
                 weights_mode=tags.get("weights_mode", ""),
                 metrics=dict(run.data.metrics),
                 params=dict(params),
+                lower_better=tags.get("lower_better", "false") == "true",
             )
         )
     return sorted(cases, key=lambda c: c.key)
@@ -148,3 +188,24 @@ def describe_session(run: Run) -> str:
         parts.append(f"branch {tags[TAG_BRANCH]}")
     parts.append(f"{started} UTC")
     return f"{run.info.run_id} ({', '.join(parts)})"
+
+
+def load_case_rows(client: MlflowClient, case: LoggedCase, folder: Path) -> list[dict]:
+    """The per-image rows of a logged case (its MSU CSV artefact), downloaded into ``folder``; cached on ``case``.
+
+    Raises:
+        TrackingError: the case run has no per-image CSV, or it cannot be read.
+    """
+    if case.rows is not None:
+        return case.rows
+    tables = [a.path for a in client.list_artifacts(case.run_id) if a.path.endswith(".csv")]
+    if not tables:
+        raise TrackingError(f"case run {case.run_id} ({case.case_id}) has no per-image CSV artefact")
+    target = Path(folder) / case.run_id
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        local = client.download_artifacts(case.run_id, tables[0], str(target))
+        case.rows = read_msu_csv(local).rows
+    except (MlflowException, OSError, ValueError) as exc:
+        raise TrackingError(f"case {case.case_id}: cannot read its per-image CSV ({exc})") from exc
+    return case.rows

@@ -1,22 +1,31 @@
-"""``iqa-robustness compare A B``: two logged sessions side by side, case by case, with deltas.
+"""``iqa-robustness compare A B``: two sessions side by side, case by case, with deltas, and the regression gate.
 
 A and B are session runs in the MLflow store: a run id, a git commit (or a prefix of one: the
-latest session of that commit), ``latest`` or ``previous``. For every metric x attack x dataset
-[x train set x amplitude] the key scores of the MSU benchmark (Antsiferova et al., AAAI 2024) are
-shown for A and B with delta = B - A, printed and saved as CSV.
+latest session of that commit), ``latest``, ``previous`` or a branch name (that branch's latest
+session), or results folders (a pytest ``--results-dir``, a ``merge --out``). For every metric x
+attack x dataset [x train set x amplitude] the key scores of the MSU benchmark (Antsiferova et
+al., AAAI 2024) are shown for A and B with delta = B - A, printed and saved as CSV.
+
+With ``--fail-on-regression`` the command exits 1 when B is less robust than A on any case both
+ran, by the paired per-image test of :mod:`iqa_robustness.scores.regression`; the gate's table
+names each case's mean drop, its interval and the test's confidence. Cases in one session only,
+and cases whose settings differ (image size, images, seed, weights), are listed, not failed.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from iqa_robustness.cli import CommandError
+from iqa_robustness.cli.commands._sessions import NamedSession, load_named_session
 from iqa_robustness.cli.commands._store import add_store_arguments, format_table, number, open_store, to_json, write_csv
 from iqa_robustness.conventions import dataset_slug
+from iqa_robustness.scores.regression import DEFAULT_ALPHA, GATED_SCORES, GateRule, compare_case
 
 COMPARED_SCORES = (
     "norm_abs_gain",
@@ -28,6 +37,8 @@ COMPARED_SCORES = (
     "seconds_per_image",
 )
 KEY_COLUMNS = ("metric", "attack", "dataset", "train_dataset", "amplitude")
+#: case params that must agree for two sessions' numbers of a case to be comparable
+COMPARABLE_PARAMS = ("image_size", "max_images", "max_frames", "seed", "image_shard")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,11 +47,33 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="compare two logged sessions (run ids, git commits, latest/previous) case by case",
         description="Side-by-side scores of two sessions from the MLflow store, with delta = B - A.",
     )
-    p.add_argument("a", metavar="A", help="session run id, git commit (prefix), 'latest' or 'previous'")
+    p.add_argument(
+        "a", metavar="A", help="session run id, git commit (prefix), 'latest', 'previous', branch, or results folder"
+    )
     p.add_argument("b", metavar="B", help="the same kinds of reference; deltas are B - A")
     add_store_arguments(p)
+    p.add_argument(
+        "--metric", default=None, help="only these metrics' cases (comma list); look-ups find sessions that ran them"
+    )
     p.add_argument("--out", type=Path, default=Path("results/compare"), help="CSV folder (default: results/compare)")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table", help="printed format")
+    gate = p.add_argument_group("regression gate")
+    gate.add_argument(
+        "--fail-on-regression", action="store_true", help="exit 1 when B is less robust than A on a shared case"
+    )
+    gate.add_argument(
+        "--gate-score",
+        choices=sorted(GATED_SCORES),
+        default="robustness_score",
+        help="per-image score tested (default: robustness_score)",
+    )
+    gate.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help="mean drop tolerated, in the score's units (default: 0.05 for R, 0.01 for norm_abs_gain)",
+    )
+    gate.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="level of the one-sided test (default: 0.05)")
     p.set_defaults(func=run)
 
 
@@ -95,29 +128,94 @@ def table_lines(rows: Sequence[dict], scores: Sequence[str] = COMPARED_SCORES) -
     return format_table(header, body, right=range(len(header) - 3, len(header)))
 
 
-def run(args: argparse.Namespace) -> int:
-    from iqa_robustness.tracking import TrackingError, describe_session, find_session, load_session_cases
+def settings_difference(a: Any, b: Any) -> str:
+    """``image_size 160 vs 128; ...`` for the params of two runs of a case that must agree, else ``""``."""
+    diffs = [
+        f"{k} {a.params.get(k, '-')} vs {b.params.get(k, '-')}"
+        for k in COMPARABLE_PARAMS
+        if a.params.get(k, "") != b.params.get(k, "")
+    ]
+    if a.weights_mode != b.weights_mode:
+        diffs.append(f"weights {a.weights_mode} vs {b.weights_mode}")
+    return "; ".join(diffs)
 
-    client, uri = open_store(args)
-    try:
-        session_a = find_session(client, args.experiment, args.a, uri)
-        session_b = find_session(client, args.experiment, args.b, uri)
-        cases_a = load_session_cases(client, session_a)
-        cases_b = load_session_cases(client, session_b)
-    except TrackingError as exc:
-        raise CommandError(str(exc)) from exc
-    rows = compare_cases(cases_a, cases_b)
+
+def gate_cases(session_a: NamedSession, session_b: NamedSession, rule: GateRule) -> list[dict]:
+    """One gate row per case key of A or B: the verdict (``regressed``, ``ok``, or why it was not tested)."""
+    by_a = {c.key: c for c in session_a.cases}
+    by_b = {c.key: c for c in session_b.cases}
+    rows = []
+    for key in sorted(set(by_a) | set(by_b)):
+        row: dict[str, Any] = dict(zip(KEY_COLUMNS, key, strict=True))
+        row.update(score=rule.score, n=0, a=math.nan, b=math.nan, drop=math.nan, drop_low=math.nan)
+        row.update(drop_high=math.nan, bound=math.nan, confidence=math.nan, regressed=False, note="")
+        a, b = by_a.get(key), by_b.get(key)
+        if a is None or b is None:
+            row["verdict"] = "B only" if a is None else "A only"
+        elif a.status in ("error", "skipped") or b.status in ("error", "skipped"):
+            row["verdict"] = "not compared"
+            row["note"] = f"status {a.status} in A, {b.status} in B"
+        elif difference := settings_difference(a, b):
+            row["verdict"], row["note"] = "not comparable", difference
+        else:
+            v = compare_case(session_a.rows(a), session_b.rows(b), a.lower_better, rule)
+            row.update(n=v.n, a=v.a, b=v.b, drop=v.drop, drop_low=v.drop_low, drop_high=v.drop_high, bound=v.bound)
+            row.update(confidence=v.confidence, regressed=v.regressed, note=v.note)
+            row["verdict"] = "REGRESSED" if v.regressed else ("not tested" if not math.isfinite(v.bound) else "ok")
+        rows.append(row)
+    return rows
+
+
+def gate_lines(rows: Sequence[dict], rule: GateRule) -> list[str]:
+    """The gate's table: one line per case, regressions first."""
+    with_train = any(r["train_dataset"] for r in rows)
+    header = ["verdict", "metric", "attack", "dataset", *(["train"] if with_train else []), "amp", "n", "A", "B"]
+    header += ["drop", "95% CI", "confidence", "note"]
+    order = {"REGRESSED": 0, "ok": 1}
+    body = []
+    for r in sorted(rows, key=lambda r: order.get(r["verdict"], 2)):
+        ident = [r["verdict"], r["metric"], r["attack"], dataset_slug(r["dataset"])]
+        if with_train:
+            ident.append(dataset_slug(r["train_dataset"]) or "-")
+        ident.append(r["amplitude"] or "-")
+        interval = f"[{number(r['drop_low'], signed=True)}, {number(r['drop_high'], signed=True)}]"
+        confidence = f"{100 * r['confidence']:.1f}%" if math.isfinite(r["confidence"]) else "-"
+        cells = [str(r["n"]), number(r["a"]), number(r["b"]), number(r["drop"], signed=True), interval, confidence]
+        body.append([*ident, *cells, r["note"]])
+    return format_table(header, body, right=range(len(header) - 7, len(header) - 1))
+
+
+def _only_metrics(session: NamedSession, metrics: Sequence[str]) -> NamedSession:
+    if metrics:
+        session.cases = [c for c in session.cases if c.metric in metrics]
+    return session
+
+
+def run(args: argparse.Namespace) -> int:
+    metrics = [m.strip() for m in (args.metric or "").split(",") if m.strip()]
+    rule = GateRule(args.gate_score, args.tolerance, args.alpha)
+    lookup = metrics[0] if len(metrics) == 1 else None
+    store = None
+    if not all(Path(ref).is_dir() for ref in (args.a, args.b)):
+        store = open_store(args)
+    session_a = _only_metrics(load_named_session(args.a, args, metric=lookup, store=store), metrics)
+    session_b = _only_metrics(load_named_session(args.b, args, metric=lookup, store=store), metrics)
+    rows = compare_cases(session_a.cases, session_b.cases)
     if not rows:
-        raise CommandError("neither session has case runs to compare")
-    id_a, id_b = session_a.info.run_id, session_b.info.run_id
-    path = write_csv(rows, args.out / f"compare_{id_a[:8]}_{id_b[:8]}.csv")
+        raise CommandError(
+            "neither session has case runs to compare" + (f" of metric(s) {args.metric}" if metrics else "")
+        )
+    stem = f"{session_a.label}_{session_b.label}"
+    path = write_csv(rows, args.out / f"compare_{stem}.csv")
+    gate = gate_cases(session_a, session_b, rule) if args.fail_on_regression else []
+    regressed = [r for r in gate if r["regressed"]]
     if args.format == "json":
-        print(to_json(rows))
+        print(to_json(rows + gate))
     elif args.format == "csv":
         print(path.read_text(), end="")
     else:
-        print(f"A = {describe_session(session_a)}")
-        print(f"B = {describe_session(session_b)}")
+        print(f"A = {session_a.description}")
+        print(f"B = {session_b.description}")
         print("delta = B - A; gains > 0 mean the metric was fooled, higher R means more robust")
         only = [r for r in rows if r["present"] != "both"]
         if only:
@@ -125,4 +223,24 @@ def run(args: argparse.Namespace) -> int:
         for line in table_lines(rows):
             print(line)
         print(f"saved: {path}")
-    return 0
+    if gate:
+        lines = [f"regression gate: {rule.describe()}", *gate_lines(gate, rule)]
+        if regressed:
+            lines.append(f"{len(regressed)} case(s) REGRESSED (B less robust than A):")
+            lines += [
+                f"  {r['metric']} x {r['attack']} x {dataset_slug(r['dataset'])}"
+                + (f" @ {r['amplitude']}" if r["amplitude"] else "")
+                + f": {rule.score} {number(r['a'])} -> {number(r['b'])} (drop {number(r['drop'], signed=True)}, "
+                f"{100 * r['confidence']:.1f}% confidence over {r['n']} images)"
+                for r in regressed
+            ]
+        else:
+            tested = sum(r["verdict"] == "ok" for r in gate)
+            lines.append(f"no regression: {tested} case(s) tested, {len(gate) - tested} listed only")
+        write_csv(gate, args.out / f"gate_{stem}.csv")
+        text = args.out / f"gate_{stem}.txt"
+        text.write_text("\n".join([f"A = {session_a.description}", f"B = {session_b.description}", *lines]) + "\n")
+        if args.format == "table":
+            print("\n".join(lines))
+        print(f"gate: {text}", file=sys.stderr if args.format != "table" else sys.stdout)
+    return 1 if regressed else 0

@@ -1,0 +1,99 @@
+"""A session named on the command line: a results folder, or a reference into the MLflow store.
+
+``compare``, ``baseline`` and ``report`` take either. A folder (a pytest ``--results-dir`` or a
+``merge --out``) gives its newest session, read from disk with every per-image row; anything
+else is looked up in the store (:func:`iqa_robustness.tracking.find_session`: a run id, a
+commit, ``latest``/``previous`` or a branch), whose per-image CSVs are downloaded when needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from iqa_robustness.cli import CommandError
+from iqa_robustness.cli.commands._store import open_store
+
+
+@dataclasses.dataclass
+class NamedSession:
+    """A session's cases and where they come from.
+
+    Attributes:
+        ref: as given on the command line.
+        label: short name for file names (the run id's or session id's first 8 characters).
+        description: one line for headers.
+        cases: :class:`iqa_robustness.tracking.LoggedCase` list, sorted by case key.
+        tags: the session's tags (MLflow) or settings (a folder's session record).
+        run: the MLflow session run, or None for a folder.
+    """
+
+    ref: str
+    label: str
+    description: str
+    cases: list[Any]
+    tags: dict[str, str]
+    run: Any = None
+    _client: Any = None
+    _tmp: Any = None
+
+    def rows(self, case: Any) -> list[dict]:
+        """The case's per-image rows (downloaded from the store on first use)."""
+        from iqa_robustness.tracking import TrackingError, load_case_rows
+
+        if case.rows is not None:
+            return case.rows
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="iqa-robustness-rows-")
+        try:
+            return load_case_rows(self._client, case, Path(self._tmp.name))
+        except TrackingError as exc:
+            raise CommandError(str(exc)) from exc
+
+
+def is_results_folder(ref: str) -> bool:
+    return Path(ref).is_dir()
+
+
+def load_named_session(
+    ref: str, args: argparse.Namespace, *, metric: str | None = None, store: Any = None
+) -> NamedSession:
+    """The session ``ref`` names (see the module docstring); ``metric`` narrows store look-ups to sessions that ran it.
+
+    Args:
+        store: an already opened ``(client, uri)`` pair, else opened from ``args``.
+
+    Raises:
+        CommandError: nothing matches, or the store or folder cannot be read; the message says why.
+    """
+    if is_results_folder(ref):
+        return _folder_session(Path(ref))
+    from iqa_robustness.tracking import TrackingError, describe_session, find_session, load_session_cases
+
+    client, uri = store if store is not None else open_store(args)
+    try:
+        run = find_session(client, args.experiment, ref, uri, metric=metric)
+        cases = load_session_cases(client, run)
+    except TrackingError as exc:
+        raise CommandError(str(exc)) from exc
+    return NamedSession(
+        ref, run.info.run_id[:8], describe_session(run), cases, dict(run.data.tags), run=run, _client=client
+    )
+
+
+def _folder_session(folder: Path) -> NamedSession:
+    from iqa_robustness.runner.sessions import latest_session
+    from iqa_robustness.scores.summary import load_cases
+    from iqa_robustness.tracking import logged_case
+
+    record = latest_session(folder)
+    results = load_cases(record.cases_dir(folder))
+    cases = sorted((logged_case(r) for r in results), key=lambda c: c.key)
+    settings = {k: str(v) for k, v in record.settings.items()}
+    if record.mlflow_run_id:
+        settings["mlflow_run_id"] = record.mlflow_run_id
+    description = f"{folder} (session {record.session}, started {record.started}, {len(cases)} cases)"
+    return NamedSession(str(folder), record.session[:8], description, cases, settings)
