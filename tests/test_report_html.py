@@ -222,7 +222,7 @@ def test_a_single_case_with_nan_scores_and_no_artefacts_is_a_page(tmp_path: Path
 def _chromium() -> str | None:
     override = os.environ.get("IQA_ROBUSTNESS_CHROMIUM")
     if override:
-        return override
+        return shutil.which(override) or (override if Path(override).is_file() else None)
     for name in ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome"):
         found = shutil.which(name)
         if found:
@@ -236,8 +236,8 @@ def test_the_page_renders_in_chromium_without_errors_and_every_image_loads(broke
     chromium = _chromium()
     if chromium is None:
         pytest.skip(
-            "no Chromium found (/usr/bin/chromium, chromium, chromium-browser, google-chrome on PATH); "
-            "set IQA_ROBUSTNESS_CHROMIUM to one"
+            "no Chromium found ($IQA_ROBUSTNESS_CHROMIUM, /usr/bin/chromium, chromium, chromium-browser, "
+            "google-chrome on PATH); set IQA_ROBUSTNESS_CHROMIUM to one"
         )
     path = write_report(broken, tmp_path, RANDOM, title="test session")
     shots = Path(os.environ.get("IQA_ROBUSTNESS_ARTEFACTS", REPO_ROOT / "reports"))

@@ -149,16 +149,23 @@ def _data_uri(image: Image.Image, fmt: str = "PNG") -> str:
     return f"data:image/{fmt.lower()};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
 
 
-def _shrink(image: Image.Image, max_side: int, resample: int = Image.Resampling.LANCZOS) -> Image.Image:
-    """At most ``max_side`` pixels on the longer side; tiny images are enlarged (nearest) to stay visible."""
-    if max(image.size) < MIN_SIDE:
-        factor = -(-MIN_SIDE // max(image.size))
-        return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
-    if max(image.size) <= max_side:
-        return image
-    scale = max_side / max(image.size)
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, resample)
+def _image_tag(
+    image: Image.Image, max_side: int, alt: str, resample: int = Image.Resampling.LANCZOS, fmt: str = "JPEG"
+) -> str:
+    """An ``<img>`` of ``image`` at most ``max_side`` pixels on the longer side.
+
+    A smaller image keeps its pixels and is shown enlarged by a whole factor (sharp, not smoothed)
+    up to ``MIN_SIDE``, so a 64 px test image stays visible without costing bytes.
+    """
+    side = max(image.size)
+    if side > max_side:
+        scale = max_side / side
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), resample)
+    factor = max(1, min(MIN_SIDE, max_side) // max(image.size))
+    attrs = f'width="{image.width * factor}" height="{image.height * factor}"'
+    if factor > 1:
+        attrs += ' class="enlarged"'
+    return f'<img src="{_data_uri(image, fmt)}" {attrs} alt="{_e(alt)}" title="{_e(alt)}">'
 
 
 def _amplified(delta: np.ndarray) -> tuple[np.ndarray, float]:
@@ -204,7 +211,7 @@ def _budget(n_cases: int) -> tuple[int, int]:
         return 256, 3
     if n_cases <= 100:
         return 160, 2
-    return 96, 2
+    return 96, 1
 
 
 # --------------------------------------------------------------------------- the cases as data
@@ -516,11 +523,7 @@ class _Page:
             (_to_image(adversarial), "adversarial", Image.Resampling.LANCZOS),
             (_to_image(view), f"perturbation ×{k:.3g}", Image.Resampling.NEAREST),
         ]
-        tags = "".join(
-            f'<img src="{_data_uri(_shrink(im, self.max_side, resample), "JPEG")}" alt="{_e(label)}" '
-            f'title="{_e(label)}">'
-            for im, label, resample in images
-        )
+        tags = "".join(_image_tag(im, self.max_side, label, resample) for im, label, resample in images)
         name = str(row.get("image_name", path.name))
         gain = _oriented_gain(row, r.lower_better)
         psnr = _number(row.get("psnr"))
@@ -576,10 +579,11 @@ class _Page:
                 f"<figcaption>{_e(stem)}, {caption_tail}</figcaption></figure>"
             )
         view, k = _amplified(delta)
-        uri = _data_uri(_shrink(_to_image(view), self.max_side, Image.Resampling.NEAREST))
+        tag = _image_tag(_to_image(view), self.max_side, stem, Image.Resampling.NEAREST, fmt="PNG")
         linf = float(np.max(np.abs(delta))) if delta.size else 0.0
         return (
-            f'<figure><img src="{uri}" alt="{_e(stem)}"><figcaption><strong>{_e(source.name)}</strong>: '
+            f"<figure>{tag}<figcaption>"
+            f"<strong>{_e(source.name)}</strong>: "
             f"{delta.shape[1]}×{delta.shape[0]} px, L∞ {_fmt(linf)}, shown as 0.5 + δ × {k:.3g}; "
             f"{caption_tail}</figcaption></figure>"
         )
@@ -714,8 +718,8 @@ img.plot { max-width: 100%; height: auto; display: block; margin: 8px 0; }
 .amp-plots img.plot { max-width: 460px; }
 figure { margin: 0; background: #f8f9fa; border: 1px solid #e8eaed; border-radius: 4px; padding: 6px;
   max-width: 100%; }
+figure img.enlarged { image-rendering: pixelated; }
 figure img { image-rendering: auto; margin-right: 4px; vertical-align: top; max-width: 256px; height: auto; }
-.perturbations figure img { image-rendering: pixelated; }
 figcaption { font-size: 12px; color: var(--muted); max-width: 400px; margin-top: 4px; }
 .perturbations figcaption { max-width: 300px; }
 table.provenance th { background: #f1f3f4; font-weight: 600; white-space: nowrap; }
