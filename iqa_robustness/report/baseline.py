@@ -9,6 +9,13 @@ Example::
 A case is checked against every row whose ``metric`` and ``attack`` patterns match it; an empty
 ``min``/``max`` means unbounded on that side. ``dataset`` and ``amplitude`` columns are optional
 patterns too.
+
+:func:`thresholds_from_cases` writes such a file from a session (``iqa-robustness baseline``):
+for every case and gated score, the interval ``value -+ margin x half-width`` of the score's 95%
+Student-t interval, so a later session of the same grid fails when it reports a different
+robustness. With ``margin = 1`` the bounds are the interval itself (what another sample of
+images could explain); the default 0.25 suits reruns of the same images, which are
+deterministic up to floating-point differences between machines (``min_margin`` covers those).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import csv
 import dataclasses
 import fnmatch
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from iqa_robustness.scores.results import CaseResult
@@ -85,10 +93,96 @@ class Baseline:
             if not t.applies_to(result):
                 continue
             value = result.scores.get(t.score, math.nan)
+            case = f"{result.metric} x {result.attack}" + (
+                f" @ {result.amplitude:g}" if result.amplitude is not None else ""
+            )
             if not math.isfinite(value):
-                out.append(f"{t.score} is {value} (threshold {t.low}..{t.high})")
+                out.append(f"{case}: {t.score} is {value} (threshold {t.low}..{t.high})")
             elif t.low is not None and value < t.low:
-                out.append(f"{result.metric} x {result.attack}: {t.score} = {value:.4g} < minimum {t.low:g}")
+                out.append(f"{case}: {t.score} = {value:.6g} < minimum {t.low:.6g}{self._where}")
             elif t.high is not None and value > t.high:
-                out.append(f"{result.metric} x {result.attack}: {t.score} = {value:.4g} > maximum {t.high:g}")
+                out.append(f"{case}: {t.score} = {value:.6g} > maximum {t.high:.6g}{self._where}")
         return out
+
+    @property
+    def _where(self) -> str:
+        return f" ({self.source})" if self.source else ""
+
+
+#: scores a baseline bounds by default: the robustness score and the normalised gain
+BASELINE_SCORES: tuple[str, ...] = ("robustness_score", "norm_abs_gain")
+#: the default margin, in half-widths of the score's 95% interval
+DEFAULT_MARGIN = 0.25
+#: the least margin, for scores whose interval is (near) zero wide
+DEFAULT_MIN_MARGIN = 1e-3
+
+
+def thresholds_from_cases(
+    cases: Iterable[Mapping[str, object]],
+    scores: Sequence[str] = BASELINE_SCORES,
+    margin: float = DEFAULT_MARGIN,
+    min_margin: float = DEFAULT_MIN_MARGIN,
+) -> list[Threshold]:
+    """One threshold per case and score, from each case's value and 95% interval.
+
+    Args:
+        cases: dicts with ``metric``, ``attack``, ``dataset``, ``amplitude`` (``""`` when none)
+            and the scores with their ``<score>_ci_low`` / ``<score>_ci_high`` (a summary row, or
+            a logged case's metrics with its identity).
+        scores: the scores bounded.
+        margin: half-widths of the 95% interval on each side of the value.
+        min_margin: the least distance from the value to a bound.
+
+    Raises:
+        ValueError: a negative margin, or no case with a finite value of any of ``scores``.
+    """
+    if margin < 0 or min_margin < 0:
+        raise ValueError(f"margins must be >= 0 (got margin={margin}, min_margin={min_margin})")
+    out: list[Threshold] = []
+    for case in cases:
+        amplitude = case.get("amplitude")
+        amp = "*" if amplitude in (None, "", "None") else f"{float(amplitude):g}"  # type: ignore[arg-type]
+        for score in scores:
+            value = _number(case.get(score))
+            if not math.isfinite(value):
+                continue
+            low, high = _number(case.get(f"{score}_ci_low")), _number(case.get(f"{score}_ci_high"))
+            half = (high - low) / 2 if math.isfinite(low) and math.isfinite(high) else 0.0
+            room = max(margin * half, min_margin)
+            out.append(
+                Threshold(
+                    str(case["metric"]),
+                    str(case["attack"]),
+                    score,
+                    value - room,
+                    value + room,
+                    str(case["dataset"]),
+                    amp,
+                )
+            )
+    if not out:
+        raise ValueError(f"no case has a finite {' or '.join(scores)}: nothing to write a baseline from")
+    return out
+
+
+def _number(value: object) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def write_baseline(thresholds: Sequence[Threshold], path: str | Path) -> Path:
+    """The thresholds as a baseline CSV (``metric,attack,score,min,max,dataset,amplitude``), as loaded by Baseline."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["metric", "attack", "score", "min", "max", "dataset", "amplitude"])
+        for t in thresholds:
+            writer.writerow([t.metric, t.attack, t.score, _bound(t.low), _bound(t.high), t.dataset, t.amplitude])
+    return path
+
+
+def _bound(value: float | None) -> str:
+    return "" if value is None else f"{value:.6g}"

@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image
 
 from iqa_robustness.conventions import dataset_slug, orient
+from iqa_robustness.pictures import amplified, read_pair, to_image
 from iqa_robustness.scores.formulas import CONFIDENCE, PER_IMAGE_SCORES
 from iqa_robustness.scores.results import CaseResult
 from iqa_robustness.scores.summary import attack_spec_text
@@ -166,17 +167,6 @@ def _image_tag(
     if factor > 1:
         attrs += ' class="enlarged"'
     return f'<img src="{_data_uri(image, fmt)}" {attrs} alt="{_e(alt)}" title="{_e(alt)}">'
-
-
-def _amplified(delta: np.ndarray) -> tuple[np.ndarray, float]:
-    """``0.5 + delta * k`` clipped to [0, 1], with ``k`` mapping the largest ``|delta|`` to 0.5."""
-    peak = float(np.max(np.abs(delta))) if delta.size else 0.0
-    k = 0.5 / peak if peak > 0 else 1.0
-    return np.clip(0.5 + delta * k, 0.0, 1.0), k
-
-
-def _to_image(array: np.ndarray) -> Image.Image:
-    return Image.fromarray(np.round(np.clip(array, 0, 1) * 255).astype(np.uint8))
 
 
 def _figure_uri(draw: Callable[[Any], None], size: tuple[float, float], dpi: int = 80) -> str:
@@ -511,17 +501,12 @@ class _Page:
         return f'<div class="pairs-block">{heading}<div class="pairs">{"".join(figures)}</div>{notes_html}</div>'
 
     def _pair_figure(self, r: CaseResult, row: Mapping[str, Any], path: Path) -> str:
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-        height, width = pixels.shape[:2]
-        if width < 2 or width % 2:
-            raise ValueError(f"a pair is clean | adversarial side by side (even width), got {width}x{height}")
-        clean, adversarial = pixels[:, : width // 2], pixels[:, width // 2 :]
-        view, k = _amplified(adversarial - clean)
+        clean, adversarial = read_pair(path)
+        view, k = amplified(adversarial - clean)
         images = [
-            (_to_image(clean), "clean", Image.Resampling.LANCZOS),
-            (_to_image(adversarial), "adversarial", Image.Resampling.LANCZOS),
-            (_to_image(view), f"perturbation ×{k:.3g}", Image.Resampling.NEAREST),
+            (to_image(clean), "clean", Image.Resampling.LANCZOS),
+            (to_image(adversarial), "adversarial", Image.Resampling.LANCZOS),
+            (to_image(view), f"perturbation ×{k:.3g}", Image.Resampling.NEAREST),
         ]
         tags = "".join(_image_tag(im, self.max_side, label, resample) for im, label, resample in images)
         name = str(row.get("image_name", path.name))
@@ -578,8 +563,8 @@ class _Page:
                 f'<figure class="nodata"><p class="note">{_e(source.name)} missing or unreadable: {_e(exc)}</p>'
                 f"<figcaption>{_e(stem)}, {caption_tail}</figcaption></figure>"
             )
-        view, k = _amplified(delta)
-        tag = _image_tag(_to_image(view), self.max_side, stem, Image.Resampling.NEAREST, fmt="PNG")
+        view, k = amplified(delta)
+        tag = _image_tag(to_image(view), self.max_side, stem, Image.Resampling.NEAREST, fmt="PNG")
         linf = float(np.max(np.abs(delta))) if delta.size else 0.0
         return (
             f"<figure>{tag}<figcaption>"

@@ -9,6 +9,7 @@ turn a case, its attack and, for a universal attack, its trained perturbation in
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Protocol
 
 import torch
@@ -27,19 +28,42 @@ class Outcome:
         seconds: attack time, excluding clean and attacked scoring.
         frames: images, or frames over all clips (the denominator of seconds per image).
         max_linf: the largest absolute pixel change over the case.
-        pairs: (name, clean, adversarial) images kept for the artefacts.
+        pairs: (name, clean, adversarial) images kept for the artefacts: those of the most-fooled
+            images (see :meth:`keep_pair`).
     """
 
     rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
     frames: int = 0
     max_linf: float = 0.0
-    pairs: list[tuple[str, torch.Tensor, torch.Tensor]] = dataclasses.field(default_factory=list)
+    _kept: list[tuple[float, int, str, torch.Tensor, torch.Tensor]] = dataclasses.field(default_factory=list)
+    _offered: int = 0
 
-    def keep_pair(self, limit: int, name: str, clean: torch.Tensor, adversarial: torch.Tensor) -> None:
-        """Keep one clean | adversarial pair for the artefacts, up to ``limit`` per case."""
-        if len(self.pairs) < limit:
-            self.pairs.append((name, clean.detach().cpu(), adversarial.detach().cpu()))
+    def keep_pair(
+        self, limit: int, name: str, clean: torch.Tensor, adversarial: torch.Tensor, gain: float = 0.0
+    ) -> None:
+        """Offer one clean | adversarial pair for the artefacts: the ``limit`` most-fooled are kept.
+
+        Args:
+            gain: how far the attack moved the score towards "better" (oriented: positive means
+                fooled); ties and NaN keep the earlier images.
+        """
+        if limit <= 0:
+            return
+        rank = gain if gain == gain else -math.inf  # NaN ranks last
+        self._offered += 1
+        entry = (rank, -self._offered, name, clean, adversarial)
+        if len(self._kept) < limit:
+            self._kept.append((*entry[:3], clean.detach().cpu(), adversarial.detach().cpu()))
+            return
+        worst = min(range(len(self._kept)), key=lambda i: self._kept[i][:2])
+        if entry[:2] > self._kept[worst][:2]:
+            self._kept[worst] = (*entry[:3], clean.detach().cpu(), adversarial.detach().cpu())
+
+    @property
+    def pairs(self) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+        """The kept (name, clean, adversarial) images, most fooled first."""
+        return [(name, clean, adv) for _, _, name, clean, adv in sorted(self._kept, key=lambda e: e[:2], reverse=True)]
 
 
 class CaseRunner(Protocol):

@@ -42,7 +42,7 @@ class SuiteConfig:
     uap_steps: int | None = None  # exact training steps; None = the attacks' epochs (capped on the CPU)
     uap_full_epochs: bool = False  # the attacks' epochs also on the CPU
     clamp_uap: bool = False
-    pairs_to_save: int = 2
+    pairs_to_save: int = 3
     amp: str | None = None  # "fp16" / "bf16": metrics run under autocast (scores change; see `bench --amp`)
     channels_last: bool = False
     clip_chunk_frames: int = 16  # frames of a clip read, perturbed and scored at a time (universal attacks)

@@ -69,7 +69,8 @@ class ImageCaseRunner:
                     row["train_dataset"] = dataset_slug(case.train_dataset or "")
                     row["amplitude"] = case.amplitude
                 out.rows.append(row)
-                out.keep_pair(self.config.pairs_to_save, name, batch[i], adv[i])
+                gain = (c - a) if metric.lower_better else (a - c)
+                out.keep_pair(self.config.pairs_to_save, name, batch[i], adv[i], gain)
             progress.advance(len(names))
         out.frames = len(out.rows)
         universal = {"train_dataset": dataset_slug(case.train_dataset or ""), "amplitude": case.amplitude}

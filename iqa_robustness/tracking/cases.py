@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +134,45 @@ def logged_case(result: CaseResult) -> LoggedCase:
         lower_better=bool(result.lower_better),
         rows=list(result.rows),
     )
+
+
+def pair_caption(result: CaseResult, pair_name: str) -> list[str] | None:
+    """Caption lines for a case's pair file ``pair_<stem>.png``: the image's scores; None without its row."""
+    stem = pair_name.removeprefix("pair_").removesuffix(".png")
+    row = next((r for r in result.scored_rows if Path(str(r["image_name"])).stem == stem), None)
+    if row is None:
+        return None
+    clear, attacked = float(row["clear"]), float(row["attacked"])
+    gain = (clear - attacked) if result.lower_better else (attacked - clear)
+    better = "lower" if result.lower_better else "higher"
+    return [
+        f"{result.metric} x {result.attack}: {row['image_name']}",
+        f"clean {clear:.4g} -> attacked {attacked:.4g} (gain {gain:+.4g}; {better} is better)",
+        f"PSNR {float(row.get('psnr', math.nan)):.2f} dB, SSIM {float(row.get('ssim', math.nan)):.4f}",
+    ]
+
+
+def captioned_pairs(result: CaseResult, folder: Path) -> list[Path]:
+    """The case's pair images with their score captions (clean | adversarial | perturbation), written into ``folder``.
+
+    A pair whose image has no scored row, or whose file cannot be read, is left out with a warning.
+    """
+    from iqa_robustness.pictures import captioned_pair
+
+    out = []
+    for name, path in result.artifacts.items():
+        if not (name.startswith("pair_") and name.endswith(".png")):
+            continue
+        caption = pair_caption(result, name)
+        if caption is None:
+            log.warning("case %s: %s matches no scored image; logged without a caption", result.case_id, name)
+            continue
+        try:
+            image = captioned_pair(path, caption)
+        except (OSError, ValueError) as exc:
+            log.warning("case %s: no captioned copy of %s (%s)", result.case_id, name, exc)
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        image.save(folder / name)
+        out.append(folder / name)
+    return out

@@ -16,7 +16,7 @@ from iqa_robustness.conventions import DEFAULT_EXPERIMENT
 from iqa_robustness.scores.msu_csv import write_msu_csv
 from iqa_robustness.scores.results import CaseResult
 from iqa_robustness.scores.summary import case_summary, write_summary
-from iqa_robustness.tracking.cases import case_metrics, case_params, case_tags, plot_case
+from iqa_robustness.tracking.cases import captioned_pairs, case_metrics, case_params, case_tags, plot_case
 from iqa_robustness.tracking.store import (
     KIND_SESSION,
     PARENT_TAG,
@@ -63,6 +63,8 @@ def _log_case(
     plot = plot_case(result, folder / "plots" / "clear_vs_attacked.png")
     if plot is not None:
         client.log_artifact(run_id, str(plot), artifact_path="plots")
+    for pair in captioned_pairs(result, folder / "pairs"):
+        client.log_artifact(run_id, str(pair), artifact_path="pairs")
     for name, path in result.artifacts.items():
         p = Path(path)
         if p.is_dir():
