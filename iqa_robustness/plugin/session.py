@@ -120,20 +120,23 @@ class SessionController:
         )
         if self.train_only:
             return  # training writes perturbations, not cases: nothing to record or log
-        self.record.save(self.results_dir)
-        self._install_signal_handlers()
-        if self.mlflow_uri is None:
-            return
-        from iqa_robustness.conventions import default_tracking_uri
-        from iqa_robustness.tracking import KIND_SESSION, KIND_SHARD, SessionLogger, TrackingError, session_tags
+        from iqa_robustness.tracking import session_tags
 
-        uri = self.mlflow_uri or default_tracking_uri(Path.cwd())
         weights = "random" if opt("--random-weights") else "pretrained"
         tags = {**session_tags(device=str(opt("--device")), weights_mode=weights), "session_id": self.session_id}
         if self.record.shard:
             tags["shard"] = self.record.shard
         if self.record.image_shard:
             tags["image_shard"] = self.record.image_shard
+        self.record.tags = tags
+        self.record.save(self.results_dir)
+        self._install_signal_handlers()
+        if self.mlflow_uri is None:
+            return
+        from iqa_robustness.conventions import default_tracking_uri
+        from iqa_robustness.tracking import KIND_SESSION, KIND_SHARD, SessionLogger, TrackingError
+
+        uri = self.mlflow_uri or default_tracking_uri(Path.cwd())
         kind = KIND_SHARD if (self.record.shard or self.record.image_shard) else KIND_SESSION
         self.logger = SessionLogger(uri, opt("--experiment"), tags, self.results_dir, kind=kind)
         try:
@@ -239,7 +242,7 @@ class SessionController:
             files = sorted(folder.glob("*.json")) if folder.is_dir() else []
             write(f"--train-only: {len(files)} trained perturbation(s) in {folder}, for shards to load")
             return []
-        from iqa_robustness.report.outputs import write_outputs  # torch: only once a grid has run
+        from iqa_robustness.report.outputs import REPORT_DIR, write_outputs  # torch: only once a grid has run
         from iqa_robustness.scores.summary import load_cases
 
         if self.stop_reason:
@@ -251,24 +254,27 @@ class SessionController:
         results = load_cases(self.cases_dir) if self.cases_dir.is_dir() else []
         interrupted = [r.case_id for r in results if r.status == "interrupted"]
         finished = [r for r in results if r.status != "interrupted"]
-        if results:
-            write_outputs(results, self.results_dir, write)
         status = "FINISHED"
         if self.stop_reason:
             status = "KILLED"
         elif exitstatus == pytest.ExitCode.TESTS_FAILED or any(r.status in ("failed", "error") for r in results):
             status = "FAILED"
+        devices = ",".join(sorted({str(r.params.get("device", "")) for r in finished if r.params.get("device")}))
+        modes = ",".join(sorted({r.weights_mode for r in finished}))
+        end_tags = {k: v for k, v in (("device", devices), ("weights_mode", modes)) if v}
+        self.record.tags.update(end_tags)
+        report = None
+        if results:
+            write_outputs(results, self.results_dir, write, {**self.record.provenance(), "status": status})
+            report = self.results_dir / REPORT_DIR
         resumed = sum(bool(r.resumed_from) for r in finished)
         if resumed:
             write(f"--resume: {resumed} of {len(finished)} case(s) reused from earlier sessions in {self.results_dir}")
         if self.logger is not None:
             from iqa_robustness.tracking import TrackingError
 
-            devices = ",".join(sorted({str(r.params.get("device", "")) for r in finished if r.params.get("device")}))
-            modes = ",".join(sorted({r.weights_mode for r in finished}))
-            tags = {k: v for k, v in (("device", devices), ("weights_mode", modes)) if v}
             try:
-                self.logger.finish(finished, status, tags=tags, interrupted=interrupted)
+                self.logger.finish(finished, status, tags=end_tags, interrupted=interrupted, report=report)
                 write(
                     f"MLflow: experiment {self.logger.experiment!r}, {self.logger.kind} run {self.logger.run_id} "
                     f"({status}, {len(finished)} case runs) at {self.logger.uri}"

@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from iqa_robustness.report.table import format_table
 from iqa_robustness.scores.results import CaseResult
 from iqa_robustness.scores.summary import amplitude_means, case_summary, write_per_image, write_summary
 
+log = logging.getLogger(__name__)
 
-def write_outputs(results: list[CaseResult], results_dir: Path, write: Callable[[str], None]) -> list[dict]:
-    """``summary.csv``, ``per_image/*.csv`` (MSU layout) and the table for ``results``; returns the summary rows."""
+#: the session's HTML report, inside its results folder
+REPORT_DIR = "report"
+
+
+def write_outputs(
+    results: list[CaseResult],
+    results_dir: Path,
+    write: Callable[[str], None],
+    provenance: Mapping[str, str] | None = None,
+) -> list[dict]:
+    """``summary.csv``, ``per_image/*.csv`` (MSU layout), the table and the HTML report for ``results``.
+
+    Args:
+        provenance: the session's tags for the report (see :func:`iqa_robustness.report.html.write_report`).
+
+    Returns:
+        The summary rows. A report that cannot be written is a warning: the CSV files are kept.
+    """
     rows = [case_summary(r) for r in results]
     rows += amplitude_means(rows)
     summary = write_summary(rows, Path(results_dir) / "summary.csv")
@@ -22,4 +40,13 @@ def write_outputs(results: list[CaseResult], results_dir: Path, write: Callable[
         write(line)
     where = f"; per-image CSVs: {per_image[0].parent} ({len(per_image)} files)" if per_image else ""
     write(f"summary: {summary}{where}")
+    from iqa_robustness.report.html import write_report  # matplotlib: only when there is something to show
+
+    try:
+        page = write_report(results, Path(results_dir) / REPORT_DIR, dict(provenance or {}))
+    except Exception as exc:  # the CSVs above are what matters; a broken page must not lose them
+        log.warning("the HTML report was not written: %s: %s", type(exc).__name__, exc)
+        write(f"report: not written ({type(exc).__name__}: {exc})")
+    else:
+        write(f"report: {page}")
     return rows

@@ -33,6 +33,8 @@ class SessionRecord:
         shard, image_shard: ``K/N`` when the session ran one shard of the grid or of the images.
         mlflow_run_id, tracking_uri: its parent run, when it logged one.
         merged_from: for a merged session, the sessions it combines.
+        tags: where the numbers come from (git commit and branch, CI job, device, weights mode,
+            library versions; see :func:`iqa_robustness.tracking.session_tags`), for the report.
     """
 
     session: str
@@ -45,6 +47,20 @@ class SessionRecord:
     mlflow_run_id: str = ""
     tracking_uri: str = ""
     merged_from: list[str] = dataclasses.field(default_factory=list)
+    tags: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def provenance(self) -> dict[str, str]:
+        """The tags plus the session's own facts (id, times, shard, MLflow run), as the report shows them."""
+        facts = {
+            "session_id": self.session,
+            "started": self.started,
+            "finished": self.finished,
+            "shard": self.shard,
+            "image_shard": self.image_shard,
+            "mlflow_run_id": self.mlflow_run_id,
+            "merged_from": ", ".join(self.merged_from),
+        }
+        return {**self.tags, **{k: v for k, v in facts.items() if v}}
 
     @staticmethod
     def path_in(results_dir: Path, session: str) -> Path:

@@ -132,6 +132,7 @@ def logged_case(result: CaseResult) -> LoggedCase:
         metrics=case_metrics(result),
         params=params,
         lower_better=bool(result.lower_better),
+        message=result.message,
         rows=list(result.rows),
     )
 

@@ -21,6 +21,7 @@ from iqa_robustness.tracking.store import (
     TAG_COMMIT,
     TAG_KIND,
     TrackingError,
+    no_progress_bars,
 )
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class LoggedCase:
     metrics: dict[str, float]
     params: dict[str, str]
     lower_better: bool = False
+    message: str = ""
     rows: list[dict] | None = None  # the per-image rows, once read (see :func:`load_case_rows`)
 
     @property
@@ -174,6 +176,7 @@ def load_session_cases(client: MlflowClient, session: Run) -> list[LoggedCase]:
                 metrics=dict(run.data.metrics),
                 params=dict(params),
                 lower_better=tags.get("lower_better", "false") == "true",
+                message=tags.get("message", ""),
             )
         )
     return sorted(cases, key=lambda c: c.key)
@@ -204,8 +207,39 @@ def load_case_rows(client: MlflowClient, case: LoggedCase, folder: Path) -> list
     target = Path(folder) / case.run_id
     target.mkdir(parents=True, exist_ok=True)
     try:
-        local = client.download_artifacts(case.run_id, tables[0], str(target))
+        with no_progress_bars():
+            local = client.download_artifacts(case.run_id, tables[0], str(target))
         case.rows = read_msu_csv(local).rows
     except (MlflowException, OSError, ValueError) as exc:
         raise TrackingError(f"case {case.case_id}: cannot read its per-image CSV ({exc})") from exc
     return case.rows
+
+
+#: case files larger than this are not downloaded for a report (a generator's weights, a video perturbation)
+REPORT_FILE_BYTES = 64 * 2**20
+
+
+def download_case_files(
+    client: MlflowClient, case: LoggedCase, folder: Path, max_bytes: int = REPORT_FILE_BYTES
+) -> dict[str, str]:
+    """The case run's files (image pairs, perturbation images and arrays) downloaded into ``folder``: name -> path.
+
+    Files over ``max_bytes`` and PyTorch checkpoints are left in the store.
+    """
+    target = Path(folder) / case.run_id
+    out: dict[str, str] = {}
+    try:
+        infos = client.list_artifacts(case.run_id, "files")
+    except MlflowException as exc:
+        log.warning("case %s: its files cannot be listed (%s)", case.case_id, exc)
+        return out
+    for info in infos:
+        name = Path(info.path).name
+        if info.is_dir or name.endswith((".pt", ".pth")) or (info.file_size or 0) > max_bytes:
+            continue
+        try:
+            with no_progress_bars():
+                out[name] = client.download_artifacts(case.run_id, info.path, str(target))
+        except (MlflowException, OSError) as exc:
+            log.warning("case %s: %s not downloaded (%s)", case.case_id, info.path, exc)
+    return out

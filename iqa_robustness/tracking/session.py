@@ -169,6 +169,7 @@ class SessionLogger:
         status: str = FINISHED,
         tags: Mapping[str, str] | None = None,
         interrupted: list[str] = (),
+        report: Path | None = None,
     ) -> str:
         """Log the cases not logged yet, the counts and the summary, and end the parent with ``status``.
 
@@ -177,6 +178,7 @@ class SessionLogger:
             status: ``FINISHED``, ``FAILED`` or ``KILLED``.
             tags: more session tags known only at the end (devices, weights modes).
             interrupted: ids of cases that were running when the session was stopped.
+            report: the folder of the session's HTML report, logged under ``report/``.
         """
         if self.run_id is None:
             self.start()
@@ -194,6 +196,8 @@ class SessionLogger:
                 self._client.log_artifact(
                     self.run_id, str(_summary_csv(results, self.results_dir, Path(self._tmp.name)))
                 )
+                if report is not None and Path(report).is_dir():
+                    self._client.log_artifacts(self.run_id, str(report), artifact_path="report")
                 self._client.set_terminated(self.run_id, status)
         except BaseException:
             with contextlib.suppress(Exception):

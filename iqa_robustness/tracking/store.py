@@ -212,11 +212,9 @@ def log_history(client: MlflowClient, run_id: str, key: str, points: list[list[f
 
 
 @contextlib.contextmanager
-def no_url_printing() -> Iterator[None]:
-    """MLflow prints a "View run" link to stdout per finished run on a server: one log line instead."""
-    name = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+def _environment(name: str, value: str) -> Iterator[None]:
     old = os.environ.get(name)
-    os.environ[name] = "true"
+    os.environ[name] = value
     try:
         yield
     finally:
@@ -224,6 +222,16 @@ def no_url_printing() -> Iterator[None]:
             os.environ.pop(name, None)
         else:
             os.environ[name] = old
+
+
+def no_url_printing() -> contextlib.AbstractContextManager[None]:
+    """MLflow prints a "View run" link to stdout per finished run on a server: one log line instead."""
+    return _environment("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+
+def no_progress_bars() -> contextlib.AbstractContextManager[None]:
+    """MLflow draws a progress bar per downloaded file on stderr: none, for commands that download many."""
+    return _environment("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 #: Files larger than this are uploaded once per session (a cnn generator is ~220 MB); later runs tag where.

@@ -29,6 +29,7 @@ class NamedSession:
         cases: :class:`iqa_robustness.tracking.LoggedCase` list, sorted by case key.
         tags: the session's tags (MLflow) or settings (a folder's session record).
         run: the MLflow session run, or None for a folder.
+        results: a folder's case results as the suite wrote them (None for a store session).
     """
 
     ref: str
@@ -37,6 +38,7 @@ class NamedSession:
     cases: list[Any]
     tags: dict[str, str]
     run: Any = None
+    results: list[Any] | None = None
     _client: Any = None
     _tmp: Any = None
 
@@ -46,12 +48,59 @@ class NamedSession:
 
         if case.rows is not None:
             return case.rows
-        if self._tmp is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="iqa-robustness-rows-")
         try:
-            return load_case_rows(self._client, case, Path(self._tmp.name))
+            return load_case_rows(self._client, case, self.scratch)
         except TrackingError as exc:
             raise CommandError(str(exc)) from exc
+
+    @property
+    def scratch(self) -> Path:
+        """A temporary folder for downloads, removed with this object."""
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="iqa-robustness-session-")
+        return Path(self._tmp.name)
+
+    def case_results(self) -> list[Any]:
+        """The session's cases as :class:`~iqa_robustness.scores.results.CaseResult` with rows and files.
+
+        A folder's are read as written (files whose stored path moved are looked for beside the
+        folder's ``artifacts/<case>/``); a store's are rebuilt from its runs, with their per-image
+        CSVs and small files downloaded.
+        """
+        if self.results is not None:
+            return [_found_files(r, Path(self.ref)) for r in self.results]
+        from iqa_robustness.scores.results import CaseResult
+        from iqa_robustness.tracking import download_case_files
+
+        out = []
+        for case in self.cases:
+            rows = self.rows(case) if case.status in ("passed", "failed") else []
+            amplitude = float(case.amplitude) if case.amplitude not in ("", "None") else None
+            scores = {k: v for k, v in case.metrics.items() if k not in _MEASURED}
+            result = CaseResult(
+                case_id=case.case_id, metric=case.metric, attack=case.attack, dataset=case.dataset,
+                params=dict(case.params), rows=rows, scores=scores, lower_better=case.lower_better,
+                weights_mode=case.weights_mode, amplitude=amplitude, train_dataset=case.train_dataset or None,
+                status=case.status, message=case.message,
+                seconds_per_image=case.metrics.get("seconds_per_image", float("nan")),
+                peak_memory_mb=case.metrics.get("peak_memory_mb", float("nan")),
+            )  # fmt: skip
+            result.artifacts = download_case_files(self._client, case, self.scratch / "files")
+            out.append(result)
+        return out
+
+
+#: logged case metrics that are measurements of the run, not scores
+_MEASURED = frozenset({"seconds_per_image", "peak_memory_mb", "n_images", "n_skipped", "psnr", "ssim", "mse"})
+
+
+def _found_files(result: Any, folder: Path) -> Any:
+    for name, path in list(result.artifacts.items()):
+        if not Path(path).exists():
+            moved = folder / "artifacts" / result.case_id / name
+            if moved.exists():
+                result.artifacts[name] = str(moved)
+    return result
 
 
 def is_results_folder(ref: str) -> bool:
@@ -93,7 +142,6 @@ def _folder_session(folder: Path) -> NamedSession:
     results = load_cases(record.cases_dir(folder))
     cases = sorted((logged_case(r) for r in results), key=lambda c: c.key)
     settings = {k: str(v) for k, v in record.settings.items()}
-    if record.mlflow_run_id:
-        settings["mlflow_run_id"] = record.mlflow_run_id
     description = f"{folder} (session {record.session}, started {record.started}, {len(cases)} cases)"
-    return NamedSession(str(folder), record.session[:8], description, cases, settings)
+    tags = {**settings, **record.provenance()}
+    return NamedSession(str(folder), record.session[:8], description, cases, tags, results=results)

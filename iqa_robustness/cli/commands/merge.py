@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from iqa_robustness.report.outputs import write_outputs
+    from iqa_robustness.report.outputs import REPORT_DIR, write_outputs
     from iqa_robustness.runner.merge import MergeError, merge_results
     from iqa_robustness.runner.sessions import SessionRecord
 
@@ -53,27 +53,32 @@ def run(args: argparse.Namespace) -> int:
     cases_dir = record.cases_dir(out)
     for result in merged.results:
         result.save_json(cases_dir / f"{result.case_id}.json")
-    write_outputs(merged.results, out, print)
     statuses = [r.status for r in merged.results]
     status = "failed" if any(s in ("failed", "error", "interrupted") for s in statuses) else "finished"
+    from iqa_robustness.tracking import FAILED, FINISHED, SessionLogger, TrackingError, session_tags
+
+    settings = merged.settings
+    weights = "random" if settings.get("random_weights") else "pretrained"
+    devices = ",".join(sorted({str(r.params.get("device", "")) for r in merged.results if r.params.get("device")}))
+    record.tags = {
+        **session_tags(device=devices, weights_mode=weights),
+        "session_id": session,
+        "merged_from": ", ".join(record.merged_from),
+    }
+    write_outputs(merged.results, out, print, {**record.provenance(), "status": status.upper()})
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
-        from iqa_robustness.tracking import FAILED, FINISHED, SessionLogger, TrackingError, session_tags
-
-        settings = merged.settings
-        weights = "random" if settings.get("random_weights") else "pretrained"
-        devices = ",".join(sorted({str(r.params.get("device", "")) for r in merged.results if r.params.get("device")}))
-        tags = {
-            **session_tags(device=devices, weights_mode=weights),
-            "session_id": session,
-            "merged_from": ", ".join(record.merged_from),
-        }
-        logger = SessionLogger(uri, args.experiment, tags, out)
+        logger = SessionLogger(uri, args.experiment, record.tags, out)
         finished = [r for r in merged.results if r.status != "interrupted"]
         interrupted = [r.case_id for r in merged.results if r.status == "interrupted"]
         try:
             logger.start()
-            logger.finish(finished, FINISHED if status == "finished" else FAILED, interrupted=interrupted)
+            logger.finish(
+                finished,
+                FINISHED if status == "finished" else FAILED,
+                interrupted=interrupted,
+                report=out / REPORT_DIR,
+            )
         except TrackingError as exc:
             record.end(out, status)
             raise CommandError(str(exc)) from exc
