@@ -204,3 +204,32 @@ def test_the_gate_reads_sessions_from_the_store_by_branch_and_metric(
     assert "detail" not in out
     assert describe_session(latest) in out
     assert any(line.startswith("ok") and "brisque" in line for line in out.splitlines()), out
+
+
+def test_each_session_writes_its_report_and_logs_it_with_captioned_pairs_of_the_most_fooled_images(
+    sessions: Path,
+) -> None:
+    from PIL import Image
+
+    from iqa_robustness.scores.summary import load_cases
+    from iqa_robustness.tracking import find_session, open_client
+
+    assert (sessions / "b" / "report" / "index.html").is_file()
+    client = open_client(f"sqlite:///{sessions / 'mlflow.db'}", create=False)
+    latest = find_session(client, "iqa-robustness", "latest")
+    assert "report/index.html" in [a.path for a in client.list_artifacts(latest.info.run_id, "report")]
+    result = next(r for r in load_cases(next((sessions / "b" / "cases").iterdir())) if r.case_id == "ifgsm-detail-msu5")
+    gains = sorted(result.rows, key=lambda r: r["attacked"] - r["clear"], reverse=True)
+    most_fooled = {f"pair_{Path(r['image_name']).stem}.png" for r in gains[:3]}
+    assert {n for n in result.artifacts if n.startswith("pair_")} == most_fooled
+    case_run = client.search_runs(
+        [latest.info.experiment_id],
+        f"tags.mlflow.parentRunId = '{latest.info.run_id}' and tags.case_id = '{result.case_id}'",
+    )[0]
+    captioned = [a.path for a in client.list_artifacts(case_run.info.run_id, "pairs")]
+    assert sorted(Path(p).name for p in captioned) == sorted(most_fooled)
+    local = client.download_artifacts(case_run.info.run_id, captioned[0], str(sessions / "download"))
+    raw = Image.open(result.artifacts[Path(captioned[0]).name])
+    with Image.open(local) as image:  # clean | adversarial | perturbation, and the caption below
+        assert image.width >= raw.width * 3 // 2
+        assert image.height > raw.height * image.width // (raw.width * 3 // 2)

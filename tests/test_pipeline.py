@@ -17,7 +17,7 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = ("train", "evaluate", "merge")
+STEPS = ("train", "evaluate", "merge", "gate")
 _VARIABLE = re.compile(r"\$\{(\w+)(?::-[^}]*)?\}|\$(\w+)")
 
 
@@ -199,3 +199,36 @@ def test_ci_run_runs_the_cpu_chain_under_gitlab_ci_local(chains):
     assert len(runs) == 1, "expected one gitlab-ci-local run in .ci/run"
     for name in ["lint", "unit-tests", *(f"{step}:{chain}" for chain in cpu for step in STEPS)]:
         assert name in runs[0], f".ci/run's gitlab-ci-local run leaves out {name}"
+
+
+def test_each_gate_compares_its_merged_session_with_the_target_branch_and_fails_on_regression(chains):
+    for chain, steps in chains.items():
+        gate, merge = steps["gate"], steps["merge"]
+        assert needs(gate) == {f"merge:{chain}": True}, chain
+        cmd = command(gate, "iqa-robustness compare")
+        words = shlex.split(cmd)
+        assert words[2:4] == ["branch:$TARGET", results_dir(merge)], cmd
+        assert option(cmd, "--metric") == gate["variables"]["METRIC"]
+        assert option(cmd, "--experiment") == "$EXPERIMENT"
+        assert "--fail-on-regression" in words
+        assert gate["artifacts"]["expose_as"]
+        assert gate["artifacts"]["paths"] == ["reports/gate/"]  # expose_as needs a fixed path (a folder: a slash)
+        assert option(cmd, "--out") == "reports/gate"
+        assert gate.get("rules") == merge.get("rules"), f"gate:{chain} must run where merge:{chain} runs"
+
+
+def test_every_session_of_the_pipeline_logs_to_one_experiment(jobs):
+    for name, job in jobs.items():
+        for line in job.get("script", []):
+            if "--experiment" in line:
+                assert option(line, "--experiment") == "$EXPERIMENT", name
+
+
+def test_pages_publishes_the_reports_of_every_gpu_metric_on_the_default_branch(jobs, chains):
+    pages = jobs["pages"]
+    gpu_merges = {f"merge:{c}" for c, steps in chains.items() if is_gpu(steps["train"])}
+    assert set(needs(pages)) == gpu_merges
+    assert all(n.get("optional") for n in pages["needs"])
+    assert pages["rules"] == [{"if": "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"}]
+    assert pages["artifacts"]["paths"] == ["public"]
+    assert any("results/*/merged/report" in line for line in pages["script"])

@@ -74,6 +74,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="mean drop tolerated, in the score's units (default: 0.05 for R, 0.01 for norm_abs_gain)",
     )
     gate.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="level of the one-sided test (default: 0.05)")
+    gate.add_argument(
+        "--missing-ok",
+        action="store_true",
+        help="when A names no session (a target branch that never ran the metric), say so and exit 0",
+    )
     p.set_defaults(func=run)
 
 
@@ -198,7 +203,14 @@ def run(args: argparse.Namespace) -> int:
     store = None
     if not all(Path(ref).is_dir() for ref in (args.a, args.b)):
         store = open_store(args)
-    session_a = _only_metrics(load_named_session(args.a, args, metric=lookup, store=store), metrics)
+    try:
+        session_a = _only_metrics(load_named_session(args.a, args, metric=lookup, store=store), metrics)
+    except CommandError as exc:
+        if not args.missing_ok:
+            raise
+        print(f"nothing to compare with: {exc}")
+        print("--missing-ok: no regression can be shown without a session A; passing")
+        return 0
     session_b = _only_metrics(load_named_session(args.b, args, metric=lookup, store=store), metrics)
     rows = compare_cases(session_a.cases, session_b.cases)
     if not rows:
