@@ -8,6 +8,7 @@ the tracking layer use this without importing torch.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -78,3 +79,19 @@ def captioned_pair(path: str | Path, caption: list[str], min_width: int = 360) -
     for i, line in enumerate(lines):
         draw.text((4, strip.height + 3 + i * line_height), line, fill="black", font=font)
     return out
+
+
+def pair_file_name(name: str) -> str:
+    """The file a case's pair of input ``name`` (an image, or ``<clip>_f<frame>``) is saved as."""
+    return f"pair_{Path(name).stem}.png"
+
+
+def pair_of_row(image_name: str, pair_name: str) -> bool:
+    """Whether the pair file ``pair_name`` shows the input of a per-image row named ``image_name``.
+
+    An image's pair is ``pair_<stem>.png``; a clip's are ``pair_<clip, '/' as '_'>_f<frame>.png``.
+    """
+    stem = pair_name.removeprefix("pair_").removesuffix(".png")
+    if stem == Path(image_name).stem:
+        return True
+    return re.fullmatch(re.escape(image_name.replace("/", "_")) + r"_f\d+", stem) is not None

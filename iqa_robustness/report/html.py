@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from iqa_robustness.conventions import dataset_slug, orient
-from iqa_robustness.pictures import amplified, read_pair, to_image
+from iqa_robustness.pictures import amplified, pair_of_row, read_pair, to_image
 from iqa_robustness.scores.formulas import CONFIDENCE, PER_IMAGE_SCORES
 from iqa_robustness.scores.results import CaseResult
 from iqa_robustness.scores.summary import attack_spec_text
@@ -473,18 +473,20 @@ class _Page:
         return f'<img class="plot" src="{uri}" alt="{_e(alt)}" width="640" height="256">'
 
     def _pairs(self, r: CaseResult) -> str:
-        pair_files = {name[len("pair_") : -len(".png")]: path for name, path in r.artifacts.items() if _is_pair(name)}
+        pair_files = {name: Path(path) for name, path in r.artifacts.items() if _is_pair(name)}
         if not pair_files:
             return '<p class="note">No image pairs were kept for this case.</p>' if r.rows else ""
-        candidates = sorted(
-            (x for x in r.scored_rows if Path(str(x.get("image_name", ""))).stem in pair_files),
-            key=lambda x: -_oriented_gain(x, r.lower_better),
-        )
+        shown = [
+            (row, path)
+            for name, path in pair_files.items()
+            for row in r.scored_rows
+            if pair_of_row(str(row.get("image_name", "")), name)
+        ]
+        candidates = sorted(shown, key=lambda x: -_oriented_gain(x[0], r.lower_better))
         figures, notes = [], []
-        for row in candidates:
+        for row, path in candidates:
             if len(figures) == self.pairs_shown:
                 break
-            path = Path(pair_files[Path(str(row["image_name"])).stem])
             try:
                 figures.append(self._pair_figure(r, row, path))
             except (OSError, ValueError) as exc:

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from iqa_robustness.attacks.perturbation import Perturbation
+from iqa_robustness.pictures import pair_file_name
 
 
 class ArtefactWriter:
@@ -35,7 +36,7 @@ class ArtefactWriter:
         folder.mkdir(parents=True, exist_ok=True)
         saved: dict[str, str] = {}
         for name, clean, adv in pairs:
-            path = folder / f"pair_{Path(name).stem}.png"
+            path = folder / pair_file_name(name)
             Image.fromarray(side_by_side(clean, adv)).save(path)
             saved[path.name] = str(path)
         if perturbation is not None:

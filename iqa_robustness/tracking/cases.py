@@ -139,15 +139,16 @@ def logged_case(result: CaseResult) -> LoggedCase:
 
 def pair_caption(result: CaseResult, pair_name: str) -> list[str] | None:
     """Caption lines for a case's pair file ``pair_<stem>.png``: the image's scores; None without its row."""
-    stem = pair_name.removeprefix("pair_").removesuffix(".png")
-    row = next((r for r in result.scored_rows if Path(str(r["image_name"])).stem == stem), None)
+    from iqa_robustness.pictures import pair_of_row
+
+    row = next((r for r in result.scored_rows if pair_of_row(str(r["image_name"]), pair_name)), None)
     if row is None:
         return None
     clear, attacked = float(row["clear"]), float(row["attacked"])
     gain = (clear - attacked) if result.lower_better else (attacked - clear)
     better = "lower" if result.lower_better else "higher"
     return [
-        f"{result.metric} x {result.attack}: {row['image_name']}",
+        f"{result.metric} x {result.attack}: {pair_name.removeprefix('pair_').removesuffix('.png')}",
         f"clean {clear:.4g} -> attacked {attacked:.4g} (gain {gain:+.4g}; {better} is better)",
         f"PSNR {float(row.get('psnr', math.nan)):.2f} dB, SSIM {float(row.get('ssim', math.nan)):.4f}",
     ]

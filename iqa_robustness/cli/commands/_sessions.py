@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -107,17 +108,37 @@ def is_results_folder(ref: str) -> bool:
     return Path(ref).is_dir()
 
 
+#: help of the ``--metric`` option of the commands that read a session
+METRIC_HELP = "only these metrics' cases (comma list); store look-ups find sessions that ran it"
+
+
+def metric_list(text: str | None) -> list[str]:
+    """``"a, b"`` -> ``["a", "b"]``; nothing for None or blanks."""
+    return [m.strip() for m in (text or "").split(",") if m.strip()]
+
+
 def load_named_session(
-    ref: str, args: argparse.Namespace, *, metric: str | None = None, store: Any = None
+    ref: str, args: argparse.Namespace, *, metrics: Sequence[str] = (), store: Any = None
 ) -> NamedSession:
-    """The session ``ref`` names (see the module docstring); ``metric`` narrows store look-ups to sessions that ran it.
+    """The session ``ref`` names (see the module docstring), with only the cases of ``metrics`` when given.
 
     Args:
+        metrics: keep these metrics' cases; one metric also narrows store look-ups (``latest``,
+            a commit, a branch) to the sessions that ran it.
         store: an already opened ``(client, uri)`` pair, else opened from ``args``.
 
     Raises:
         CommandError: nothing matches, or the store or folder cannot be read; the message says why.
     """
+    session = _load(ref, args, metrics[0] if len(metrics) == 1 else None, store)
+    if metrics:
+        session.cases = [c for c in session.cases if c.metric in metrics]
+        if session.results is not None:
+            session.results = [r for r in session.results if r.metric in metrics]
+    return session
+
+
+def _load(ref: str, args: argparse.Namespace, metric: str | None, store: Any) -> NamedSession:
     if is_results_folder(ref):
         return _folder_session(Path(ref))
     from iqa_robustness.tracking import TrackingError, describe_session, find_session, load_session_cases

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from iqa_robustness.cli.commands._sessions import load_named_session
+from iqa_robustness.cli.commands._sessions import METRIC_HELP, load_named_session, metric_list
 from iqa_robustness.cli.commands._store import add_store_arguments
 
 
@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--scores", default=",".join(BASELINE_SCORES), help=f"scores bounded (default: {','.join(BASELINE_SCORES)})"
     )
-    p.add_argument("--metric", default=None, help="only these metrics' cases (comma list)")
+    p.add_argument("--metric", default=None, help=METRIC_HELP)
     add_store_arguments(p)
     p.set_defaults(func=run)
 
@@ -56,12 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from iqa_robustness.report.baseline import thresholds_from_cases, write_baseline
 
-    metrics = {m.strip() for m in (args.metric or "").split(",") if m.strip()}
-    lookup = next(iter(metrics)) if len(metrics) == 1 else None
-    session = load_named_session(args.session, args, metric=lookup)
-    cases = [c for c in session.cases if c.status == "passed" or c.status == "failed"]
-    if metrics:
-        cases = [c for c in cases if c.metric in metrics]
+    session = load_named_session(args.session, args, metrics=metric_list(args.metric))
+    cases = [c for c in session.cases if c.status in ("passed", "failed")]
     rows = [
         {"metric": c.metric, "attack": c.attack, "dataset": c.dataset, "amplitude": c.amplitude, **c.metrics}
         for c in cases
@@ -73,5 +69,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"session: {session.description}")
     print(f"wrote {len(thresholds)} threshold(s) for {len(cases)} case(s) to {path}")
     if left_out:
-        print(f"{left_out} case(s) left out (not scored, or other metrics)")
+        print(f"{left_out} case(s) left out (not scored)")
     return 0

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from iqa_robustness.cli import CommandError
-from iqa_robustness.cli.commands._sessions import NamedSession, load_named_session
+from iqa_robustness.cli.commands._sessions import METRIC_HELP, NamedSession, load_named_session, metric_list
 from iqa_robustness.cli.commands._store import add_store_arguments, format_table, number, open_store, to_json, write_csv
 from iqa_robustness.conventions import dataset_slug
 from iqa_robustness.scores.regression import DEFAULT_ALPHA, GATED_SCORES, GateRule, compare_case
@@ -52,9 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("b", metavar="B", help="the same kinds of reference; deltas are B - A")
     add_store_arguments(p)
-    p.add_argument(
-        "--metric", default=None, help="only these metrics' cases (comma list); look-ups find sessions that ran them"
-    )
+    p.add_argument("--metric", default=None, help=METRIC_HELP)
     p.add_argument("--out", type=Path, default=Path("results/compare"), help="CSV folder (default: results/compare)")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table", help="printed format")
     gate = p.add_argument_group("regression gate")
@@ -190,28 +188,21 @@ def gate_lines(rows: Sequence[dict], rule: GateRule) -> list[str]:
     return format_table(header, body, right=range(len(header) - 7, len(header) - 1))
 
 
-def _only_metrics(session: NamedSession, metrics: Sequence[str]) -> NamedSession:
-    if metrics:
-        session.cases = [c for c in session.cases if c.metric in metrics]
-    return session
-
-
 def run(args: argparse.Namespace) -> int:
-    metrics = [m.strip() for m in (args.metric or "").split(",") if m.strip()]
+    metrics = metric_list(args.metric)
     rule = GateRule(args.gate_score, args.tolerance, args.alpha)
-    lookup = metrics[0] if len(metrics) == 1 else None
     store = None
     if not all(Path(ref).is_dir() for ref in (args.a, args.b)):
         store = open_store(args)
     try:
-        session_a = _only_metrics(load_named_session(args.a, args, metric=lookup, store=store), metrics)
+        session_a = load_named_session(args.a, args, metrics=metrics, store=store)
     except CommandError as exc:
         if not args.missing_ok:
             raise
         print(f"nothing to compare with: {exc}")
         print("--missing-ok: no regression can be shown without a session A; passing")
         return 0
-    session_b = _only_metrics(load_named_session(args.b, args, metric=lookup, store=store), metrics)
+    session_b = load_named_session(args.b, args, metrics=metrics, store=store)
     rows = compare_cases(session_a.cases, session_b.cases)
     if not rows:
         raise CommandError(

@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from iqa_robustness.cli import CommandError
-from iqa_robustness.cli.commands._sessions import load_named_session
+from iqa_robustness.cli.commands._sessions import METRIC_HELP, load_named_session, metric_list
 from iqa_robustness.cli.commands._store import add_store_arguments
 
 
@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="results folder, run id, commit, 'latest' (default), 'previous' or branch",
     )
     p.add_argument("--out", type=Path, default=Path("results/report"), help="folder written (default: results/report)")
-    p.add_argument("--metric", default=None, help="only these metrics' cases (comma list)")
+    p.add_argument("--metric", default=None, help=METRIC_HELP)
     p.add_argument("--title", default="", help="the page's title (default: from the session)")
     add_store_arguments(p)
     p.set_defaults(func=run)
@@ -42,12 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from iqa_robustness.report.html import write_report
 
-    metrics = {m.strip() for m in (args.metric or "").split(",") if m.strip()}
-    lookup = next(iter(metrics)) if len(metrics) == 1 else None
-    session = load_named_session(args.session, args, metric=lookup)
-    results = [r for r in session.case_results() if not metrics or r.metric in metrics]
+    session = load_named_session(args.session, args, metrics=metric_list(args.metric))
+    results = session.case_results()
     if not results:
-        raise CommandError(f"{session.description} has no cases" + (f" of {args.metric}" if metrics else ""))
+        raise CommandError(f"{session.description} has no cases" + (f" of {args.metric}" if args.metric else ""))
     provenance = dict(session.tags)
     if session.run is not None:
         provenance.setdefault("mlflow_run_id", session.run.info.run_id)
