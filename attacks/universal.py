@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from iqa_robustness.metrics.base import Metric
+from iqa_robustness.metrics.base import Metric, metric_identity
 
 from .base import Attack
 from .budget import BudgetExceededError
@@ -43,17 +43,6 @@ from .training import Batches, prepare_training_set, training_summary
 log = logging.getLogger(__name__)
 
 _CACHE_FORMAT = 1
-
-
-def _metric_fingerprint(metric: Metric) -> str:
-    """Identify a metric's parameter values cheaply: per tensor, its name, shape and rounded sums."""
-    digest = hashlib.sha256()
-    with torch.no_grad():
-        for name, tensor in metric.state_dict().items():
-            values = tensor.detach().double()
-            stats = (float(values.sum()), float(values.abs().sum())) if values.numel() else (0.0, 0.0)
-            digest.update(f"{name}:{tuple(tensor.shape)}:{stats[0]:.6g}:{stats[1]:.6g};".encode())
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- the attack base class
@@ -117,7 +106,7 @@ class UniversalAttack(Attack):
             "metric": metric.name,
             "weights_mode": metric.weights_mode,
             "weight_files": list(metric.spec.weight_files),
-            "weights_fingerprint": _metric_fingerprint(metric),
+            "metric_identity": metric_identity(metric),
             "training_data": data.identity,
             "seed": seed,
             "steps": total,

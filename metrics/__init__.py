@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .base import Metric, MetricSpec
+from .base import Metric, MetricSpec, metric_identity
 from .module_metric import ModuleMetric, from_module
 from .registry import (
     MetricTargetError,
@@ -41,6 +41,7 @@ __all__ = [
     "get_spec",
     "list_metrics",
     "metric",
+    "metric_identity",
     "register_metric",
     "resolve_weight_file",
 ]

@@ -177,3 +177,24 @@ class Metric(nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.spec.name!r}, weights={self.weights_mode!r}"
+
+
+def metric_identity(metric: Metric) -> str:
+    """Digest of a built metric: name, class, weights mode and the exact bytes of every parameter and buffer.
+
+    Two metrics with the same identity compute the same scores (up to the code of their class),
+    so it keys what is computed from a metric: a case's fingerprint (``--resume``) and the cache
+    of universal perturbations trained against it. A metric wrapping a video metric (scoring
+    images as one-frame clips) is identified by the wrapped metric's class.
+    """
+    import hashlib
+
+    cls = type(getattr(metric, "video_metric", metric))
+    digest = hashlib.sha256(f"{metric.name}|{cls.__module__}.{cls.__qualname__}|{metric.weights_mode}".encode())
+    with torch.no_grad():
+        for name, tensor in metric.state_dict().items():
+            values = tensor.detach().cpu().contiguous()
+            digest.update(f"{name}:{tuple(values.shape)}:{values.dtype};".encode())
+            if values.numel():
+                digest.update(values.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -17,7 +17,7 @@ import pytest
 from iqa_robustness.attacks import NotDifferentiableError
 from iqa_robustness.attacks.budget import TOLERANCE
 from iqa_robustness.metrics import MissingWeightsError, get_spec
-from iqa_robustness.scores.results import CaseResult
+from iqa_robustness.scores.results import interrupted_message, unfinished_result
 
 FINITE_SCORES = ("abs_gain", "norm_abs_gain", "wasserstein_score", "energy_distance_score")
 
@@ -54,21 +54,13 @@ def _record_error(case, case_results_dir, exc, status="error"):
     """
     message = f"{type(exc).__name__}: {exc}".strip()
     if status == "interrupted":
-        message = f"interrupted ({exc or 'KeyboardInterrupt'}) while the case ran; --resume runs it again"
+        message = interrupted_message(str(exc))
     params = {**case.attack_spec.kwargs, "metric": case.metric, "attack": case.attack, "dataset": case.dataset}
+    fields = {"metric": case.metric, "attack": case.attack, "dataset": case.dataset, "params": params}
     if case.amplitude is not None:
         params.update(amplitude=case.amplitude, train_dataset=case.train_dataset)
-    CaseResult(
-        case_id=case.id,
-        metric=case.metric,
-        attack=case.attack,
-        dataset=case.dataset,
-        params=params,
-        amplitude=case.amplitude,
-        train_dataset=case.train_dataset,
-        status=status,
-        message=message[:2000],
-    ).save_json(case_results_dir / f"{case.id}.json")
+        fields.update(amplitude=case.amplitude, train_dataset=case.train_dataset)
+    unfinished_result(case.id, fields, status, message).save_json(case_results_dir / f"{case.id}.json")
 
 
 def _check_common(result, dataset):

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from iqa_robustness.runner.sessions import SessionRecord
-from iqa_robustness.scores.results import CaseResult
+from iqa_robustness.scores.results import CaseResult, interrupted_message, unfinished_result
 
 log = logging.getLogger("iqa_robustness")
 
@@ -254,14 +254,11 @@ class SessionController:
         results = load_cases(self.cases_dir) if self.cases_dir.is_dir() else []
         interrupted = [r.case_id for r in results if r.status == "interrupted"]
         finished = [r for r in results if r.status != "interrupted"]
-        status = "FINISHED"
-        if self.stop_reason:
-            status = "KILLED"
-        elif exitstatus == pytest.ExitCode.TESTS_FAILED or any(r.status in ("failed", "error") for r in results):
-            status = "FAILED"
-        devices = ",".join(sorted({str(r.params.get("device", "")) for r in finished if r.params.get("device")}))
-        modes = ",".join(sorted({r.weights_mode for r in finished}))
-        end_tags = {k: v for k, v in (("device", devices), ("weights_mode", modes)) if v}
+        from iqa_robustness.tracking import result_tags, session_status
+
+        tests_failed = exitstatus == pytest.ExitCode.TESTS_FAILED
+        status = session_status(results, stopped=bool(self.stop_reason), tests_failed=tests_failed)
+        end_tags = result_tags(finished)
         self.record.tags.update(end_tags)
         report = None
         if results:
@@ -339,14 +336,4 @@ def stop_on_sigterm(results_dir: Path, session_id: str) -> None:
 
 def interrupted_result(case_id: str, fields: dict[str, Any], reason: str) -> CaseResult:
     """The record of a case the session was stopped in (no rows; ``--resume`` runs it again)."""
-    return CaseResult(
-        case_id=case_id,
-        metric=str(fields.get("metric", "")),
-        attack=str(fields.get("attack", "")),
-        dataset=str(fields.get("dataset", "")),
-        params=dict(fields.get("params", {})),
-        amplitude=fields.get("amplitude"),
-        train_dataset=fields.get("train_dataset"),
-        status="interrupted",
-        message=f"interrupted ({reason}) while the case ran; --resume runs it again",
-    )
+    return unfinished_result(case_id, fields, "interrupted", interrupted_message(reason))

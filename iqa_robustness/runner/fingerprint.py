@@ -19,11 +19,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from iqa_robustness import __version__
 from iqa_robustness.attacks import Attack
-from iqa_robustness.metrics import Metric
 
 _FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
 _CHUNK = 1 << 20
@@ -72,19 +69,6 @@ def dataset_identity(dataset: Any) -> str:
     return digest.hexdigest()
 
 
-def metric_identity(metric: Metric) -> str:
-    """Digest of a built metric: name, class, weights mode and the exact bytes of every parameter and buffer."""
-    cls = type(getattr(metric, "video_metric", metric))
-    digest = hashlib.sha256(f"{metric.name}|{cls.__module__}.{cls.__qualname__}|{metric.weights_mode}".encode())
-    with torch.no_grad():
-        for name, tensor in metric.state_dict().items():
-            values = tensor.detach().cpu().contiguous()
-            digest.update(f"{name}:{tuple(values.shape)}:{values.dtype};".encode())
-            if values.numel():
-                digest.update(values.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
 def case_fingerprint(
     *,
     metric: str,
@@ -130,6 +114,5 @@ __all__ = [
     "clear_digest_memo",
     "dataset_identity",
     "file_digest",
-    "metric_identity",
     "source_digest",
 ]

@@ -20,11 +20,12 @@ import torch
 from iqa_robustness.attacks import Attack
 from iqa_robustness.attacks.perturbation import Perturbation
 from iqa_robustness.data.video_sets import VideoDataset
+from iqa_robustness.metrics import metric_identity
 from iqa_robustness.runner.artefacts import ArtefactWriter
 from iqa_robustness.runner.cases import CaseRunner, Outcome
 from iqa_robustness.runner.clips import ClipCaseRunner
 from iqa_robustness.runner.config import SuiteConfig, peak_memory_mb, stable_seed
-from iqa_robustness.runner.fingerprint import case_fingerprint, dataset_identity, file_digest, metric_identity
+from iqa_robustness.runner.fingerprint import case_fingerprint, dataset_identity, file_digest
 from iqa_robustness.runner.grid import CaseSpec
 from iqa_robustness.runner.images import ImageCaseRunner
 from iqa_robustness.runner.resources import Resources

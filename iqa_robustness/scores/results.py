@@ -103,3 +103,28 @@ class CaseResult:
     @classmethod
     def load_json(cls, path: str | Path) -> CaseResult:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def interrupted_message(reason: str) -> str:
+    """The message of a case the session was stopped in."""
+    return f"interrupted ({reason or 'KeyboardInterrupt'}) while the case ran; --resume runs it again"
+
+
+def unfinished_result(case_id: str, fields: dict[str, Any], status: str, message: str) -> CaseResult:
+    """The record of a case that produced no rows: it raised (``error``) or was stopped (``interrupted``).
+
+    Args:
+        fields: the case's identity: ``metric``, ``attack``, ``dataset``, ``params`` and, for a
+            universal case, ``amplitude`` and ``train_dataset``.
+    """
+    return CaseResult(
+        case_id=case_id,
+        metric=str(fields.get("metric", "")),
+        attack=str(fields.get("attack", "")),
+        dataset=str(fields.get("dataset", "")),
+        params=dict(fields.get("params", {})),
+        amplitude=fields.get("amplitude"),
+        train_dataset=fields.get("train_dataset"),
+        status=status,
+        message=message[:2000],
+    )

@@ -14,7 +14,15 @@ from iqa_robustness.tracking.query import (
     load_case_rows,
     load_session_cases,
 )
-from iqa_robustness.tracking.session import FAILED, FINISHED, KILLED, SessionLogger, log_session
+from iqa_robustness.tracking.session import (
+    FAILED,
+    FINISHED,
+    KILLED,
+    SessionLogger,
+    log_session,
+    result_tags,
+    session_status,
+)
 from iqa_robustness.tracking.store import (
     KIND_CASE,
     KIND_SESSION,
@@ -52,5 +60,7 @@ __all__ = [
     "logged_case",
     "open_client",
     "plot_case",
+    "result_tags",
+    "session_status",
     "session_tags",
 ]

@@ -7,7 +7,7 @@ import datetime as _dt
 import logging
 import re
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
@@ -92,6 +92,23 @@ def _summary_csv(results: list[CaseResult], results_dir: Path | None, tmp: Path)
 
 #: how a session ended, as MLflow run statuses
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
+
+
+def session_status(results: Sequence[CaseResult], *, stopped: bool = False, tests_failed: bool = False) -> str:
+    """How a session ended: KILLED when it was stopped, FAILED when a case failed, raised or was
+    interrupted (or pytest reported failures), else FINISHED."""
+    if stopped:
+        return KILLED
+    if tests_failed or any(r.status in ("failed", "error", "interrupted") for r in results):
+        return FAILED
+    return FINISHED
+
+
+def result_tags(results: Sequence[CaseResult]) -> dict[str, str]:
+    """The ``device`` and ``weights_mode`` tags the finished cases ran with (comma lists), known at the end."""
+    devices = sorted({str(r.params.get("device", "")) for r in results if r.params.get("device")})
+    modes = sorted({r.weights_mode for r in results if r.status != "interrupted"})
+    return {k: ",".join(v) for k, v in (("device", devices), ("weights_mode", modes)) if v}
 
 
 class SessionLogger:
@@ -268,5 +285,4 @@ def log_session(
     """
     logger = SessionLogger(uri, experiment, tags, results_dir, kind=kind)
     logger.start()
-    status = FAILED if any(r.status in ("failed", "error") for r in results) else FINISHED
-    return logger.finish(results, status)
+    return logger.finish(results, session_status(results))

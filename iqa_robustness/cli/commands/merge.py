@@ -53,19 +53,16 @@ def run(args: argparse.Namespace) -> int:
     cases_dir = record.cases_dir(out)
     for result in merged.results:
         result.save_json(cases_dir / f"{result.case_id}.json")
-    statuses = [r.status for r in merged.results]
-    status = "failed" if any(s in ("failed", "error", "interrupted") for s in statuses) else "finished"
-    from iqa_robustness.tracking import FAILED, FINISHED, SessionLogger, TrackingError, session_tags
+    from iqa_robustness.tracking import SessionLogger, TrackingError, result_tags, session_status, session_tags
 
-    settings = merged.settings
-    weights = "random" if settings.get("random_weights") else "pretrained"
-    devices = ",".join(sorted({str(r.params.get("device", "")) for r in merged.results if r.params.get("device")}))
+    status = session_status(merged.results)
+    weights = "random" if merged.settings.get("random_weights") else "pretrained"
     record.tags = {
-        **session_tags(device=devices, weights_mode=weights),
+        **session_tags(device=result_tags(merged.results).get("device", ""), weights_mode=weights),
         "session_id": session,
         "merged_from": ", ".join(record.merged_from),
     }
-    write_outputs(merged.results, out, print, {**record.provenance(), "status": status.upper()})
+    write_outputs(merged.results, out, print, {**record.provenance(), "status": status})
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         logger = SessionLogger(uri, args.experiment, record.tags, out)
@@ -73,17 +70,12 @@ def run(args: argparse.Namespace) -> int:
         interrupted = [r.case_id for r in merged.results if r.status == "interrupted"]
         try:
             logger.start()
-            logger.finish(
-                finished,
-                FINISHED if status == "finished" else FAILED,
-                interrupted=interrupted,
-                report=out / REPORT_DIR,
-            )
+            logger.finish(finished, status, interrupted=interrupted, report=out / REPORT_DIR)
         except TrackingError as exc:
-            record.end(out, status)
+            record.end(out, status.lower())
             raise CommandError(str(exc)) from exc
         record.mlflow_run_id, record.tracking_uri = logger.run_id, uri
         print(f"MLflow: experiment {args.experiment!r}, session run {logger.run_id} ({len(finished)} cases) at {uri}")
-    record.end(out, status)
+    record.end(out, status.lower())
     print(f"merged {len(merged.results)} case(s) from {len(merged.sources)} folder(s) into {out}")
     return 0
