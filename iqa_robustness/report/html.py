@@ -37,7 +37,7 @@ from iqa_robustness.conventions import dataset_slug, orient
 from iqa_robustness.pictures import amplified, pair_of_row, read_pair, to_image
 from iqa_robustness.scores.formulas import CONFIDENCE, PER_IMAGE_SCORES
 from iqa_robustness.scores.results import CaseResult
-from iqa_robustness.scores.summary import attack_spec_text
+from iqa_robustness.scores.summary import attack_spec_text, leaderboard_rows
 
 log = logging.getLogger(__name__)
 
@@ -363,16 +363,11 @@ class _Page:
 
     # -- leaderboard ------------------------------------------------------------------------
     def _leaderboard(self) -> str:
-        by_metric: dict[str, list[_Case]] = defaultdict(list)
-        for c in self.cases:
-            by_metric[c.result.metric].append(c)
-        rows = []
-        for metric, members in by_metric.items():
-            robustness = _mean_over_attacks(members, "robustness_score")
-            gain = _mean_over_attacks(members, "norm_abs_gain")
-            scored = sum(math.isfinite(c.score("robustness_score")) for c in members)
-            rows.append((metric, robustness, gain, scored, len(members)))
-        rows.sort(key=lambda r: (math.isnan(r[1]), -(0.0 if math.isnan(r[1]) else r[1]), r[0]))
+        ranked = leaderboard_rows(
+            {"metric": r.metric, "attack": r.attack, "weights_mode": r.weights_mode, **r.scores}
+            for r in (c.result for c in self.cases)
+        )
+        rows = [(r["metric"], r["robustness_score"], r["norm_abs_gain"], r["n_cases"], r["n_total"]) for r in ranked]
         body = "".join(
             f"<tr><td>{i}</td><td>{_e(m)}</td><td>{_fmt(rob)}</td><td>{_fmt(gain)}</td><td>{n}/{total}</td></tr>"
             for i, (m, rob, gain, n, total) in enumerate(rows, 1)
@@ -626,13 +621,6 @@ class _Page:
 
 
 # --------------------------------------------------------------------------- row and file helpers
-
-
-def _mean_over_attacks(cases: Sequence[_Case], key: str) -> float:
-    per_attack: dict[str, list[float]] = defaultdict(list)
-    for c in cases:
-        per_attack[c.result.attack].append(c.score(key))
-    return _mean(_mean(v) for v in per_attack.values())
 
 
 def _oriented_gain(row: Mapping[str, Any], lower_better: bool) -> float:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -110,3 +110,59 @@ def write_per_image(results: list[CaseResult], out_dir: Path) -> list[Path]:
     for (attack, metric), rows in sorted(grouped.items()):
         paths.append(write_msu_csv(out_dir / f"{attack}_{metric}_test.csv", rows))
     return paths
+
+
+def _mean_over_attacks(cases: Sequence[Mapping[str, object]], score: str) -> tuple[float, int]:
+    """Mean of ``score`` per attack, then over attacks; and how many attacks had a value."""
+    per_attack: dict[str, list[float]] = defaultdict(list)
+    for c in cases:
+        value = c.get(score)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            per_attack[str(c["attack"])].append(float(value))
+    if not per_attack:
+        return math.nan, 0
+    means = [sum(v) / len(v) for v in per_attack.values()]
+    return sum(means) / len(means), len(means)
+
+
+def leaderboard_rows(cases: Iterable[Mapping[str, object]]) -> list[dict[str, object]]:
+    """Metrics ranked by robustness, as the benchmark ranks them: rank, metric, scores and counts.
+
+    R (and the normalised gain) is averaged over each attack's cases (datasets, train sets,
+    amplitudes), then over the attacks, so an attack with many amplitude cases weighs as much as
+    one with a single case; the most robust metric (highest mean R) comes first. Cases without a
+    score (skipped, errors) do not count.
+
+    Args:
+        cases: one mapping per case with ``metric``, ``attack``, ``weights_mode`` and its scores
+            (``robustness_score``, ``norm_abs_gain``).
+
+    Returns:
+        Rows with ``rank, metric, robustness_score, norm_abs_gain, n_attacks, n_cases`` (scored),
+        ``n_total`` and ``weights_mode``.
+    """
+    by_metric: dict[str, list[Mapping[str, object]]] = defaultdict(list)
+    for c in cases:
+        by_metric[str(c["metric"])].append(c)
+    rows: list[dict[str, object]] = []
+    for metric, members in by_metric.items():
+        robustness, n_attacks = _mean_over_attacks(members, "robustness_score")
+        gain, _ = _mean_over_attacks(members, "norm_abs_gain")
+        scored = [c for c in members if isinstance(c.get("robustness_score"), (int, float))]
+        rows.append(
+            {
+                "metric": metric,
+                "robustness_score": robustness,
+                "norm_abs_gain": gain,
+                "n_attacks": n_attacks,
+                "n_cases": sum(math.isfinite(float(c["robustness_score"])) for c in scored),  # type: ignore[arg-type]
+                "n_total": len(members),
+                "weights_mode": ",".join(sorted({str(c["weights_mode"]) for c in members if c.get("weights_mode")})),
+            }
+        )
+    rows.sort(key=lambda r: (math.isnan(r["robustness_score"]), -_or0(r["robustness_score"]), r["metric"]))  # type: ignore[arg-type]
+    return [{"rank": i, **r} for i, r in enumerate(rows, 1)]
+
+
+def _or0(x: float) -> float:
+    return 0.0 if math.isnan(x) else x

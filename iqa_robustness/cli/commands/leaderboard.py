@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,49 +36,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _mean_over_attacks(cases: Sequence[Any], score: str) -> tuple[float, int]:
-    """Mean of ``score`` per attack, then over attacks; and how many attacks had a value."""
-    per_attack: dict[str, list[float]] = defaultdict(list)
-    for c in cases:
-        value = c.metrics.get(score)
-        if value is not None and math.isfinite(value):
-            per_attack[c.attack].append(value)
-    if not per_attack:
-        return math.nan, 0
-    means = [sum(v) / len(v) for v in per_attack.values()]
-    return sum(means) / len(means), len(means)
-
-
 def leaderboard(cases: Sequence[Any]) -> list[dict[str, Any]]:
-    """Ranked rows: rank, metric, robustness_score, norm_abs_gain, n_attacks, n_cases, weights_mode.
+    """Ranked rows (see :func:`iqa_robustness.scores.summary.leaderboard_rows`) of one session's logged cases.
 
     Args:
         cases: :class:`iqa_robustness.tracking.store.LoggedCase` list of one session; cases without scores
             (skipped, errors) do not count.
     """
-    by_metric: dict[str, list[Any]] = defaultdict(list)
-    for c in cases:
-        by_metric[c.metric].append(c)
-    rows = []
-    for metric, members in by_metric.items():
-        robustness, n_attacks = _mean_over_attacks(members, "robustness_score")
-        gain, _ = _mean_over_attacks(members, "norm_abs_gain")
-        rows.append(
-            {
-                "metric": metric,
-                "robustness_score": robustness,
-                "norm_abs_gain": gain,
-                "n_attacks": n_attacks,
-                "n_cases": sum("robustness_score" in c.metrics for c in members),
-                "weights_mode": ",".join(sorted({c.weights_mode for c in members if c.weights_mode})),
-            }
-        )
-    rows.sort(key=lambda r: (math.isnan(r["robustness_score"]), -_or0(r["robustness_score"]), r["metric"]))
-    return [{"rank": i, **r} for i, r in enumerate(rows, 1)]
+    from iqa_robustness.scores.summary import leaderboard_rows
 
-
-def _or0(x: float) -> float:
-    return 0.0 if math.isnan(x) else x
+    rows = leaderboard_rows(
+        {"metric": c.metric, "attack": c.attack, "weights_mode": c.weights_mode, **c.metrics} for c in cases
+    )
+    for row in rows:
+        del row["n_total"]
+    return rows
 
 
 def plot_leaderboard(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
