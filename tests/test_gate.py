@@ -3,7 +3,7 @@
 The end-to-end test runs real ``pytest robustness_tests`` sessions on the benchmark's 5 test
 images with a metric of one's own, ``detail`` (mean absolute horizontal gradient), next to
 BRISQUE, logged to a real SQLite MLflow store. Between sessions the metric's code changes under
-the same name: version A measures after a 4x4 box smoothing, version B at full resolution, where
+the same name: version A measures after an 8x8 box smoothing, version B at full resolution, where
 I-FGSM's pixel-level noise raises it far more. The gate must name ``detail``'s case only; a
 rerun of the same code and seed must pass; a larger eps is a new case, listed and not failed.
 """
@@ -35,7 +35,7 @@ class Detail(Metric):
         {smoothing}
         return (gray[..., 1:] - gray[..., :-1]).abs().mean(dim=(1, 2, 3))
 """
-SMOOTHED = "gray = F.avg_pool2d(gray, 4)"
+SMOOTHED = "gray = F.avg_pool2d(gray, 8)"
 FULL_RESOLUTION = "pass"
 
 
