@@ -58,6 +58,9 @@ def test_the_uap_marker_selects_every_universal_attack_at_every_default_amplitud
     expected = {f"{a}-niqe-sample-on-sample-amp{amp}" for a in universal for amp in DEFAULT_AMPLITUDES}
     assert len(items) == len(universal) * 1 * 1 * len(DEFAULT_AMPLITUDES)
     assert {case for _, case in items} == expected
+    # listing cases runs none: no session record, no MLflow session
+    assert not (tmp_path / "mlflow.db").exists()
+    assert not (tmp_path / "results").exists()
     assert {test for test, _ in items} == {"test_universal_attack"}
 
 

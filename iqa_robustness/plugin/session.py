@@ -104,8 +104,11 @@ class SessionController:
 
     # -- start ----------------------------------------------------------------------------
     def begin(self) -> None:
-        """Record the session and create its MLflow parent run (once); a stop signal waits until both are done."""
-        if self.record is not None:
+        """Record the session and create its MLflow parent run (once); a stop signal waits until both are done.
+
+        A ``--collect-only`` run lists cases and runs none: it records nothing and logs nothing.
+        """
+        if self.record is not None or self.config.option.collectonly:
             return
         with self.critical():
             self._begin()
