@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from iqa_robustness.cli.main import main
-from iqa_robustness.scores.formulas import SCORE_KEYS, score_group
+from iqa_robustness.scores.formulas import RANK_KEYS, RANK_SCORES, SCORE_KEYS, rank_scores, score_group
 from iqa_robustness.scores.msu_csv import write_msu_csv
 
 LOWER_BETTER_METRIC = "toy-lower"
@@ -97,6 +97,10 @@ def test_json_output_has_one_row_per_group_with_every_score(capsys, files):
     ifgsm = result["groups"][0]
     expected = score_group([r[2] for r in IFGSM], [r[3] for r in IFGSM])
     assert {k: ifgsm[k] for k in SCORE_KEYS} == pytest.approx(expected)
+    ranks = rank_scores([r[2] for r in IFGSM], [r[3] for r in IFGSM])
+    assert {k: ifgsm[k] for k in ("spearman", "kendall", "pearson")} == pytest.approx(
+        {k: ranks[k] for k in ("spearman", "kendall", "pearson")}
+    )
     assert (result["metric"], result["lower_better"]) == ("toy", False)
 
 
@@ -123,7 +127,8 @@ def test_csv_output_has_the_documented_columns(capsys, files):
         "energy_distance_score",
     ]
     assert reader.fieldnames[9:11] == ["abs_gain_ci_low", "abs_gain_ci_high"]
-    assert len(reader.fieldnames) == 1 + len(SCORE_KEYS)
+    assert reader.fieldnames[1 : 1 + len(SCORE_KEYS)] == list(SCORE_KEYS)
+    assert reader.fieldnames[1 + len(SCORE_KEYS) :] == list(RANK_KEYS)  # rank stability, after the benchmark's
     rows = list(reader)
     assert len(rows) == 9
     assert float(rows[0]["abs_gain"]) == pytest.approx((0.7 + 0.2 + 0.1 + 0.05) / 4)
@@ -134,7 +139,7 @@ def test_table_output_is_aligned_and_shows_intervals(capsys, files):
     assert code == 0
     caption, header, rule, *body = out.splitlines()
     assert "higher raw scores are better" in caption
-    assert header.split() == ["group", "n", *SCORE_KEYS[1:8]]
+    assert header.split() == ["group", "n", *SCORE_KEYS[1:8], *RANK_SCORES]
     assert set(rule.replace(" ", "")) == {"-"}
     assert [line.split()[0] for line in body][:2] == ["ifgsm", "default-uap_COCO_amp0.2"]
     assert "±" in body[0]

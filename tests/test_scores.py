@@ -193,3 +193,43 @@ def test_image_distortion_ssim_drops_with_noise():
 def test_image_distortion_rejects_channels_last_batches():
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
         image_distortion(np.zeros((1, 16, 16, 3)), np.zeros((1, 16, 16, 3)))
+
+
+# -- rank stability --------------------------------------------------------------------------------
+
+RANKED_CLEAR = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+RANKED_ATTACKED = [2.0, 1.0, 4.0, 3.0, 6.0, 5.5]
+
+
+def test_rank_scores_are_scipys_correlations_of_clean_and_attacked_scores():
+    from scipy import stats
+
+    out = scores.rank_scores(RANKED_CLEAR, RANKED_ATTACKED)
+    assert tuple(out) == scores.RANK_KEYS
+    assert out["spearman"] == pytest.approx(stats.spearmanr(RANKED_CLEAR, RANKED_ATTACKED).statistic)
+    assert out["kendall"] == pytest.approx(stats.kendalltau(RANKED_CLEAR, RANKED_ATTACKED).statistic)
+    assert out["pearson"] == pytest.approx(stats.pearsonr(RANKED_CLEAR, RANKED_ATTACKED).statistic)
+    # by hand: three swapped neighbour pairs out of 15 pairs; every rank moved by one (sum d^2 = 6)
+    assert out["kendall"] == pytest.approx((12 - 3) / 15)
+    assert out["spearman"] == pytest.approx(1 - 6 * 6 / (6 * 35))
+
+
+def test_correlation_intervals_are_fisher_z_with_the_kinds_standard_error():
+    out = scores.rank_scores(RANKED_CLEAR, RANKED_ATTACKED)
+    z = 1.959963984540054
+    for kind, factor, lost in (("pearson", 1.0, 3), ("spearman", 1.06, 3), ("kendall", 0.437, 4)):
+        r, half = out[kind], z * math.sqrt(factor / (6 - lost))
+        assert out[f"{kind}_ci_low"] == pytest.approx(math.tanh(math.atanh(r) - half))
+        assert out[f"{kind}_ci_high"] == pytest.approx(math.tanh(math.atanh(r) + half))
+        assert out[f"{kind}_ci_low"] < r < out[f"{kind}_ci_high"]
+
+
+def test_a_kept_ranking_is_one_and_too_few_or_constant_scores_are_undefined():
+    kept = scores.rank_scores([1.0, 2.0, 3.0, 4.0, 5.0], [3.0, 4.0, 5.0, 6.0, 9.0])
+    assert kept["spearman"] == kept["kendall"] == 1.0
+    assert (kept["spearman_ci_low"], kept["spearman_ci_high"]) == (1.0, 1.0)
+    few = scores.rank_scores([1.0, 2.0, 3.0], [1.0, 3.0, 2.0])
+    assert math.isnan(few["pearson_ci_low"])  # n - 3 = 0: no interval
+    assert math.isfinite(few["spearman"])
+    constant = scores.rank_scores([1.0, 2.0, 3.0, 4.0], [5.0, 5.0, 5.0, 5.0])
+    assert all(math.isnan(constant[k]) for k in scores.RANK_SCORES)

@@ -35,7 +35,7 @@ from PIL import Image
 
 from iqa_robustness.conventions import dataset_slug, orient
 from iqa_robustness.pictures import amplified, pair_of_row, read_pair, to_image
-from iqa_robustness.scores.formulas import CONFIDENCE, PER_IMAGE_SCORES
+from iqa_robustness.scores.formulas import CONFIDENCE, PER_IMAGE_SCORES, RANK_SCORES
 from iqa_robustness.scores.results import CaseResult
 from iqa_robustness.scores.summary import attack_spec_text, leaderboard_rows
 
@@ -69,6 +69,9 @@ _SCORE_LABELS = {
     "rel_gain": "relative gain (raw, oriented)",
     "wasserstein_score": "Wasserstein score",
     "energy_distance_score": "energy-distance score",
+    "spearman": "Spearman clean vs attacked (1 = ranking kept)",
+    "kendall": "Kendall clean vs attacked",
+    "pearson": "Pearson clean vs attacked",
 }
 _PERTURBATION_SUFFIXES = (".npy", ".png", ".pt", ".pth")
 
@@ -419,7 +422,7 @@ class _Page:
         if not r.scores:
             return '<p class="note">No scores: the case has no scored images.</p>'
         rows = []
-        for key in (*PER_IMAGE_SCORES, "wasserstein_score", "energy_distance_score"):
+        for key in (*PER_IMAGE_SCORES, "wasserstein_score", "energy_distance_score", *RANK_SCORES):
             if key not in r.scores:
                 continue
             low, high = r.scores.get(f"{key}_ci_low"), r.scores.get(f"{key}_ci_high")

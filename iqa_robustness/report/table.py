@@ -13,6 +13,7 @@ TABLE_COLUMNS = (
     ("robustness_score", "R"),
     ("wasserstein_score", "Wasserst."),
     ("energy_distance_score", "energy"),
+    ("spearman", "Spearman"),
     ("psnr", "PSNR"),
     ("seconds_per_image", "s/img"),
 )

@@ -229,6 +229,72 @@ def score_group(
     return {key: out[key] for key in SCORE_KEYS}
 
 
+# -- rank stability: how well the attacked scores keep the clean scores' order -----------------------
+
+#: Correlations between clean and attacked scores of a group (scipy.stats), each with a 95% interval.
+RANK_SCORES: tuple[str, ...] = ("spearman", "kendall", "pearson")
+#: Every key :func:`rank_scores` returns.
+RANK_KEYS: tuple[str, ...] = (*RANK_SCORES, *(f"{k}_ci_{b}" for k in RANK_SCORES for b in ("low", "high")))
+
+# Fisher z standard errors: Pearson 1/sqrt(n-3); Spearman sqrt(1.06/(n-3)) and Kendall sqrt(0.437/(n-4))
+# (Fieller, Hartley & Pearson, Biometrika 1957), with the least n each needs.
+_FISHER = {"pearson": (1.0, 3), "spearman": (1.06, 3), "kendall": (0.437, 4)}
+
+
+def fisher_interval(r: float, n: int, kind: str = "pearson", confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Confidence interval of a correlation by Fisher's z transform: ``tanh(atanh(r) -+ z * se)``.
+
+    Args:
+        r: the correlation.
+        n: the number of pairs; too few for the kind (Pearson and Spearman need 4, Kendall 5)
+            give NaN bounds.
+        kind: ``pearson``, ``spearman`` or ``kendall`` (the standard error differs; see ``_FISHER``).
+
+    A perfect correlation (``|r| = 1``) has the interval ``[r, r]``.
+    """
+    factor, lost = _FISHER[kind]
+    if not math.isfinite(r) or n <= lost:
+        return math.nan, math.nan
+    if abs(r) >= 1.0:
+        return r, r
+    z = math.atanh(r)
+    half = float(stats.norm.ppf(0.5 + confidence / 2)) * math.sqrt(factor / (n - lost))
+    return math.tanh(z - half), math.tanh(z + half)
+
+
+def correlations(x: Any, y: Any, confidence: float = CONFIDENCE) -> dict[str, float]:
+    """Spearman, Kendall (tau-b) and Pearson correlation of ``x`` and ``y``, with Fisher z intervals.
+
+    Computed by ``scipy.stats.spearmanr``, ``kendalltau`` and ``pearsonr``; NaN where a correlation
+    is undefined (fewer than two pairs, or a constant input).
+    """
+    a = np.asarray(x, dtype=np.float64).reshape(-1)
+    b = np.asarray(y, dtype=np.float64).reshape(-1)
+    if a.shape != b.shape:
+        raise ValueError(f"correlations need paired values; got {a.size} and {b.size}")
+    values = dict.fromkeys(RANK_SCORES, math.nan)
+    if a.size >= 2 and np.ptp(a) > 0 and np.ptp(b) > 0:
+        values["spearman"] = float(stats.spearmanr(a, b).statistic)
+        values["kendall"] = float(stats.kendalltau(a, b).statistic)
+        values["pearson"] = float(stats.pearsonr(a, b).statistic)
+        # a perfect correlation computed as 0.9999999999999999 is a perfect correlation
+        values = {k: (math.copysign(1.0, v) if abs(abs(v) - 1.0) < 1e-12 else v) for k, v in values.items()}
+    out: dict[str, float] = dict(values)
+    for kind, r in values.items():
+        out[f"{kind}_ci_low"], out[f"{kind}_ci_high"] = fisher_interval(r, a.size, kind, confidence)
+    return {key: out[key] for key in RANK_KEYS}
+
+
+def rank_scores(clear: Any, attacked: Any, confidence: float = CONFIDENCE) -> dict[str, float]:
+    """Rank stability of a group: :func:`correlations` of the clean and the attacked raw scores.
+
+    1 means the attack kept the metric's ranking of the images; lower means it reshuffled them
+    (no subjective scores needed). Orientation does not matter: both sides are the same metric.
+    """
+    c, a = _pair(clear, attacked)
+    return correlations(c, a, confidence)
+
+
 # -- clean vs adversarial image distortion ---------------------------------------------------------
 
 

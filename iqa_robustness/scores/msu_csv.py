@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from iqa_robustness.scores.formulas import score_group
+from iqa_robustness.scores.formulas import rank_scores, score_group
 from iqa_robustness.scores.rows import SKIP_REASON, is_skipped
 
 log = logging.getLogger(__name__)
@@ -335,11 +335,12 @@ def collect_groups(
 
 
 def score_groups(groups: Sequence[ScoreGroup], lower_better: bool = False) -> list[dict[str, Any]]:
-    """Score every group: ``{"group": name, ["dataset": ds,] **score_group(...)}`` per group."""
+    """Score every group: ``{"group": name, ["dataset": ds,] **score_group(...), **rank_scores(...)}`` per group."""
     out: list[dict[str, Any]] = []
     for g in groups:
         label: dict[str, Any] = {"group": g.name}
         if g.dataset is not None:
             label["dataset"] = g.dataset
-        out.append({**label, **score_group(g.clear, g.attacked, lower_better=lower_better)})
+        scores = score_group(g.clear, g.attacked, lower_better=lower_better)
+        out.append({**label, **scores, **rank_scores(g.clear, g.attacked)})
     return out

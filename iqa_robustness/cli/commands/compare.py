@@ -32,6 +32,7 @@ COMPARED_SCORES = (
     "robustness_score",
     "wasserstein_score",
     "energy_distance_score",
+    "spearman",
     "abs_gain",
     "psnr",
     "seconds_per_image",

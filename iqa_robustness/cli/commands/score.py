@@ -89,10 +89,10 @@ def split_by_metric(files: Sequence[Any], given: str | None) -> list[tuple[str |
 
 def columns_of(rows: Sequence[dict[str, Any]]) -> list[str]:
     """Output columns: ``group``, ``dataset`` when split, then every score key."""
-    from iqa_robustness.scores.formulas import SCORE_KEYS
+    from iqa_robustness.scores.formulas import RANK_KEYS, SCORE_KEYS
 
     label = ["group", "dataset"] if rows and "dataset" in rows[0] else ["group"]
-    return [*label, *SCORE_KEYS]
+    return [*label, *SCORE_KEYS, *RANK_KEYS]
 
 
 def _number(value: float, digits: int = 4) -> str:
@@ -101,10 +101,10 @@ def _number(value: float, digits: int = 4) -> str:
 
 def format_table(rows: Sequence[dict[str, Any]], caption: str = "") -> str:
     """Aligned text table; per-image means are shown as ``mean ± half-width`` of the 95% interval."""
-    from iqa_robustness.scores.formulas import DISTRIBUTION_SCORES, PER_IMAGE_SCORES
+    from iqa_robustness.scores.formulas import DISTRIBUTION_SCORES, PER_IMAGE_SCORES, RANK_SCORES
 
     label = [c for c in columns_of(rows) if c in ("group", "dataset")]
-    header = [*label, "n", *PER_IMAGE_SCORES, *DISTRIBUTION_SCORES]
+    header = [*label, "n", *PER_IMAGE_SCORES, *DISTRIBUTION_SCORES, *RANK_SCORES]
     body: list[list[str]] = []
     for r in rows:
         cells = [str(r[c]) for c in label] + [str(r["n"])]
@@ -112,6 +112,7 @@ def format_table(rows: Sequence[dict[str, Any]], caption: str = "") -> str:
             half = (r[f"{key}_ci_high"] - r[f"{key}_ci_low"]) / 2
             cells.append(_number(r[key]) + ("" if math.isnan(half) else f" ± {_number(half)}"))
         cells += [_number(r[key]) for key in DISTRIBUTION_SCORES]
+        cells += [_number(r[key]) for key in RANK_SCORES]
         body.append(cells)
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
     n_left = len(label)
