@@ -23,7 +23,7 @@ from test_plugin import run_suite
 
 from iqa_robustness.cli.main import main
 from iqa_robustness.conventions import DEFAULT_EXPERIMENT
-from iqa_robustness.scores.formulas import score_group
+from iqa_robustness.scores.formulas import rank_scores, score_group
 from iqa_robustness.scores.msu_csv import IMAGE_COLUMNS, collect_groups, read_msu_csv, write_msu_csv
 from iqa_robustness.scores.results import CaseResult
 from iqa_robustness.scores.rows import NothingToScoreError, score_rows, skipped_row
@@ -253,6 +253,7 @@ ROWS = [
 def test_score_rows_scores_only_the_scored_rows():
     scores = score_rows(ROWS, lower_better=False)
     expected = score_group([0.2, 0.6, 0.4], [0.9, 0.8, 0.5], lower_better=False)
+    expected.update(rank_scores([0.2, 0.6, 0.4], [0.9, 0.8, 0.5]))
     assert scores.keys() == expected.keys()
     assert scores["n"] == 3
     for key, value in expected.items():
