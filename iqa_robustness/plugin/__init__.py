@@ -119,6 +119,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         f"'auto' (default): full epochs on a GPU, {cpu_cap} on the CPU",
     )
     g.addoption(
+        "--mos",
+        default=None,
+        help="subjective scores (CSV image_name,mos) of the test images: every case adds SROCC/PLCC/KROCC before "
+        "and after the attack (default: a test set's own mos.csv beside its images)",
+    )
+    g.addoption(
         "--uap-file",
         default=None,
         help="apply this published perturbation (MSU .npy or CVIU .png) instead of training",
@@ -449,6 +455,7 @@ def suite(request: pytest.FixtureRequest):
         resume=opt("--resume"),
         image_shard=parse_shard(opt("--shard-images"), "--shard-images") if opt("--shard-images") else None,
         on_bad_image=opt("--on-bad-image"),
+        mos_file=opt("--mos"),
     )
     suite = Suite(config)
     request.config.stash[STASH_SUITE] = suite

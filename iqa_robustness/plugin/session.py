@@ -60,6 +60,7 @@ SETTING_OPTIONS = (
     "amp",
     "channels_last",
     "on_bad_image",
+    "mos",
     "baseline",
     "shard",
     "shard_images",

@@ -35,7 +35,7 @@ from PIL import Image
 
 from iqa_robustness.conventions import dataset_slug, orient
 from iqa_robustness.pictures import amplified, pair_of_row, read_pair, to_image
-from iqa_robustness.scores.formulas import CONFIDENCE, PER_IMAGE_SCORES, RANK_SCORES
+from iqa_robustness.scores.formulas import CONFIDENCE, MOS_SCORES, PER_IMAGE_SCORES, RANK_SCORES
 from iqa_robustness.scores.results import CaseResult
 from iqa_robustness.scores.summary import attack_spec_text, leaderboard_rows
 
@@ -72,6 +72,12 @@ _SCORE_LABELS = {
     "spearman": "Spearman clean vs attacked (1 = ranking kept)",
     "kendall": "Kendall clean vs attacked",
     "pearson": "Pearson clean vs attacked",
+    "srocc_clean": "SROCC with MOS, clean",
+    "srocc_attacked": "SROCC with MOS, attacked",
+    "plcc_clean": "PLCC with MOS, clean",
+    "plcc_attacked": "PLCC with MOS, attacked",
+    "krocc_clean": "KROCC with MOS, clean",
+    "krocc_attacked": "KROCC with MOS, attacked",
 }
 _PERTURBATION_SUFFIXES = (".npy", ".png", ".pt", ".pth")
 
@@ -422,7 +428,7 @@ class _Page:
         if not r.scores:
             return '<p class="note">No scores: the case has no scored images.</p>'
         rows = []
-        for key in (*PER_IMAGE_SCORES, "wasserstein_score", "energy_distance_score", *RANK_SCORES):
+        for key in (*PER_IMAGE_SCORES, "wasserstein_score", "energy_distance_score", *RANK_SCORES, *MOS_SCORES):
             if key not in r.scores:
                 continue
             low, high = r.scores.get(f"{key}_ci_low"), r.scores.get(f"{key}_ci_high")

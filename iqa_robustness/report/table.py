@@ -27,7 +27,9 @@ def format_table(rows: list[dict[str, object]]) -> list[str]:
     shown = [r for r in rows if r["amplitude"] in ("", "mean")]
     columns = TABLE_COLUMNS
     if any("flicker" in r for r in shown):  # video cases: the perturbation's frame-to-frame change
-        columns = (*TABLE_COLUMNS, ("flicker", "flicker"))
+        columns = (*columns, ("flicker", "flicker"))
+    if any("srocc_attacked" in r for r in shown):  # subjective scores: agreement before and after
+        columns = (*columns, ("srocc_clean", "SROCC"), ("srocc_attacked", "SROCC att"))
     header = f"{'metric':<16} {'attack':<16} {'dataset':<10} {'n':>4} " + " ".join(
         f"{label:>9}" for _, label in columns
     )

@@ -54,6 +54,7 @@ class SuiteConfig:
             check_shard(*self.image_shard, option="--shard-images")
 
     on_bad_image: OnBadImage = "skip"
+    mos_file: str | None = None  # subjective scores for every test set (default: a set's own mos.csv)
 
     @property
     def skip_bad_images(self) -> bool:

@@ -38,6 +38,7 @@ class ImageCaseRunner:
         metric = res.metric(case.metric)
         screened = res.screened(case.metric, case.dataset)
         clean = screened.clean
+        mos = res.mos(screened.dataset)
         out = Outcome()
         progress = Progress(case.id, len(screened.dataset))
         for names, batch in res.batches(screened.dataset):
@@ -68,6 +69,8 @@ class ImageCaseRunner:
                 if attack.universal:
                     row["train_dataset"] = dataset_slug(case.train_dataset or "")
                     row["amplitude"] = case.amplitude
+                if mos is not None:
+                    row["mos"] = mos[0].get(name, math.nan)
                 out.rows.append(row)
                 gain = (c - a) if metric.lower_better else (a - c)
                 out.keep_pair(self.config.pairs_to_save, name, batch[i], adv[i], gain)

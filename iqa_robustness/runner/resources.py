@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import math
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,6 +23,7 @@ from iqa_robustness.attacks.perturbation import Perturbation, load_perturbation
 from iqa_robustness.data.decode import reason_of
 from iqa_robustness.data.errors import ImageReadError
 from iqa_robustness.data.images import Dataset, ImageItem, iter_batches
+from iqa_robustness.data.mos import dataset_mos
 from iqa_robustness.data.registry import is_video_dataset, resolve_any_dataset
 from iqa_robustness.data.video_sets import VideoDataset
 from iqa_robustness.metrics import Metric, create_metric, get_spec
@@ -97,6 +99,7 @@ class Resources:
 
     def __init__(self, config: SuiteConfig) -> None:
         self.config = config
+        self._mos: dict[tuple[str, str | None], tuple[dict[str, float], Path] | None] = {}
         self.device = config.resolved_device()
         self.batch_size = config.resolved_batch_size(self.device)
         self._metrics: dict[str, Metric] = {}
@@ -179,6 +182,17 @@ class Resources:
                 opened = _shard_of(opened, self.config.image_shard)
             self._datasets[key] = opened
         return self._datasets[key]
+
+    def mos(self, dataset: Dataset | VideoDataset) -> tuple[dict[str, float], Path] | None:
+        """The dataset's subjective scores (``--mos``, else its folder's ``mos.csv``) and their file, or None.
+
+        Read once per dataset folder. Raises ValueError for a malformed file (see :func:`read_mos`).
+        """
+        root = getattr(dataset, "root", None)
+        key = (str(root), self.config.mos_file)
+        if key not in self._mos:
+            self._mos[key] = dataset_mos(root, self.config.mos_file)
+        return self._mos[key]
 
     def batches(self, dataset: Dataset) -> Iterator[tuple[list[str], torch.Tensor]]:
         """Equal-size batches of the dataset's images, on the device."""

@@ -146,6 +146,9 @@ class Suite:
             "channels_last": c.channels_last,
             "on_bad_image": getattr(c, "on_bad_image", None),
         }
+        mos = self.resources.mos(self.resources.dataset(case.dataset, case.metric))
+        if mos is not None:  # subjective scores add scores: a result without them is not the same
+            options["mos"] = file_digest(mos[1])
         if attack.universal:
             options.update(clamp=c.clamp_uap, training_steps=list(c.uap_training_steps(self.device)))
         return case_fingerprint(

@@ -295,6 +295,46 @@ def rank_scores(clear: Any, attacked: Any, confidence: float = CONFIDENCE) -> di
     return correlations(c, a, confidence)
 
 
+#: Agreement with subjective scores, before and after the attack (with a MOS per image).
+MOS_SCORES: tuple[str, ...] = tuple(f"{k}_{side}" for side in ("clean", "attacked") for k in ("srocc", "plcc", "krocc"))
+#: How much agreement the attack cost: clean minus attacked, per correlation.
+MOS_DROPS: tuple[str, ...] = ("srocc_drop", "plcc_drop", "krocc_drop")
+#: Every key :func:`mos_scores` returns.
+MOS_KEYS: tuple[str, ...] = (
+    "n_mos",
+    *MOS_SCORES,
+    *MOS_DROPS,
+    *(f"{k}_ci_{b}" for k in MOS_SCORES for b in ("low", "high")),
+)
+_MOS_NAMES = {"spearman": "srocc", "pearson": "plcc", "kendall": "krocc"}
+
+
+def mos_scores(clear: Any, attacked: Any, mos: Any, confidence: float = CONFIDENCE) -> dict[str, float]:
+    """SROCC, PLCC and KROCC of the clean and of the attacked scores against subjective scores.
+
+    The usual IQA agreement measures (Spearman, Pearson, Kendall; :func:`correlations`, with
+    Fisher z intervals) on raw values: a lower-is-better metric correlates negatively with MOS,
+    and ``*_drop = clean - attacked`` is how much agreement the attack cost (sign-adjusted, so a
+    positive drop is a loss for either orientation). Images without a finite MOS are left out;
+    ``n_mos`` counts the rest.
+    """
+    c, a = _pair(clear, attacked)
+    m = np.asarray(mos, dtype=np.float64).reshape(-1)
+    if m.shape != c.shape:
+        raise ValueError(f"one MOS per image: got {m.size} MOS for {c.size} images")
+    keep = np.isfinite(m)
+    c, a, m = c[keep], a[keep], m[keep]
+    out: dict[str, float] = {"n_mos": int(keep.sum())}
+    for side, values in (("clean", c), ("attacked", a)):
+        for kind, value in correlations(values, m, confidence).items():
+            base, _, bound = kind.partition("_")
+            out[f"{_MOS_NAMES[base]}_{side}" + (f"_{bound}" if bound else "")] = value
+    for name in ("srocc", "plcc", "krocc"):
+        sign = 1.0 if out[f"{name}_clean"] >= 0 or math.isnan(out[f"{name}_clean"]) else -1.0
+        out[f"{name}_drop"] = sign * (out[f"{name}_clean"] - out[f"{name}_attacked"])
+    return {key: out[key] for key in MOS_KEYS}
+
+
 # -- clean vs adversarial image distortion ---------------------------------------------------------
 
 

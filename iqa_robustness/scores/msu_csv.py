@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from iqa_robustness.scores.formulas import rank_scores, score_group
+from iqa_robustness.scores.formulas import mos_scores, rank_scores, score_group
 from iqa_robustness.scores.rows import SKIP_REASON, is_skipped
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,9 @@ UNIVERSAL_COLUMNS: tuple[str, ...] = (
     "ssim",
     "mse",
 )
-NUMERIC_COLUMNS = frozenset({"clear", "attacked", "amplitude", "rel_gain", "psnr", "ssim", "mse"})
+NUMERIC_COLUMNS = frozenset({"clear", "attacked", "amplitude", "rel_gain", "psnr", "ssim", "mse", "mos"})
+#: the optional column of subjective scores (ours: the benchmark's layout has none)
+MOS = "mos"
 #: Test-set spellings merged when splitting by dataset, as the benchmark's demo scoring does.
 DATASET_ALIASES: Mapping[str, str] = {"NIPS2017": "NIPS"}
 #: Aggregate group names.
@@ -100,6 +102,7 @@ class ScoreGroup:
     attacked: np.ndarray
     dataset: str | None = None
     universal: bool = False
+    mos: np.ndarray | None = None  # subjective scores per image (nan where unknown), when the rows have them
 
     @property
     def n(self) -> int:
@@ -173,7 +176,8 @@ def read_msu_csv(path: str | Path, attack: str | None = None, metric: str | None
                     f"{path}, line 1: missing column(s) {', '.join(missing)}; the {kind} MSU layout is "
                     f"{','.join(layout)}"
                 )
-            index = {c: header.index(c) for c in (*layout, *((SKIP_REASON,) if SKIP_REASON in header else ()))}
+            extra = tuple(c for c in (MOS, SKIP_REASON) if c in header)
+            index = {c: header.index(c) for c in (*layout, *extra)}
             for fields in reader:
                 line = reader.line_num
                 if not fields:
@@ -221,7 +225,8 @@ def write_msu_csv(path: str | Path, rows: Iterable[Mapping[str, Any]], universal
             filled as the benchmark does: ``attacked / clear``, ``inf`` when ``|clear| < 1e-3``;
             missing distortion values are written as ``nan``.
         universal: force the layout; default: universal when any row has ``train_dataset`` or
-            ``amplitude``. A trailing ``skip_reason`` column is added when any row has one.
+            ``amplitude``. A ``mos`` column (subjective scores) is added when any row has one,
+            and a trailing ``skip_reason`` column when any row has one.
 
     Returns:
         The path written.
@@ -231,6 +236,8 @@ def write_msu_csv(path: str | Path, rows: Iterable[Mapping[str, Any]], universal
         universal = any(r.get("train_dataset") is not None or r.get("amplitude") is not None for r in rows)
     layout = UNIVERSAL_COLUMNS if universal else IMAGE_COLUMNS
     required = [c for c in layout if c not in ("rel_gain", "psnr", "ssim", "mse")]
+    if any(MOS in r for r in rows):
+        layout = (*layout, MOS)
     if any(is_skipped(r) for r in rows):
         layout = (*layout, SKIP_REASON)
     path = Path(path)
@@ -267,6 +274,7 @@ def collect_groups(
     files: Sequence[ResultFile],
     by_dataset: bool = False,
     dataset_aliases: Mapping[str, str] = DATASET_ALIASES,
+    mos: Mapping[str, float] | None = None,
 ) -> list[ScoreGroup]:
     """Group the rows of result files as the benchmark scores them.
 
@@ -279,9 +287,11 @@ def collect_groups(
         files: results read by :func:`read_msu_csv` (or built in memory).
         by_dataset: split every group by test dataset (names merged through ``dataset_aliases``).
         dataset_aliases: test-set spellings to merge when splitting (default ``NIPS2017 -> NIPS``).
+        mos: subjective scores by image name; default the rows' own ``mos`` column, if any.
 
     Returns:
-        The groups with their raw clear and attacked values; skipped rows (a ``skip_reason``) are left out.
+        The groups with their raw clear and attacked values (and MOS, when known); skipped rows (a
+        ``skip_reason``) are left out.
     """
     clear: list[float] = []
     attacked: list[float] = []
@@ -289,6 +299,7 @@ def collect_groups(
     leaf: list[str] = []
     is_universal: list[bool] = []
     dataset: list[str] = []
+    subjective: list[float] = []
     for f in files:
         label = attack_label(f.attack, f.universal)
         for row in f.rows:
@@ -301,7 +312,11 @@ def collect_groups(
             leaf.append(universal_group_name(label, row["train_dataset"], row["amplitude"]) if f.universal else label)
             ds = str(row["test_dataset"])
             dataset.append(dataset_aliases.get(ds, ds))
+            given = mos.get(str(row["image_name"]), math.nan) if mos is not None else row.get(MOS, math.nan)
+            subjective.append(float(given))
     c, a = np.asarray(clear, dtype=np.float64), np.asarray(attacked, dtype=np.float64)
+    m = np.asarray(subjective, dtype=np.float64)
+    has_mos = mos is not None or any(MOS in row for f in files for row in f.rows)
     pooled_arr, leaf_arr = np.asarray(pooled, dtype=object), np.asarray(leaf, dtype=object)
     uni, ds_arr = np.asarray(is_universal, dtype=bool), np.asarray(dataset, dtype=object)
 
@@ -328,9 +343,11 @@ def collect_groups(
         if by_dataset:
             for ds in dict.fromkeys(ds_arr[mask]):
                 sub = mask & (ds_arr == ds)
-                groups.append(ScoreGroup(name, c[sub], a[sub], dataset=ds, universal=universal))
+                groups.append(
+                    ScoreGroup(name, c[sub], a[sub], dataset=ds, universal=universal, mos=m[sub] if has_mos else None)
+                )
         else:
-            groups.append(ScoreGroup(name, c[mask], a[mask], universal=universal))
+            groups.append(ScoreGroup(name, c[mask], a[mask], universal=universal, mos=m[mask] if has_mos else None))
     return groups
 
 
@@ -341,6 +358,8 @@ def score_groups(groups: Sequence[ScoreGroup], lower_better: bool = False) -> li
         label: dict[str, Any] = {"group": g.name}
         if g.dataset is not None:
             label["dataset"] = g.dataset
-        scores = score_group(g.clear, g.attacked, lower_better=lower_better)
-        out.append({**label, **scores, **rank_scores(g.clear, g.attacked)})
+        scores = {**score_group(g.clear, g.attacked, lower_better=lower_better), **rank_scores(g.clear, g.attacked)}
+        if g.mos is not None:
+            scores.update(mos_scores(g.clear, g.attacked, g.mos))
+        out.append({**label, **scores})
     return out

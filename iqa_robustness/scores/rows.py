@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from iqa_robustness.scores.formulas import rank_scores, score_group
+from iqa_robustness.scores.formulas import mos_scores, rank_scores, score_group
 
 #: The column that marks a skipped row and says why (absent or empty on a scored row).
 SKIP_REASON = "skip_reason"
@@ -103,7 +103,8 @@ def score_rows(rows: Sequence[Mapping[str, Any]], lower_better: bool, *, clips: 
 
     Returns:
         :func:`~iqa_robustness.scores.formulas.score_group` of the scored rows (``n`` = their
-        count) and their :func:`~iqa_robustness.scores.formulas.rank_scores`, plus ``flicker``
+        count) and their :func:`~iqa_robustness.scores.formulas.rank_scores`; with a ``mos`` per
+        row (subjective scores), :func:`~iqa_robustness.scores.formulas.mos_scores`; ``flicker``
         for clips.
 
     Raises:
@@ -116,6 +117,9 @@ def score_rows(rows: Sequence[Mapping[str, Any]], lower_better: bool, *, clips: 
     attacked = np.array([r["attacked"] for r in scored], dtype=np.float64)
     scores = score_group(clear, attacked, lower_better=lower_better)
     scores.update(rank_scores(clear, attacked))
+    if any("mos" in r for r in scored):
+        mos = np.array([float(r.get("mos", math.nan)) for r in scored], dtype=np.float64)
+        scores.update(mos_scores(clear, attacked, mos))
     if clips:
         scores["flicker"] = float(np.mean([r["flicker"] for r in scored]))
     return scores

@@ -37,6 +37,8 @@ COMPARED_SCORES = (
     "psnr",
     "seconds_per_image",
 )
+#: compared too when a session has subjective scores
+MOS_COMPARED = ("srocc_clean", "srocc_attacked")
 KEY_COLUMNS = ("metric", "attack", "dataset", "train_dataset", "amplitude")
 #: case params that must agree for two sessions' numbers of a case to be comparable
 COMPARABLE_PARAMS = ("image_size", "max_images", "max_frames", "seed", "image_shard")
@@ -204,7 +206,10 @@ def run(args: argparse.Namespace) -> int:
         print("--missing-ok: no regression can be shown without a session A; passing")
         return 0
     session_b = load_named_session(args.b, args, metrics=metrics, store=store)
-    rows = compare_cases(session_a.cases, session_b.cases)
+    scores = COMPARED_SCORES
+    if any("srocc_attacked" in c.metrics for c in (*session_a.cases, *session_b.cases)):
+        scores = (*COMPARED_SCORES, *MOS_COMPARED)  # sessions with subjective scores
+    rows = compare_cases(session_a.cases, session_b.cases, scores)
     if not rows:
         raise CommandError(
             "neither session has case runs to compare" + (f" of metric(s) {args.metric}" if metrics else "")
@@ -224,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
         only = [r for r in rows if r["present"] != "both"]
         if only:
             print(f"{len(only)} case(s) in one session only (their other side shows '-')")
-        for line in table_lines(rows):
+        for line in table_lines(rows, scores):
             print(line)
         print(f"saved: {path}")
     if gate:

@@ -45,6 +45,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "when the metric is known, else higher is better)",
     )
     p.add_argument("--metric", default=None, help="metric name (default: from the file names)")
+    p.add_argument(
+        "--mos",
+        type=Path,
+        default=None,
+        help="subjective scores (CSV image_name,mos): adds SROCC/PLCC/KROCC before and after the attack "
+        "(default: the files' own mos column, if any)",
+    )
     p.set_defaults(func=run)
 
 
@@ -89,10 +96,11 @@ def split_by_metric(files: Sequence[Any], given: str | None) -> list[tuple[str |
 
 def columns_of(rows: Sequence[dict[str, Any]]) -> list[str]:
     """Output columns: ``group``, ``dataset`` when split, then every score key."""
-    from iqa_robustness.scores.formulas import RANK_KEYS, SCORE_KEYS
+    from iqa_robustness.scores.formulas import MOS_KEYS, RANK_KEYS, SCORE_KEYS
 
     label = ["group", "dataset"] if rows and "dataset" in rows[0] else ["group"]
-    return [*label, *SCORE_KEYS, *RANK_KEYS]
+    with_mos = bool(rows) and "srocc_clean" in rows[0]
+    return [*label, *SCORE_KEYS, *RANK_KEYS, *(MOS_KEYS if with_mos else ())]
 
 
 def _number(value: float, digits: int = 4) -> str:
@@ -104,7 +112,8 @@ def format_table(rows: Sequence[dict[str, Any]], caption: str = "") -> str:
     from iqa_robustness.scores.formulas import DISTRIBUTION_SCORES, PER_IMAGE_SCORES, RANK_SCORES
 
     label = [c for c in columns_of(rows) if c in ("group", "dataset")]
-    header = [*label, "n", *PER_IMAGE_SCORES, *DISTRIBUTION_SCORES, *RANK_SCORES]
+    mos = ("srocc_clean", "srocc_attacked", "plcc_clean", "plcc_attacked") if rows and "srocc_clean" in rows[0] else ()
+    header = [*label, "n", *PER_IMAGE_SCORES, *DISTRIBUTION_SCORES, *RANK_SCORES, *mos]
     body: list[list[str]] = []
     for r in rows:
         cells = [str(r[c]) for c in label] + [str(r["n"])]
@@ -112,7 +121,7 @@ def format_table(rows: Sequence[dict[str, Any]], caption: str = "") -> str:
             half = (r[f"{key}_ci_high"] - r[f"{key}_ci_low"]) / 2
             cells.append(_number(r[key]) + ("" if math.isnan(half) else f" ± {_number(half)}"))
         cells += [_number(r[key]) for key in DISTRIBUTION_SCORES]
-        cells += [_number(r[key]) for key in RANK_SCORES]
+        cells += [_number(r[key]) for key in (*RANK_SCORES, *mos)]
         body.append(cells)
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
     n_left = len(label)
@@ -158,13 +167,15 @@ def format_json(rows: Sequence[dict[str, Any]], metric: str | None, lower_better
 
 
 def run(args: argparse.Namespace) -> int:
+    from iqa_robustness.data.mos import read_mos
     from iqa_robustness.scores.msu_csv import collect_groups, read_msu_csv, score_groups
 
     files = [read_msu_csv(path) for path in args.files]
+    mos = read_mos(args.mos) if args.mos is not None else None
     parts: list[tuple[str | None, bool, list[dict[str, Any]]]] = []
     for metric, metric_files in split_by_metric(files, args.metric):
         lower_better = resolve_lower_better(args.lower_better, metric)
-        groups = collect_groups(metric_files, by_dataset=args.by == "dataset")
+        groups = collect_groups(metric_files, by_dataset=args.by == "dataset", mos=mos)
         parts.append((metric, lower_better, score_groups(groups, lower_better=lower_better)))
     if args.format == "json":
         objects = [json.loads(format_json(rows, metric, lb)) for metric, lb, rows in parts]
