@@ -81,9 +81,20 @@ def captioned_pair(path: str | Path, caption: list[str], min_width: int = 360) -
     return out
 
 
+_IMAGE_SUFFIX = re.compile(r"\.(png|jpe?g|bmp|tiff?|webp|gif)$", re.IGNORECASE)
+
+
+def pair_stem(name: str) -> str:
+    """An input's name as a file stem: an image file's extension dropped, folders joined by ``_``.
+
+    ``a.png`` -> ``a``; ``a.png-jpeg30`` (a JPEG copy) -> ``a.png-jpeg30``; ``00001/0266`` -> ``00001_0266``.
+    """
+    return _IMAGE_SUFFIX.sub("", name).replace("/", "_")
+
+
 def pair_file_name(name: str) -> str:
-    """The file a case's pair of input ``name`` (an image, or ``<clip>_f<frame>``) is saved as."""
-    return f"pair_{Path(name).stem}.png"
+    """The file a case's pair of input ``name`` (an image, a JPEG copy, or ``<clip>_f<frame>``) is saved as."""
+    return f"pair_{pair_stem(name)}.png"
 
 
 def pair_of_row(image_name: str, pair_name: str) -> bool:
@@ -92,6 +103,5 @@ def pair_of_row(image_name: str, pair_name: str) -> bool:
     An image's pair is ``pair_<stem>.png``; a clip's are ``pair_<clip, '/' as '_'>_f<frame>.png``.
     """
     stem = pair_name.removeprefix("pair_").removesuffix(".png")
-    if stem == Path(image_name).stem:
-        return True
-    return re.fullmatch(re.escape(image_name.replace("/", "_")) + r"_f\d+", stem) is not None
+    own = pair_stem(image_name)
+    return stem == own or re.fullmatch(re.escape(own) + r"_f\d+", stem) is not None

@@ -82,3 +82,50 @@ def test_bad_qualities_colours_and_shapes_are_refused_with_the_fix(image):
 
 def test_rows_of_jpeg_copies_are_named_as_the_benchmark_names_them():
     assert jpeg_name("000b7d55b6184b08.png", 80) == "000b7d55b6184b08.png-jpeg80"
+
+
+def test_jpeg_copies_of_a_dataset_are_named_per_quality_and_load_through_the_jpeg_step(msu_test_images):
+    from iqa_robustness.data.images import folder_dataset
+    from iqa_robustness.data.jpeg import jpeg_dataset
+
+    dataset = folder_dataset(msu_test_images, size=64)
+    copies = jpeg_dataset(dataset, [30, 70])
+    first = dataset.image_names[0]
+    assert copies.image_names[:2] == [f"{first}-jpeg30", f"{first}-jpeg70"]
+    assert len(copies) == 2 * len(dataset)
+    clean = dataset.items[0].load()
+    assert torch.equal(copies.items[0].load(), compress(clean[None], 30)[0])
+    with pytest.raises(ValueError, match="1 to 100"):
+        jpeg_dataset(dataset, [0])
+
+
+def test_a_case_with_jpeg_quality_attacks_the_jpeg_copies(msu_test_images, tmp_path):
+    from iqa_robustness.runner.config import SuiteConfig
+    from iqa_robustness.runner.grid import CaseSpec
+    from iqa_robustness.runner.suite import Suite
+
+    config = SuiteConfig(device="cpu", random_weights=True, image_size=64, results_dir=tmp_path, jpeg_quality=(30, 70))
+    suite = Suite(config)
+    result = suite.run(CaseSpec("cnniqa-live", "fgsm", str(msu_test_images)))
+    names = sorted(r["image_name"] for r in result.rows)
+    assert len(names) == 10
+    assert all(n.endswith(("-jpeg30", "-jpeg70")) for n in names)
+    # the clean score is the metric's score of the JPEG copy, and the attack stays in its budget around it
+    copies = suite.resources.dataset(str(msu_test_images), "cnniqa-live")
+    metric = suite.resources.metric("cnniqa-live")
+    with torch.no_grad():
+        expected = float(metric(copies.items[0].load()[None])[0])
+    row = next(r for r in result.rows if r["image_name"] == copies.items[0].image_name)
+    assert row["clear"] == pytest.approx(expected, rel=1e-5)
+    assert result.scores["max_linf"] <= result.params["eps"] + 1e-6
+    assert any(name.startswith("pair_") and "-jpeg" in name for name in result.artifacts)
+
+
+def test_bad_jpeg_qualities_on_the_command_line_are_usage_errors():
+    from iqa_robustness.plugin import parse_qualities
+
+    assert parse_qualities("30, 70") == (30, 70)
+    assert parse_qualities(None) is None
+    for bad in ("0", "30,high", "101"):
+        with pytest.raises(pytest.UsageError, match="1 to 100"):
+            parse_qualities(bad)

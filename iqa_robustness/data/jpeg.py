@@ -19,10 +19,14 @@ which another encoder would not.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 import torch
+
+from iqa_robustness.data.images import Dataset, ImageItem
 
 JpegColour = Literal["code", "rgb"]
 #: the qualities the benchmark's follow-up uses when none is given
@@ -73,3 +77,42 @@ def compress(batch: torch.Tensor, quality: int, colour: JpegColour = "code") -> 
 def jpeg_name(image_name: str, quality: int) -> str:
     """The row name of an image's JPEG copy: ``<file name with extension>-jpeg<q>`` (benchmark code)."""
     return f"{image_name}-jpeg{int(quality)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class JpegItem(ImageItem):
+    """An image's JPEG copy: the original decoded (and resized) as usual, then through :func:`compress_array`."""
+
+    quality: int = DEFAULT_QUALITY
+    colour: JpegColour = "code"
+    original_name: str = ""
+
+    def load(self) -> torch.Tensor:
+        clean = super().load()
+        return compress(clean[None], self.quality, self.colour)[0]
+
+
+def jpeg_dataset(dataset: Dataset, qualities: Sequence[int], colour: JpegColour = "code") -> Dataset:
+    """The dataset's images as their JPEG copies, one per quality, named ``<image>-jpeg<q>`` (image by image).
+
+    The attacks then perturb the JPEG copies, and PSNR, SSIM and MSE compare the attacked image
+    with the JPEG it came from, as the benchmark's code does.
+
+    Raises:
+        ValueError: no quality, or one outside 1..100.
+    """
+    qualities = [int(q) for q in qualities]
+    if not qualities or any(not 1 <= q <= 100 for q in qualities):
+        raise ValueError(f"JPEG qualities must be integers from 1 to 100, got {list(qualities)}")
+    items = tuple(
+        JpegItem(
+            **{f.name: getattr(item, f.name) for f in dataclasses.fields(ImageItem)}
+            | {"image_name": jpeg_name(item.image_name, q)},
+            quality=q,
+            colour=colour,
+            original_name=item.image_name,
+        )
+        for item in dataset.items
+        for q in qualities
+    )
+    return dataclasses.replace(dataset, items=items)

@@ -119,6 +119,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         f"'auto' (default): full epochs on a GPU, {cpu_cap} on the CPU",
     )
     g.addoption(
+        "--jpeg-quality",
+        default=None,
+        help="attack JPEG copies of the test images at these qualities (comma list, e.g. 30,70), rows named "
+        "<image>-jpeg<q>, as the benchmark's code allows (training images stay clean)",
+    )
+    g.addoption(
+        "--jpeg-colour",
+        choices=["code", "rgb"],
+        default="code",
+        help="code: the benchmark's JPEG (OpenCV reading RGB as BGR, default); rgb: a correct RGB JPEG",
+    )
+    g.addoption(
         "--mos",
         default=None,
         help="subjective scores (CSV image_name,mos) of the test images: every case adds SROCC/PLCC/KROCC before "
@@ -456,10 +468,29 @@ def suite(request: pytest.FixtureRequest):
         image_shard=parse_shard(opt("--shard-images"), "--shard-images") if opt("--shard-images") else None,
         on_bad_image=opt("--on-bad-image"),
         mos_file=opt("--mos"),
+        jpeg_quality=parse_qualities(opt("--jpeg-quality")),
+        jpeg_colour=opt("--jpeg-colour"),
     )
     suite = Suite(config)
     request.config.stash[STASH_SUITE] = suite
     return suite
+
+
+def parse_qualities(text: str | None) -> tuple[int, ...] | None:
+    """``"30,70"`` -> ``(30, 70)``; None without the option.
+
+    Raises:
+        pytest.UsageError: a quality that is not an integer from 1 to 100.
+    """
+    if not text:
+        return None
+    try:
+        qualities = tuple(int(q) for q in text.split(",") if q.strip())
+    except ValueError:
+        raise pytest.UsageError(f"--jpeg-quality takes integers from 1 to 100, e.g. 30,70; got {text!r}") from None
+    if not qualities or any(not 1 <= q <= 100 for q in qualities):
+        raise pytest.UsageError(f"--jpeg-quality takes integers from 1 to 100, e.g. 30,70; got {text!r}")
+    return qualities
 
 
 @pytest.fixture(scope="session")

@@ -61,6 +61,8 @@ SETTING_OPTIONS = (
     "channels_last",
     "on_bad_image",
     "mos",
+    "jpeg_quality",
+    "jpeg_colour",
     "baseline",
     "shard",
     "shard_images",

@@ -55,6 +55,8 @@ class SuiteConfig:
 
     on_bad_image: OnBadImage = "skip"
     mos_file: str | None = None  # subjective scores for every test set (default: a set's own mos.csv)
+    jpeg_quality: tuple[int, ...] | None = None  # attack JPEG copies of the test images at these qualities
+    jpeg_colour: str = "code"  # "code": the benchmark's JPEG (OpenCV reading RGB as BGR); "rgb": a correct one
 
     @property
     def skip_bad_images(self) -> bool:

@@ -61,6 +61,8 @@ def dataset_identity(dataset: Any) -> str:
     for item in items:
         name = getattr(item, "image_name", None) or getattr(item, "clip_name", "")
         options = [getattr(item, "size", None), getattr(item, "max_frames", None)]
+        if hasattr(item, "quality"):  # a JPEG copy: its coding decides the pixels
+            options += [item.quality, item.colour]
         # a frame of a video file: the file's digest; its index is in the name (``clip/0003``)
         content = source_digest(getattr(item, "path", None), str(getattr(item, "source", "")))
         digest.update(json.dumps([name, content, options], default=str).encode())

@@ -23,6 +23,7 @@ from iqa_robustness.attacks.perturbation import Perturbation, load_perturbation
 from iqa_robustness.data.decode import reason_of
 from iqa_robustness.data.errors import ImageReadError
 from iqa_robustness.data.images import Dataset, ImageItem, iter_batches
+from iqa_robustness.data.jpeg import jpeg_dataset
 from iqa_robustness.data.mos import dataset_mos
 from iqa_robustness.data.registry import is_video_dataset, resolve_any_dataset
 from iqa_robustness.data.video_sets import VideoDataset
@@ -178,6 +179,8 @@ class Resources:
             )
             if not clips and isinstance(opened, VideoDataset):
                 opened = dataclasses.replace(opened.frames(), on_error=on_error)
+            if sharded and self.config.jpeg_quality and not clips:  # test images only: training stays clean
+                opened = jpeg_dataset(opened, self.config.jpeg_quality, self.config.jpeg_colour)  # type: ignore[arg-type]
             if sharded and self.config.image_shard is not None:
                 opened = _shard_of(opened, self.config.image_shard)
             self._datasets[key] = opened
