@@ -16,7 +16,7 @@ import torch
 
 from iqa_robustness.attacks import Attack
 from iqa_robustness.attacks.perturbation import Perturbation
-from iqa_robustness.conventions import dataset_slug
+from iqa_robustness.conventions import dataset_slug, orient
 from iqa_robustness.progress import Progress
 from iqa_robustness.runner.cases import Outcome
 from iqa_robustness.runner.config import SuiteConfig, sync_device
@@ -72,8 +72,7 @@ class ImageCaseRunner:
                 if mos is not None:
                     row["mos"] = mos[0].get(name, math.nan)
                 out.rows.append(row)
-                gain = (c - a) if metric.lower_better else (a - c)
-                out.keep_pair(self.config.pairs_to_save, name, batch[i], adv[i], gain)
+                out.keep_pair(self.config.pairs_to_save, name, batch[i], adv[i], orient(a - c, metric.lower_better))
             progress.advance(len(names))
         out.frames = len(out.rows)
         universal = {"train_dataset": dataset_slug(case.train_dataset or ""), "amplitude": case.amplitude}

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from iqa_robustness.conventions import orient
 from iqa_robustness.scores.results import CaseResult
 from iqa_robustness.scores.rows import skipped_text
 from iqa_robustness.scores.summary import case_summary
@@ -145,7 +146,7 @@ def pair_caption(result: CaseResult, pair_name: str) -> list[str] | None:
     if row is None:
         return None
     clear, attacked = float(row["clear"]), float(row["attacked"])
-    gain = (clear - attacked) if result.lower_better else (attacked - clear)
+    gain = orient(attacked - clear, result.lower_better)
     better = "lower" if result.lower_better else "higher"
     return [
         f"{result.metric} x {result.attack}: {pair_name.removeprefix('pair_').removesuffix('.png')}",
