@@ -9,6 +9,7 @@ turn a case, its attack and, for a universal attack, its trained perturbation in
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import math
 from typing import Any, Protocol
 
@@ -36,7 +37,9 @@ class Outcome:
     seconds: float = 0.0
     frames: int = 0
     max_linf: float = 0.0
-    _kept: list[tuple[float, int, str, torch.Tensor, torch.Tensor]] = dataclasses.field(default_factory=list)
+    # a min-heap of ((gain, -arrival), name, clean, adversarial): the least fooled kept pair on top;
+    # arrival numbers are unique, so the heap never compares tensors
+    _kept: list[tuple[tuple[float, int], str, torch.Tensor, torch.Tensor]] = dataclasses.field(default_factory=list)
     _offered: int = 0
 
     def keep_pair(
@@ -50,20 +53,20 @@ class Outcome:
         """
         if limit <= 0:
             return
-        rank = gain if gain == gain else -math.inf  # NaN ranks last
         self._offered += 1
-        entry = (rank, -self._offered, name, clean, adversarial)
-        if len(self._kept) < limit:
-            self._kept.append((*entry[:3], clean.detach().cpu(), adversarial.detach().cpu()))
+        rank = (gain if gain == gain else -math.inf, -self._offered)  # NaN ranks last
+        if len(self._kept) == limit and rank <= self._kept[0][0]:
             return
-        worst = min(range(len(self._kept)), key=lambda i: self._kept[i][:2])
-        if entry[:2] > self._kept[worst][:2]:
-            self._kept[worst] = (*entry[:3], clean.detach().cpu(), adversarial.detach().cpu())
+        entry = (rank, name, clean.detach().cpu(), adversarial.detach().cpu())
+        if len(self._kept) < limit:
+            heapq.heappush(self._kept, entry)
+        else:
+            heapq.heapreplace(self._kept, entry)
 
     @property
     def pairs(self) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
         """The kept (name, clean, adversarial) images, most fooled first."""
-        return [(name, clean, adv) for _, _, name, clean, adv in sorted(self._kept, key=lambda e: e[:2], reverse=True)]
+        return [(name, clean, adv) for _, name, clean, adv in sorted(self._kept, key=lambda e: e[0], reverse=True)]
 
 
 class CaseRunner(Protocol):
