@@ -335,6 +335,15 @@ def mos_scores(clear: Any, attacked: Any, mos: Any, confidence: float = CONFIDEN
     return {key: out[key] for key in MOS_KEYS}
 
 
+def group_scores(clear: Any, attacked: Any, lower_better: bool = False, mos: Any = None) -> dict[str, float]:
+    """Everything a group is scored by: :func:`score_group` (the benchmark's scores), :func:`rank_scores`
+    and, with subjective scores (``mos``, one per image, NaN where unknown), :func:`mos_scores`."""
+    scores = {**score_group(clear, attacked, lower_better=lower_better), **rank_scores(clear, attacked)}
+    if mos is not None:
+        scores.update(mos_scores(clear, attacked, mos))
+    return scores
+
+
 # -- clean vs adversarial image distortion ---------------------------------------------------------
 
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from iqa_robustness.scores.formulas import mos_scores, rank_scores, score_group
+from iqa_robustness.scores.formulas import group_scores
 from iqa_robustness.scores.rows import SKIP_REASON, is_skipped
 
 log = logging.getLogger(__name__)
@@ -352,14 +352,11 @@ def collect_groups(
 
 
 def score_groups(groups: Sequence[ScoreGroup], lower_better: bool = False) -> list[dict[str, Any]]:
-    """Score every group: ``{"group": name, ["dataset": ds,] **score_group(...), **rank_scores(...)}`` per group."""
+    """Score every group: ``{"group": name, ["dataset": ds,] **group_scores(...)}`` per group."""
     out: list[dict[str, Any]] = []
     for g in groups:
         label: dict[str, Any] = {"group": g.name}
         if g.dataset is not None:
             label["dataset"] = g.dataset
-        scores = {**score_group(g.clear, g.attacked, lower_better=lower_better), **rank_scores(g.clear, g.attacked)}
-        if g.mos is not None:
-            scores.update(mos_scores(g.clear, g.attacked, g.mos))
-        out.append({**label, **scores})
+        out.append({**label, **group_scores(g.clear, g.attacked, lower_better, g.mos)})
     return out

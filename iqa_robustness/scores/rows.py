@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from iqa_robustness.scores.formulas import mos_scores, rank_scores, score_group
+from iqa_robustness.scores.formulas import group_scores
 
 #: The column that marks a skipped row and says why (absent or empty on a scored row).
 SKIP_REASON = "skip_reason"
@@ -102,10 +102,8 @@ def score_rows(rows: Sequence[Mapping[str, Any]], lower_better: bool, *, clips: 
         clips: rows are clips: add the mean ``flicker``.
 
     Returns:
-        :func:`~iqa_robustness.scores.formulas.score_group` of the scored rows (``n`` = their
-        count) and their :func:`~iqa_robustness.scores.formulas.rank_scores`; with a ``mos`` per
-        row (subjective scores), :func:`~iqa_robustness.scores.formulas.mos_scores`; ``flicker``
-        for clips.
+        :func:`~iqa_robustness.scores.formulas.group_scores` of the scored rows (``n`` = their
+        count; with their ``mos`` column when they have one), plus ``flicker`` for clips.
 
     Raises:
         NothingToScoreError: no scored row, naming every skipped one and why.
@@ -115,11 +113,10 @@ def score_rows(rows: Sequence[Mapping[str, Any]], lower_better: bool, *, clips: 
         raise nothing_to_score(rows)
     clear = np.array([r["clear"] for r in scored], dtype=np.float64)
     attacked = np.array([r["attacked"] for r in scored], dtype=np.float64)
-    scores = score_group(clear, attacked, lower_better=lower_better)
-    scores.update(rank_scores(clear, attacked))
+    mos = None
     if any("mos" in r for r in scored):
         mos = np.array([float(r.get("mos", math.nan)) for r in scored], dtype=np.float64)
-        scores.update(mos_scores(clear, attacked, mos))
+    scores = group_scores(clear, attacked, lower_better, mos)
     if clips:
         scores["flicker"] = float(np.mean([r["flicker"] for r in scored]))
     return scores
