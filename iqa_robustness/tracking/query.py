@@ -100,7 +100,13 @@ def _sessions(client: MlflowClient, experiment_id: str, extra: str, count: int, 
     filter_string = f"tags.{TAG_KIND} = '{KIND_SESSION}'" + (f" and {extra}" if extra else "")
     if metric is None:
         return _search(client, experiment_id, filter_string, max_results=count)
-    return [run for run in _search(client, experiment_id, filter_string) if _has_metric(client, run, metric)][:count]
+    found: list[Run] = []
+    for run in _search(client, experiment_id, filter_string):  # newest first: stop at the count-th match
+        if _has_metric(client, run, metric):
+            found.append(run)
+            if len(found) == count:
+                break
+    return found
 
 
 def find_session(client: MlflowClient, experiment: str, ref: str, uri: str = "", *, metric: str | None = None) -> Run:
