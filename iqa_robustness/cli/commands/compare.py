@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from iqa_robustness.cli import CommandError
-from iqa_robustness.cli.commands._sessions import METRIC_HELP, NamedSession, load_named_session, metric_list
+from iqa_robustness.cli.commands._sessions import (
+    METRIC_HELP,
+    NamedSession,
+    is_results_folder,
+    load_named_session,
+    metric_list,
+)
 from iqa_robustness.cli.commands._store import add_store_arguments, format_table, number, open_store, to_json, write_csv
 from iqa_robustness.conventions import dataset_slug
 from iqa_robustness.scores.regression import DEFAULT_ALPHA, GATED_SCORES, GateRule, compare_case
@@ -172,7 +178,7 @@ def gate_cases(session_a: NamedSession, session_b: NamedSession, rule: GateRule)
     return rows
 
 
-def gate_lines(rows: Sequence[dict], rule: GateRule) -> list[str]:
+def gate_lines(rows: Sequence[dict]) -> list[str]:
     """The gate's table: one line per case, regressions first."""
     with_train = any(r["train_dataset"] for r in rows)
     header = ["verdict", "metric", "attack", "dataset", *(["train"] if with_train else []), "amp", "n", "A", "B"]
@@ -195,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = metric_list(args.metric)
     rule = GateRule(args.gate_score, args.tolerance, args.alpha)
     store = None
-    if not all(Path(ref).is_dir() for ref in (args.a, args.b)):
+    if not all(is_results_folder(ref) for ref in (args.a, args.b)):
         store = open_store(args)
     try:
         session_a = load_named_session(args.a, args, metrics=metrics, store=store)
@@ -233,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
             print(line)
         print(f"saved: {path}")
     if gate:
-        lines = [f"regression gate: {rule.describe()}", *gate_lines(gate, rule)]
+        lines = [f"regression gate: {rule.describe()}", *gate_lines(gate)]
         if regressed:
             lines.append(f"{len(regressed)} case(s) REGRESSED (B less robust than A):")
             lines += [
