@@ -27,6 +27,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from iqa_robustness.report.table import as_number
 from iqa_robustness.scores.results import CaseResult
 
 _REQUIRED = ("metric", "attack", "score")
@@ -143,10 +144,10 @@ def thresholds_from_cases(
         amplitude = case.get("amplitude")
         amp = "*" if amplitude in (None, "", "None") else f"{float(amplitude):g}"  # type: ignore[arg-type]
         for score in scores:
-            value = _number(case.get(score))
+            value = as_number(case.get(score))
             if not math.isfinite(value):
                 continue
-            low, high = _number(case.get(f"{score}_ci_low")), _number(case.get(f"{score}_ci_high"))
+            low, high = as_number(case.get(f"{score}_ci_low")), as_number(case.get(f"{score}_ci_high"))
             half = (high - low) / 2 if math.isfinite(low) and math.isfinite(high) else 0.0
             room = max(margin * half, min_margin)
             out.append(
@@ -163,13 +164,6 @@ def thresholds_from_cases(
     if not out:
         raise ValueError(f"no case has a finite {' or '.join(scores)}: nothing to write a baseline from")
     return out
-
-
-def _number(value: object) -> float:
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def write_baseline(thresholds: Sequence[Threshold], path: str | Path) -> Path:

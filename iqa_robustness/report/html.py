@@ -35,6 +35,7 @@ from PIL import Image
 
 from iqa_robustness.conventions import dataset_slug, orient
 from iqa_robustness.pictures import amplified, pair_of_row, read_pair, to_image
+from iqa_robustness.report.table import as_number
 from iqa_robustness.scores.formulas import CONFIDENCE, MOS_SCORES, PER_IMAGE_SCORES, RANK_SCORES
 from iqa_robustness.scores.results import CaseResult
 from iqa_robustness.scores.summary import attack_spec_text, leaderboard_rows
@@ -109,16 +110,8 @@ def write_report(results: Sequence[CaseResult], out: Path, provenance: Mapping[s
 # --------------------------------------------------------------------------- small helpers
 
 
-def _number(value: Any) -> float:
-    """A float, NaN for anything that is not a number."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
 def _fmt(value: Any, digits: int = 3) -> str:
-    x = _number(value)
+    x = as_number(value)
     if math.isnan(x):
         return "–"
     if math.isinf(x):
@@ -230,7 +223,7 @@ class _Case:
         return self.result.status in SCORED_STATUSES and bool(self.result.scores)
 
     def score(self, key: str) -> float:
-        return _number(self.result.scores.get(key)) if self.scored else math.nan
+        return as_number(self.result.scores.get(key)) if self.scored else math.nan
 
 
 def _place(cases: list[_Case]) -> None:
@@ -436,7 +429,7 @@ class _Page:
             label = _SCORE_LABELS.get(key, key)
             rows.append(f"<tr><td>{_e(label)}</td><td>{_fmt(r.scores[key])}</td><td>{interval}</td></tr>")
         for key in ("psnr", "ssim"):
-            values = [_number(x.get(key)) for x in r.scored_rows]
+            values = [as_number(x.get(key)) for x in r.scored_rows]
             if any(math.isfinite(v) for v in values):
                 rows.append(f"<tr><td>mean {key.upper()}</td><td>{_fmt(_mean(values), 4)}</td><td></td></tr>")
         return (
@@ -445,7 +438,7 @@ class _Page:
         )
 
     def _plots(self, r: CaseResult) -> str:
-        points = [(_number(x.get("clear")), _number(x.get("attacked"))) for x in r.scored_rows]
+        points = [(as_number(x.get("clear")), as_number(x.get("attacked"))) for x in r.scored_rows]
         points = [(c, a) for c, a in points if math.isfinite(c) and math.isfinite(a)]
         if not points:
             return '<p class="note">No per-image scores to plot.</p>'
@@ -517,7 +510,7 @@ class _Page:
         tags = "".join(_image_tag(im, self.max_side, label, resample) for im, label, resample in images)
         name = str(row.get("image_name", path.name))
         gain = _oriented_gain(row, r.lower_better)
-        psnr = _number(row.get("psnr"))
+        psnr = as_number(row.get("psnr"))
         caption = (
             f"<strong>{_e(name)}</strong>: clean {_fmt(row.get('clear'), 4)}, attacked {_fmt(row.get('attacked'), 4)}, "
             f"gain {'+' if gain > 0 else ''}{_fmt(gain, 3)} (raw units, towards better quality), "
@@ -600,9 +593,9 @@ class _Page:
                 for label, members in lines.items():
                     members = sorted(members, key=lambda m: m.amplitude or 0.0)
                     amps = np.array([m.amplitude for m in members], dtype=float)
-                    gains = np.array([_number(m.scores.get("norm_abs_gain")) for m in members])
-                    low = np.array([_number(m.scores.get("norm_abs_gain_ci_low")) for m in members])
-                    high = np.array([_number(m.scores.get("norm_abs_gain_ci_high")) for m in members])
+                    gains = np.array([as_number(m.scores.get("norm_abs_gain")) for m in members])
+                    low = np.array([as_number(m.scores.get("norm_abs_gain_ci_low")) for m in members])
+                    high = np.array([as_number(m.scores.get("norm_abs_gain_ci_high")) for m in members])
                     errors = np.nan_to_num(np.vstack([gains - low, high - gains]), nan=0.0).clip(min=0)
                     ax.errorbar(amps, gains, yerr=errors, marker="o", markersize=4, capsize=3, label=label)
                 ax.axhline(0.0, color="0.6", linewidth=0.7)
@@ -634,7 +627,7 @@ class _Page:
 
 def _oriented_gain(row: Mapping[str, Any], lower_better: bool) -> float:
     """``attacked - clear`` oriented so that positive means the attack raised the quality (fooled)."""
-    gain = float(orient(_number(row.get("attacked")) - _number(row.get("clear")), lower_better))
+    gain = float(orient(as_number(row.get("attacked")) - as_number(row.get("clear")), lower_better))
     return gain if math.isfinite(gain) else -math.inf
 
 

@@ -35,7 +35,7 @@ def format_table(rows: list[dict[str, object]]) -> list[str]:
     )
     lines = [header, "-" * len(header)]
     for r in sorted(shown, key=lambda r: (str(r["metric"]), str(r["attack"]), str(r["dataset"]))):
-        cells = " ".join(f"{_number(r.get(k)):>9.4g}" for k, _ in columns)
+        cells = " ".join(f"{as_number(r.get(k)):>9.4g}" for k, _ in columns)
         flag = "  (random weights)" if r["weights_mode"] == "random" else ""
         flag += {"failed": "  FAILED", "error": "  ERROR", "interrupted": "  INTERRUPTED"}.get(str(r["status"]), "")
         if r.get("n_skipped"):
@@ -45,8 +45,8 @@ def format_table(rows: list[dict[str, object]]) -> list[str]:
     return lines
 
 
-def _number(value: object) -> float:
-    """A table cell: numbers as they are; missing or empty (an image case's flicker) as nan."""
+def as_number(value: object) -> float:
+    """A cell of the report's tables: numbers as they are; missing, empty or text (an image case's flicker) as nan."""
     try:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
