@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -207,8 +207,12 @@ def training_summary(identity: dict[str, Any]) -> dict[str, Any]:
 class Batches:
     """Fresh random training batches, one per step, with progress logging: what ``_train`` iterates.
 
-    Each step takes the first ``batch_size`` indices of a new random permutation (the MSU code's
-    ``next(iter(shuffled_loader))``), so the images of a batch are distinct.
+    Each draw takes the first ``batch_size`` indices of a new random permutation (the MSU code's
+    ``next(iter(shuffled_loader))``), so the images of a batch are distinct. For a full-reference
+    metric each draw ``y`` is yielded once per distortion, as ``distort(y)`` with ``y`` bound to the
+    metric as its reference while the step runs (the benchmark's loss
+    ``1 - mean S(y, clamp(jpeg(y) + delta)) / range``, one step per batch and JPEG quality): ``total``
+    draws then make ``total * len(distortions)`` steps.
     """
 
     def __init__(
@@ -221,37 +225,51 @@ class Batches:
         device: torch.device,
         attack: str,
         metric: str,
+        reference_metric: Any = None,
+        distortions: Sequence[tuple[str, Callable[[torch.Tensor], torch.Tensor]]] = (),
     ) -> None:
+        if distortions and reference_metric is None:
+            raise ValueError("distorted training batches need the full-reference metric to bind their references to")
         self.data = data
         self.batch_size = batch_size
         self.total = total
-        self.per_epoch = per_epoch
         self.sampler = sampler
         self.device = device
+        self._metric = reference_metric
+        self._distortions = list(distortions)
+        per_draw = max(1, len(self._distortions))
+        self.per_epoch = per_epoch * per_draw
         self._label = f"{attack} vs {metric}"
         self._losses: list[float] = []
-        self._progress = Progress(f"training {self._label}", total, unit="steps")
+        self._steps = total * per_draw
+        self._progress = Progress(f"training {self._label}", self._steps, unit="steps")
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         n = len(self.data)
         for _ in range(self.total):
             index = torch.randperm(n, generator=self.sampler)[: self.batch_size]
-            yield self.data.batch(index.tolist()).to(self.device)
+            clean = self.data.batch(index.tolist()).to(self.device)
+            if not self._distortions:
+                yield clean
+                continue
+            for _label, distort in self._distortions:
+                with self._metric.reference(clean):
+                    yield distort(clean)
 
     def report(self, step: int, loss: float) -> None:
         """Log the loss of step ``step`` (0-based): every epoch's mean and, on long runs, progress."""
         self._losses.append(loss)
         done = step + 1
-        log.debug("%s: step %d/%d, loss %.5f", self._label, done, self.total, loss)
-        if done % self.per_epoch == 0 or done == self.total:
+        log.debug("%s: step %d/%d, loss %.5f", self._label, done, self._steps, loss)
+        if done % self.per_epoch == 0 or done == self._steps:
             losses = self._losses[-(((done - 1) % self.per_epoch) + 1) :]
             log.info(
                 "%s: epoch %d/%d, step %d/%d, mean loss %.5f",
                 self._label,
                 math.ceil(done / self.per_epoch),
-                math.ceil(self.total / self.per_epoch),
+                math.ceil(self._steps / self.per_epoch),
                 done,
-                self.total,
+                self._steps,
                 sum(losses) / len(losses),
             )
         self._progress.advance(note=f"loss {loss:.5f}")

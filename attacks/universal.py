@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -76,6 +77,7 @@ class UniversalAttack(Attack):
         steps: int | None = None,
         max_steps: int | None = None,
         cache_dir: str | Path | None = None,
+        distortions: Sequence[tuple[str, Callable[[torch.Tensor], torch.Tensor]]] = (),
     ) -> Perturbation:
         """Train the perturbation (or generator) against ``metric``.
 
@@ -86,11 +88,26 @@ class UniversalAttack(Attack):
             steps: total optimisation steps instead of ``epochs * ceil(N / batch_size)`` (short CI runs).
             max_steps: at most this many steps (the suite's CPU default); ``steps`` wins when given.
             cache_dir: folder of saved runs; a run with the same key is loaded instead of retrained.
+            distortions: ``(label, distort)`` pairs for a full-reference metric (required for one):
+                each drawn batch ``y`` gives one optimisation step per distortion, on
+                ``distort(y)`` with ``y`` bound as the reference, as the benchmark trains FR metrics
+                on JPEG copies at each quality. Labels key the cache.
 
         Returns:
             The trained :class:`Perturbation`, with provenance in ``meta``.
+
+        Raises:
+            ValueError: a full-reference metric without distortions, or distortions for a
+                no-reference one.
         """
         self.check_metric(metric)
+        if metric.spec.is_full_reference != bool(distortions):
+            raise ValueError(
+                f"{metric.name} is a full-reference metric: give distortions=[(label, distort)], the inputs it is "
+                "trained on with the clean batch as the reference (the suite uses JPEG copies)"
+                if metric.spec.is_full_reference
+                else f"{metric.name} is a no-reference metric: it trains on the clean images, without distortions"
+            )
         for label, value in (("steps", steps), ("max_steps", max_steps)):
             if value is not None and value < 1:
                 raise ValueError(f"{label} must be a positive number of optimisation steps, got {value}")
@@ -111,6 +128,8 @@ class UniversalAttack(Attack):
             "seed": seed,
             "steps": total,
         }
+        if distortions:  # older no-reference keys stay valid
+            key_fields["distortions"] = [label for label, _ in distortions]
         key = hashlib.sha256(json.dumps(key_fields, sort_keys=True, default=str).encode()).hexdigest()
         stem = Path(cache_dir) / f"{self.name}_{metric.name}_{key[:16]}" if cache_dir is not None else None
         if stem is not None:
@@ -130,7 +149,9 @@ class UniversalAttack(Attack):
             self.batch_size,
         )
         sampler = torch.Generator().manual_seed(seed)
-        batches = Batches(data, self.batch_size, total, per_epoch, sampler, device, self.name, metric.name)
+        batches = Batches(
+            data, self.batch_size, total, per_epoch, sampler, device, self.name, metric.name, metric, distortions
+        )
         start = time.perf_counter()
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
@@ -144,6 +165,7 @@ class UniversalAttack(Attack):
             training_data=training_summary(data.identity),
             seed=seed,
             steps=total,
+            distortions=[label for label, _ in distortions],
             full_epochs=steps is None and total == self.epochs * per_epoch,
             device=str(device),
             train_seconds=round(seconds, 3),

@@ -119,7 +119,14 @@ def _tv_get_state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         return torch.load(found, map_location="cpu", weights_only=True)
     if offline_mode():
         raise missing_weights_error(name, ctx.weights_dir, hub_checkpoints, why=" Offline mode: no download attempted.")
-    return _ORIGINAL["tv_get_state_dict"](self, *args, **kwargs)
+    from urllib.error import URLError
+
+    try:
+        return _ORIGINAL["tv_get_state_dict"](self, *args, **kwargs)
+    except (URLError, ConnectionError, TimeoutError) as exc:  # name the file, as pyiqa's own files are named
+        raise missing_weights_error(
+            name, ctx.weights_dir, hub_checkpoints, why=f" Download failed ({self.url}: {exc})."
+        ) from exc
 
 
 def _timm_load_pretrained(model: torch.nn.Module, *args: Any, **kwargs: Any) -> None:

@@ -7,6 +7,8 @@ oriented so that higher means better, and every attack minimises J(x) = 1 - q(x)
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -63,6 +65,10 @@ class MetricSpec:
     def is_video(self) -> bool:
         return self.kind == "nr-video"
 
+    @property
+    def is_full_reference(self) -> bool:
+        return self.kind == "fr"
+
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a ValueError that says what to do when ``x`` does not fit this metric."""
         expected = "(T, 3, H, W) frames of one clip" if self.is_video else "(N, 3, H, W) image batch"
@@ -90,6 +96,12 @@ class Metric(nn.Module):
     The spec is passed to the constructor or declared once as a class attribute
     (``spec = MetricSpec(...)``); a subclass with a class attribute can be built as ``MyMetric()``
     and named on the command line as ``--metric my_module:MyMetric``.
+
+    A full-reference metric (``kind="fr"``) scores S(reference, distorted) but is called like any
+    other, on the distorted batch alone, while its reference batch is bound
+    (``with metric.reference(clean): metric(distorted)``): every attack then works on it
+    unchanged, and its loss and gradient are taken with respect to the distorted input only.
+    Subclasses of :class:`FullReferenceMetric` implement :meth:`FullReferenceMetric.compare`.
     """
 
     spec: MetricSpec
@@ -106,6 +118,7 @@ class Metric(nn.Module):
         self.weights_mode: WeightsMode = weights_mode
         self.autocast_dtype: torch.dtype | None = None
         self.channels_last = False
+        self._reference: torch.Tensor | None = None
 
     # -- to implement -------------------------------------------------------------------
     def score(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
@@ -164,6 +177,53 @@ class Metric(nn.Module):
             out = out.float()
         return out.reshape(-1)
 
+    # -- full-reference metrics ----------------------------------------------------------
+    @contextlib.contextmanager
+    def reference(self, images: torch.Tensor | None) -> Iterator[Metric]:
+        """Bind the reference batch of a full-reference metric for the calls inside the block.
+
+        ``None`` binds nothing (so callers need not ask the metric's kind first); on a
+        no-reference metric a reference is refused. Blocks nest: the outer binding comes back.
+
+        Raises:
+            TypeError: a reference for a no-reference metric.
+        """
+        if images is None:
+            yield self
+            return
+        if not self.spec.is_full_reference:
+            raise TypeError(f"{self.name} is a no-reference metric ({self.spec.kind}); it takes no reference images")
+        previous, self._reference = self._reference, images.detach()
+        try:
+            yield self
+        finally:
+            self._reference = previous
+
+    def bound_reference(self, distorted: torch.Tensor) -> torch.Tensor:
+        """The reference batch bound by :meth:`reference`, on the device and dtype of ``distorted``.
+
+        Raises:
+            RuntimeError: no reference is bound.
+            ValueError: its shape is not the distorted batch's.
+        """
+        reference = self._reference
+        if reference is None:
+            raise RuntimeError(
+                f"{self.name} is a full-reference metric: bind the reference images first, "
+                f"`with metric.reference(clean): metric(distorted)`, or call metric.score_pair(distorted, clean)"
+            )
+        if reference.shape != distorted.shape:
+            raise ValueError(
+                f"{self.name}: the reference batch {tuple(reference.shape)} does not match the distorted batch "
+                f"{tuple(distorted.shape)}; bind one reference image per distorted image, of the same size"
+            )
+        return reference.to(device=distorted.device, dtype=distorted.dtype)
+
+    def score_pair(self, distorted: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """Raw scores S(reference, distorted) of a full-reference metric, through :meth:`forward`."""
+        with self.reference(reference):
+            return self(distorted)
+
     def orient(self, scores: torch.Tensor) -> torch.Tensor:
         """Raw scores -> quality q (higher is better). The only place orientation happens."""
         return orient(scores, self.spec.lower_better)
@@ -177,6 +237,20 @@ class Metric(nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.spec.name!r}, weights={self.weights_mode!r}"
+
+
+class FullReferenceMetric(Metric):
+    """Base class of full-reference metrics: implement :meth:`compare` on (distorted, reference).
+
+    The suite calls it on the distorted batch while the reference is bound (see :class:`Metric`);
+    :meth:`score` hands both to :meth:`compare`, which returns one raw score per image pair.
+    """
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        return self.compare(x, self.bound_reference(x))
+
+    def compare(self, distorted: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
 
 
 def metric_identity(metric: Metric) -> str:

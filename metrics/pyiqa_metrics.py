@@ -1,4 +1,4 @@
-"""pyiqa's no-reference image metrics, registered by their pyiqa names, one line each.
+"""pyiqa's image metrics, no-reference and full-reference, registered by their pyiqa names, one line each.
 
 Implementation: pyiqa (C. Chen et al., "TOPIQ: A top-down approach from semantics to distortions
 for image quality assessment", IEEE TIP 2024; https://github.com/chaofengc/IQA-PyTorch), version
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["DownloadBlockedError", "PyiqaMetric"]
 
-#: pyiqa no-reference metrics the suite cannot attack, and why
+#: pyiqa metrics the suite cannot attack, and why (the full-reference ones are added below their table)
 LEFT_OUT = {
     "fid": "it scores a set of images against another set, not one image",
     "sfid": "it scores a set of images against another set, not one image",
@@ -51,7 +51,10 @@ LEFT_OUT = {
 
 
 class PyiqaMetric(Metric):
-    """A pyiqa no-reference metric behind the suite's :class:`~metrics.base.Metric` interface.
+    """A pyiqa metric behind the suite's :class:`~metrics.base.Metric` interface.
+
+    A full-reference one is called on the distorted batch while its reference is bound
+    (:meth:`~metrics.base.Metric.reference`), and hands pyiqa ``(distorted, reference)``.
 
     Wraps ``pyiqa.create_metric(name, as_loss=True, loss_reduction="none")``: pyiqa's loss mode
     returns the raw per-image score unchanged (no sign flip for lower-better metrics, no
@@ -80,10 +83,13 @@ class PyiqaMetric(Metric):
     def score(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
         self.iqa.as_loss = torch.is_grad_enabled()
+        # pyiqa's full-reference call is iqa(distorted, reference)
+        pair = (self.bound_reference(x),) if self.spec.is_full_reference else ()
         if self.per_image:
-            out = torch.cat([_first(self.iqa(x[i : i + 1])).reshape(1) for i in range(n)])
+            one = [_first(self.iqa(x[i : i + 1], *(r[i : i + 1] for r in pair))) for i in range(n)]
+            out = torch.cat([score.reshape(1) for score in one])
         else:
-            out = _first(self.iqa(x))
+            out = _first(self.iqa(x, *pair))
         if out.numel() != n:
             raise RuntimeError(f"{self.name}: pyiqa returned {out.numel()} scores for {n} images")
         return out.reshape(n).to(x.dtype)
@@ -167,8 +173,9 @@ def _nr(
     full_checkpoint: bool = False,
     per_image: bool = False,
     description: str = "",
+    kind: str = "nr-image",
 ) -> None:
-    """Register one pyiqa NR metric.
+    """Register one pyiqa metric (no-reference unless ``kind="fr"``, see :func:`_fr`).
 
     The registry name is pyiqa's name in lower case (the registry is case-insensitive).
     ``full_checkpoint``: pyiqa loads the metric's checkpoint strictly over the whole network, so
@@ -177,7 +184,7 @@ def _nr(
     """
     spec = MetricSpec(
         name=name.lower(),
-        kind="nr-image",
+        kind=kind,  # type: ignore[arg-type]
         lower_better=lower_better,
         bounds=(float(bounds[0]), float(bounds[1])),
         differentiable=differentiable,
@@ -190,6 +197,11 @@ def _nr(
         description=description,
     )
     register_metric(spec, _builder(name, full_checkpoint=full_checkpoint, per_image=per_image))
+
+
+def _fr(name: str, bounds: tuple[float, float], weight_files: tuple[str, ...] = (), **facts: Any) -> None:
+    """Register one pyiqa full-reference metric: S(reference, distorted), called as pyiqa's ``iqa(distorted, ref)``."""
+    _nr(name, bounds, weight_files, kind="fr", **facts)
 
 
 def _builder(pyiqa_name: str, *, full_checkpoint: bool = False, per_image: bool = False):
@@ -337,3 +349,71 @@ for _name, _repo in [("qrealign", "Mini-0.8B"), ("qrealign-mini", "Mini-0.8B"), 
     _nr(_name, (0, 1), (f"q-future/Q-ReAlign-{_repo}",), differentiable=False, heavy=True, needs_gpu=True,
         description=f"Q-ReAlign {_repo} (pyiqa), Qwen3.5-VL based")
 # fmt: on
+
+# -- full-reference: S(reference, distorted). The attacks perturb the distorted image (a JPEG copy of
+#    the clean one, see METHODOLOGY "Full-reference metrics") and the reference stays fixed. Facts
+#    checked on pyiqa 0.1.16 on CPU as for the NR table (random weights where a network has any):
+#    min_side is the smallest square side that scores; differentiable=False where the input
+#    gradient is detached. The classical ones need no parameter file, so CI runs them for real.
+#    Left out: dmm (open range, direction undeclared), fgresq_pair (a pair ranking, not a score),
+#    afine_all / afine_all_scale (an open range); see LEFT_OUT.
+# fmt: off
+# pyiqa caps PSNR of identical images at 80 dB; its declared range (~0, ~40) scales the loss.
+_fr("psnr", (0, 40), description="PSNR on RGB (pyiqa), dB")
+_fr("psnry", (0, 60), description="PSNR on the luma channel Y (pyiqa), dB")
+_fr("ssim", (0, 1), min_side=16, description="SSIM (Wang et al., IEEE TIP 2004) on luma, no downsampling")
+_fr("ssimc", (0, 1), min_side=16, description="SSIM on the RGB channels")
+# five scales of an 11x11 window: the coarsest (side / 16) must hold the window
+_fr("ms_ssim", (0, 1), min_side=161, description="MS-SSIM (Wang et al., Asilomar 2003) on luma")
+_fr("cw_ssim", (0, 1), min_side=64, description="CW-SSIM (Sampat et al., IEEE TIP 2009), complex wavelet SSIM")
+_fr("fsim", (0, 1), description="FSIMc (Zhang et al., IEEE TIP 2011), feature similarity with chroma")
+_fr("vif", (0, 1), min_side=48, description="VIF (Sheikh & Bovik, IEEE TIP 2006), pixel domain")
+_fr("gmsd", (0, 1), lower_better=True, description="GMSD (Xue et al., IEEE TIP 2014), gradient magnitude deviation")
+_fr("vsi", (0, 1), description="VSI (Zhang et al., IEEE TIP 2014), visual saliency induced index")
+# pyiqa declares '0, ~'; MAD of visibly distorted images lies within ~0-200
+_fr("mad", (0, 200), lower_better=True, min_side=16, heavy=True,
+    description="MAD (Larson & Chandler, JEI 2010), most apparent distortion; ~5 s per 299x299 pass on CPU")
+_fr("nlpd", (0, 1), lower_better=True, description="NLPD (Laparra et al., 2016), normalised Laplacian pyramid")
+# pyiqa declares '0, ~10' for MS-SWD
+_fr("msswd", (0, 10), ("msswd_weights.pth",), lower_better=True,
+    description="MS-SWD (He et al., ECCV 2024), multiscale sliced Wasserstein colour distance")
+_fr("lpips", (0, 1), ("LPIPS_v0.1_alex-df73285e.pth", "alexnet-owt-7be5be79.pth"), lower_better=True, min_side=32,
+    description="LPIPS (Zhang et al., CVPR 2018), AlexNet, v0.1")
+_fr("lpips+", (0, 1), ("LPIPS_v0.1_alex-df73285e.pth", "alexnet-owt-7be5be79.pth"), lower_better=True,
+    min_side=32, description="LPIPS+ (semantic-weighted LPIPS), AlexNet")
+_fr("lpips-vgg", (0, 1), ("LPIPS_v0.1_vgg-a78928a0.pth", "vgg16-397923af.pth"), lower_better=True, min_side=16,
+    description="LPIPS, VGG-16, v0.1")
+_fr("lpips-vgg+", (0, 1), ("LPIPS_v0.1_vgg-a78928a0.pth", "vgg16-397923af.pth"), lower_better=True,
+    min_side=16, description="LPIPS+, VGG-16")
+_fr("stlpips", (0, 1), ("alex_shift_tolerant.pth",), lower_better=True, min_side=24,
+    description="ST-LPIPS (Ghildyal & Liu, ECCV 2022), shift-tolerant, AlexNet")
+_fr("stlpips-vgg", (0, 1), ("vgg_shift_tolerant.pth",), lower_better=True, min_side=24,
+    description="ST-LPIPS, VGG-16")
+_fr("dists", (0, 1), ("DISTS_weights-f5e65c96.pth", "vgg16-397923af.pth"), lower_better=True,
+    description="DISTS (Ding et al., IEEE TPAMI 2020), structure and texture similarity")
+_fr("deepdc", (0, 1), ("vgg19-dcbb9e9d.pth",), lower_better=True, differentiable=False, min_side=16,
+    description="DeepDC (Zhu et al., 2024), deep distance correlation; pyiqa detaches its features")
+_fr("pieapp", (0, 5), ("PieAPPv0.1-0937b014.pth",), lower_better=True, min_side=64,
+    description="PieAPP (Prashnani et al., CVPR 2018), 64x64 patches at stride 27")
+# 20 crops of 224x224 through ViT-B/8 and ResNet-50, like MANIQA
+_fr("ahiq", (0, 1), ("AHIQ_vit_p8_epoch33-da3ea303.pth",), min_side=224, heavy=True, needs_gpu=True,
+    full_checkpoint=True, description="AHIQ (Lao et al., CVPRW 2022), PIPAL; 20 crops of 224x224")
+_fr("ckdn", (0, 1), ("CKDN_model_best-38b27dc6.pth", "resnet50-19c8e357.pth"),
+    description="CKDN (Zheng et al., ICCV 2021), degraded-reference knowledge distillation")
+_fr("topiq_fr", (0, 1), ("cfanet_fr_kadid_res50-2c4cc61d.pth",), full_checkpoint=True,
+    description="TOPIQ-FR (Chen et al., IEEE TIP 2024), ResNet-50, KADID-10k")
+_fr("topiq_fr-pipal", (0, 1), ("cfanet_fr_pipal_res50-69bbe5ba.pth",), full_checkpoint=True,
+    description="TOPIQ-FR, ResNet-50, PIPAL")
+# 32x32 patches at offsets strictly below side - 32, as the NR variant
+_fr("wadiqam_fr", (-1, 0.1), ("WaDIQaM-kadid-f7541ea5.pth",), min_side=48,
+    description="WaDIQaM-FR (Bosse et al., IEEE TIP 2018), KADID-10k")
+_fr("afine_fr", (-2, 2), (_CLIP_VITB32, "afine.pth"), lower_better=True, heavy=True,
+    description="A-FINE fidelity term (Chen et al., CVPR 2025), CLIP ViT-B/32")
+# fmt: on
+
+LEFT_OUT |= {
+    "dmm": "pyiqa states an open score range ('0, ~') and no direction for it",
+    "fgresq_pair": "it ranks a pair of images against each other rather than scoring one against its reference",
+    "afine_all": "pyiqa states an open score range ('~, 2') for it",
+    "afine_all_scale": "it is A-FINE rescaled to 0-100; attack afine_fr, its fidelity term, instead",
+}

@@ -1,4 +1,4 @@
-"""Any pyiqa no-reference metric by its pyiqa name, with the facts pyiqa's own configuration states.
+"""Any pyiqa metric by its pyiqa name, with the facts pyiqa's own configuration states.
 
 For a metric without a line in :mod:`iqa_robustness.metrics.pyiqa_metrics` (one newer than that
 table): direction is pyiqa's ``lower_better`` and bounds its ``score_range`` (``DEFAULT_CONFIGS``
@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 
 
 def register_pyiqa_name(name: str) -> bool:
-    """Register the pyiqa no-reference metric ``name`` (any case) from pyiqa's ``DEFAULT_CONFIGS``.
+    """Register the pyiqa metric ``name`` (any case) from pyiqa's ``DEFAULT_CONFIGS``.
+
+    A full-reference one (``metric_mode`` FR) is registered with ``kind="fr"``.
 
     Direction is pyiqa's ``lower_better``, bounds its ``score_range`` with the ``~`` "about" marks
     dropped. The minimum input side and differentiability are not known: a warning says so.
@@ -35,7 +37,7 @@ def register_pyiqa_name(name: str) -> bool:
         False when pyiqa has no metric of that name (or pyiqa is not installed).
 
     Raises:
-        MetricTargetError: pyiqa has it, but it is not a per-image no-reference metric or its
+        MetricTargetError: pyiqa has it, but it does not score one image (or one pair) or its
             range is open (the suite needs both ends to scale the attack loss).
     """
     configs = {key.lower(): (key, config) for key, config in _pyiqa_default_configs().items()}
@@ -44,10 +46,11 @@ def register_pyiqa_name(name: str) -> bool:
         return False
     pyiqa_name, config = found
     table = "add a line to metrics/pyiqa_metrics.py"
-    if config.get("metric_mode") != "NR":
+    mode = config.get("metric_mode")
+    if mode not in ("NR", "FR"):
         raise MetricTargetError(
-            f"{pyiqa_name} is a full-reference pyiqa metric (it compares two images); the suite attacks "
-            "no-reference metrics: choose one from pyiqa.list_models(metric_mode='NR')"
+            f"pyiqa's {pyiqa_name} has metric_mode {mode!r}; the suite attacks per-image no-reference (NR) and "
+            "full-reference (FR) metrics: choose one from pyiqa.list_models()"
         )
     if pyiqa_name.lower() in LEFT_OUT:
         raise MetricTargetError(f"the pyiqa metric {pyiqa_name} cannot be attacked per image: {LEFT_OUT[pyiqa_name]}")
@@ -60,7 +63,7 @@ def register_pyiqa_name(name: str) -> bool:
     lower_better = bool(config.get("lower_better", False))
     spec = MetricSpec(
         name=pyiqa_name.lower(),
-        kind="nr-image",
+        kind="fr" if mode == "FR" else "nr-image",
         lower_better=lower_better,
         bounds=(low, high),
         source="pyiqa",

@@ -32,16 +32,26 @@ def test_every_pyiqa_no_reference_image_metric_is_registered():
     configs = _pyiqa_configs()
     pyiqa_nr = {name.lower() for name, cfg in configs.items() if cfg["metric_mode"] == "NR"}
     expected = pyiqa_nr - NOT_PER_IMAGE - NEEDS_CAPTIONS
-    assert expected - set(list_metrics(source="pyiqa")) == set()
-    assert set(list_metrics(source="pyiqa")) <= pyiqa_nr
+    assert expected - set(list_metrics(source="pyiqa", kind="nr-image")) == set()
+    assert set(list_metrics(source="pyiqa", kind="nr-image")) <= pyiqa_nr
+
+
+def test_every_pyiqa_full_reference_metric_is_registered_or_left_out_with_a_reason():
+    from iqa_robustness.metrics.pyiqa_metrics import LEFT_OUT
+
+    pyiqa_fr = {name.lower() for name, cfg in _pyiqa_configs().items() if cfg["metric_mode"] == "FR"}
+    registered = set(list_metrics(source="pyiqa", kind="fr"))
+    assert registered <= pyiqa_fr
+    assert pyiqa_fr - registered == pyiqa_fr & set(LEFT_OUT)
+    assert {"psnr", "ssim", "ms_ssim", "lpips", "dists", "pieapp", "topiq_fr"} <= registered
 
 
 def test_pyiqa_facts_agree_with_pyiqa_default_configs():
     configs = {name.lower(): cfg for name, cfg in _pyiqa_configs().items()}
     for name in list_metrics(source="pyiqa"):
         spec, cfg = get_spec(name), configs[name]
-        assert spec.kind == "nr-image", name
-        assert spec.lower_better == cfg.get("lower_better", False), name
+        assert spec.kind == ("fr" if cfg["metric_mode"] == "FR" else "nr-image"), name
+        assert spec.lower_better == bool(cfg.get("lower_better", False)), name
         low, high = _declared_range(cfg["score_range"])
         if low is not None:
             assert spec.bounds[0] == low, name

@@ -413,9 +413,14 @@ def test_pyiqa_configs_read_without_importing_pyiqa_are_pyiqa_s_own(monkeypatch)
     assert "pyiqa.default_model_configs" not in sys.modules
 
 
-def test_a_full_reference_pyiqa_name_is_refused_with_the_reason():
-    with pytest.raises(MetricTargetError, match="full-reference pyiqa metric"):
-        get_spec("lpips")
+def test_a_full_reference_pyiqa_name_is_a_full_reference_metric():
+    assert get_spec("lpips").kind == "fr"
+    assert get_spec("LPIPS-vgg").is_full_reference
+
+
+def test_a_pyiqa_metric_left_out_of_the_table_is_refused_with_the_reason():
+    with pytest.raises(MetricTargetError, match="open score range"):
+        get_spec("dmm")
 
 
 def test_a_pyiqa_metric_that_scores_image_sets_is_refused_with_the_reason():

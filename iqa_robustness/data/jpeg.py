@@ -88,8 +88,11 @@ class JpegItem(ImageItem):
     original_name: str = ""
 
     def load(self) -> torch.Tensor:
-        clean = super().load()
-        return compress(clean[None], self.quality, self.colour)[0]
+        return compress(self.reference()[None], self.quality, self.colour)[0]
+
+    def reference(self) -> torch.Tensor:
+        """The clean image this copy was made from (the reference of a full-reference metric)."""
+        return super().load()
 
 
 def jpeg_dataset(dataset: Dataset, qualities: Sequence[int], colour: JpegColour = "code") -> Dataset:

@@ -122,7 +122,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--jpeg-quality",
         default=None,
         help="attack JPEG copies of the test images at these qualities (comma list, e.g. 30,70), rows named "
-        "<image>-jpeg<q>, as the benchmark's code allows (training images stay clean)",
+        "<image>-jpeg<q>: the distorted inputs of full-reference metrics (default for them: 80), and for "
+        "no-reference metrics the JPEG instead of the clean image (default for them: none)",
     )
     g.addoption(
         "--jpeg-colour",

@@ -3,7 +3,10 @@
 The benchmark's flow (Antsiferova et al., AAAI 2024): clean scores computed once per metric and
 dataset without gradients and shared by every attack, the attack batch by batch, attacked scores,
 and per-image PSNR / SSIM / MSE of the unclamped change (as the benchmark measures universal
-perturbations). Images the metric cannot take (:meth:`Resources.screened
+perturbations). A full-reference metric's inputs are JPEG copies of the clean images, each scored
+and attacked with its clean image bound as the reference: ``clear = S(x0, jpeg)``,
+``attacked = S(x0, attack(jpeg))``, and PSNR / SSIM / MSE compare the JPEG with its attacked copy.
+Images the metric cannot take (:meth:`Resources.screened
 <iqa_robustness.runner.resources.Resources.screened>`) follow as skipped rows with their reasons.
 """
 
@@ -41,17 +44,17 @@ class ImageCaseRunner:
         mos = res.mos(screened.dataset)
         out = Outcome()
         progress = Progress(case.id, len(screened.dataset))
-        for names, batch in res.batches(screened.dataset):
+        for names, batch, reference in res.metric_batches(screened.dataset, case.metric):
             sync_device(res.device)
             start = time.perf_counter()
             if perturbation is not None:
                 adv = attack.apply(perturbation, batch, case.amplitude, clamp=self.config.clamp_uap)
             else:
-                adv = res.run_batched(case.metric, lambda x: attack(metric, x), batch)
+                adv = res.run_batched(case.metric, lambda x: attack(metric, x), batch, reference)
             sync_device(res.device)
             out.seconds += time.perf_counter() - start
             with torch.no_grad():
-                attacked = res.run_batched(case.metric, metric, adv).float().cpu().tolist()
+                attacked = res.run_batched(case.metric, metric, adv, reference).float().cpu().tolist()
             out.max_linf = max(out.max_linf, float((adv - batch).abs().max()))
             sim = image_distortion(batch, adv)
             for i, name in enumerate(names):

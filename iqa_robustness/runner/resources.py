@@ -10,6 +10,7 @@ infinite clean score) are set aside with their reasons instead of failing every 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 from collections.abc import Callable, Iterator
@@ -23,7 +24,7 @@ from iqa_robustness.attacks.perturbation import Perturbation, load_perturbation
 from iqa_robustness.data.decode import reason_of
 from iqa_robustness.data.errors import ImageReadError
 from iqa_robustness.data.images import Dataset, ImageItem, iter_batches
-from iqa_robustness.data.jpeg import jpeg_dataset
+from iqa_robustness.data.jpeg import DEFAULT_QUALITY, JpegItem, compress, jpeg_dataset
 from iqa_robustness.data.mos import dataset_mos
 from iqa_robustness.data.registry import is_video_dataset, resolve_any_dataset
 from iqa_robustness.data.video_sets import VideoDataset
@@ -35,11 +36,29 @@ from iqa_robustness.runner.config import SuiteConfig, stable_seed, take_shard
 log = logging.getLogger(__name__)
 
 
-def call_in_chunks(fn: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor, chunk: int) -> torch.Tensor:
-    """``fn`` over ``batch`` in slices of at most ``chunk`` images, concatenated."""
-    if chunk >= batch.shape[0]:
-        return fn(batch)
-    return torch.cat([fn(batch[i : i + chunk]) for i in range(0, batch.shape[0], chunk)])
+def call_in_chunks(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    batch: torch.Tensor,
+    chunk: int,
+    metric: Metric | None = None,
+    reference: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``fn`` over ``batch`` in slices of at most ``chunk`` images, concatenated.
+
+    With a ``reference`` batch (a full-reference ``metric``), each slice runs with the matching
+    slice of the reference bound to the metric.
+    """
+
+    def one(start: int, stop: int) -> torch.Tensor:
+        if reference is None or metric is None:
+            return fn(batch[start:stop])
+        with metric.reference(reference[start:stop]):
+            return fn(batch[start:stop])
+
+    n = batch.shape[0]
+    if chunk >= n:
+        return one(0, n)
+    return torch.cat([one(i, min(i + chunk, n)) for i in range(0, n, chunk)])
 
 
 def _shard_of(dataset: Dataset | VideoDataset, shard: tuple[int, int]) -> Dataset | VideoDataset:
@@ -111,16 +130,24 @@ class Resources:
         self._chunk: dict[str, int] = {}  # per metric: largest slice that fitted in memory
 
     # -- memory ---------------------------------------------------------------------------
-    def run_batched(self, metric_name: str, fn: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor):
+    def run_batched(
+        self,
+        metric_name: str,
+        fn: Callable[[torch.Tensor], torch.Tensor],
+        batch: torch.Tensor,
+        reference: torch.Tensor | None = None,
+    ):
         """``fn(batch)``; on CUDA out-of-memory, retried in halves (remembered for the metric) down to 1 image.
 
         Attacks and scores are per image (losses are summed over the batch), so slicing a batch
-        does not change any result.
+        does not change any result. ``reference``: the reference images of a full-reference
+        metric, bound to it (slice by slice) while ``fn`` runs.
         """
+        metric = self.metric(metric_name) if reference is not None else None
         while True:
             chunk = self._chunk.get(metric_name, batch.shape[0])
             try:
-                return call_in_chunks(fn, batch, chunk)
+                return call_in_chunks(fn, batch, chunk, metric, reference)
             except torch.cuda.OutOfMemoryError:
                 if chunk <= 1:
                     raise
@@ -157,17 +184,26 @@ class Resources:
         return wrapped.video_metric
 
     # -- data -----------------------------------------------------------------------------
+    def jpeg_qualities(self, metric: str) -> tuple[int, ...] | None:
+        """The JPEG qualities ``metric`` is tested at: ``--jpeg-quality``, else 80 for a full-reference
+        metric (METHODOLOGY "Full-reference metrics": its distorted inputs are JPEG copies), else none."""
+        if self.config.jpeg_quality:
+            return tuple(self.config.jpeg_quality)
+        return (DEFAULT_QUALITY,) if get_spec(metric).is_full_reference else None
+
     def dataset(self, name: str, metric: str) -> Dataset | VideoDataset:
         """The set ``metric`` is tested on: clips for a video metric on a video set, images otherwise
-        (a video set's frames for an image metric); with an image shard, this session's share of it."""
-        return self._open(name, clips=get_spec(metric).is_video and is_video_dataset(name), sharded=True)
+        (a video set's frames for an image metric), as JPEG copies at :meth:`jpeg_qualities`; with an
+        image shard, this session's share of it."""
+        clips = get_spec(metric).is_video and is_video_dataset(name)
+        return self._open(name, clips=clips, sharded=True, qualities=None if clips else self.jpeg_qualities(metric))
 
     def image_dataset(self, name: str) -> Dataset:
-        """``name`` as images (a video set's frames), whole: what universal attacks train on."""
+        """``name`` as images (a video set's frames), whole and clean: what universal attacks train on."""
         return self._open(name, clips=False, sharded=False)
 
-    def _open(self, name: str, clips: bool, sharded: bool) -> Any:
-        key = (name, clips, sharded)
+    def _open(self, name: str, clips: bool, sharded: bool, qualities: tuple[int, ...] | None = None) -> Any:
+        key = (name, clips, sharded, qualities)
         if key not in self._datasets:
             on_error = "skip" if self.config.skip_bad_images else "raise"
             opened = resolve_any_dataset(
@@ -179,8 +215,8 @@ class Resources:
             )
             if not clips and isinstance(opened, VideoDataset):
                 opened = dataclasses.replace(opened.frames(), on_error=on_error)
-            if sharded and self.config.jpeg_quality and not clips:  # test images only: training stays clean
-                opened = jpeg_dataset(opened, self.config.jpeg_quality, self.config.jpeg_colour)  # type: ignore[arg-type]
+            if qualities:  # test images only: training stays clean
+                opened = jpeg_dataset(opened, qualities, self.config.jpeg_colour)  # type: ignore[arg-type]
             if sharded and self.config.image_shard is not None:
                 opened = _shard_of(opened, self.config.image_shard)
             self._datasets[key] = opened
@@ -201,6 +237,29 @@ class Resources:
         """Equal-size batches of the dataset's images, on the device."""
         for names, batch in iter_batches(dataset, self.batch_size):
             yield names, batch.to(self.device)
+
+    def metric_batches(
+        self, dataset: Dataset, metric_name: str
+    ) -> Iterator[tuple[list[str], torch.Tensor, torch.Tensor | None]]:
+        """:meth:`batches` with, for a full-reference metric, the reference batch: each JPEG copy's clean image.
+
+        Yields:
+            ``(names, batch, reference)``; ``reference`` is None for a no-reference metric.
+        """
+        full_reference = get_spec(metric_name).is_full_reference
+        items = {item.image_name: item for item in dataset.items} if full_reference else {}
+        for names, batch in self.batches(dataset):
+            if not full_reference:
+                yield names, batch, None
+                continue
+            missing = [name for name in names if not isinstance(items[name], JpegItem)]
+            if missing:
+                raise TypeError(
+                    f"{metric_name} is a full-reference metric, but {missing[0]!r} is no JPEG copy of a clean image; "
+                    "open the dataset through Resources.dataset"
+                )
+            reference = torch.stack([items[name].reference() for name in names]).to(self.device)
+            yield names, batch, reference
 
     # -- clean scores ---------------------------------------------------------------------
     def clean_scores(self, metric_name: str, dataset_name: str) -> dict[str, float]:
@@ -274,16 +333,18 @@ class Resources:
         refused: dict[str, str] = {}
         progress = Progress(f"clean scores of {metric_name} on {dataset.name}", len(dataset))
         with torch.no_grad():
-            for names, batch in self.batches(dataset):
+            for names, batch, reference in self.metric_batches(dataset, metric_name):
                 progress.advance(len(names))
                 try:
-                    raw = self.run_batched(metric_name, metric, batch).float().cpu().tolist()
+                    raw = self.run_batched(metric_name, metric, batch, reference).float().cpu().tolist()
                 except _PER_IMAGE_ERRORS as exc:
                     if not skip or isinstance(exc, torch.cuda.OutOfMemoryError):
                         raise
-                    for name, image in zip(names, batch, strict=True):
+                    for i, name in enumerate(names):
                         try:
-                            scores[name] = float(metric(image.unsqueeze(0)).float().cpu()[0])
+                            one = None if reference is None else reference[i : i + 1]
+                            with metric.reference(one):
+                                scores[name] = float(metric(batch[i : i + 1]).float().cpu()[0])
                         except _PER_IMAGE_ERRORS as one:
                             if isinstance(one, torch.cuda.OutOfMemoryError):
                                 raise
@@ -308,5 +369,15 @@ class Resources:
                     steps=steps,
                     max_steps=max_steps,
                     cache_dir=self.config.results_dir / "perturbations",
+                    distortions=self._training_distortions(metric_name),
                 )
         return self._perturbations[key]
+
+    def _training_distortions(self, metric_name: str) -> list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:
+        """A full-reference metric trains on JPEG copies of the training batch at each test quality
+        (the benchmark's code: one step per batch and quality); a no-reference metric on the clean batch."""
+        if not get_spec(metric_name).is_full_reference:
+            return []
+        colour = self.config.jpeg_colour
+        qualities = self.jpeg_qualities(metric_name) or ()
+        return [(f"jpeg{q}-{colour}", functools.partial(compress, quality=q, colour=colour)) for q in qualities]
