@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib.metadata
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,8 @@ from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = ("train", "evaluate", "merge", "gate")
+GRID = "pytest robustness_tests"  # the script line that runs the grid
+PUBLISHED_VALUES = "tests/test_published_values.py"
 _VARIABLE = re.compile(r"\$\{(\w+)(?::-[^}]*)?\}|\$(\w+)")
 
 
@@ -108,26 +112,51 @@ def test_evaluation_jobs_run_shards_in_parallel_each_into_its_own_folder(chains)
         evaluate = steps["evaluate"]
         assert isinstance(evaluate.get("parallel"), int), f"evaluate:{chain} has no parallel: N"
         assert evaluate["parallel"] >= 2
-        assert option(command(evaluate, "pytest"), "--shard") == "$CI_NODE_INDEX/$CI_NODE_TOTAL"
+        assert option(command(evaluate, GRID), "--shard") == "$CI_NODE_INDEX/$CI_NODE_TOTAL"
         assert "$CI_NODE_INDEX" in results_dir(evaluate)
-        assert option(command(evaluate, "pytest"), "--results-dir") == results_dir(evaluate)
+        assert option(command(evaluate, GRID), "--results-dir") == results_dir(evaluate)
 
 
 def test_shards_read_the_training_jobs_perturbations_from_their_own_results_folder(chains):
     for chain, steps in chains.items():
         train, evaluate = steps["train"], steps["evaluate"]
-        assert "--train-only" in shlex.split(command(train, "pytest"))
-        assert option(command(train, "pytest"), "--results-dir") == results_dir(train)
+        assert "--train-only" in shlex.split(command(train, GRID))
+        assert option(command(train, GRID), "--results-dir") == results_dir(train)
         assert needs(evaluate).get(f"train:{chain}"), f"evaluate:{chain} does not get train:{chain}'s artefacts"
         copy = command(evaluate, "cp -r")
         assert f'"{results_dir(train)}/perturbations" "{results_dir(evaluate)}/"' in copy, copy
+
+
+def test_every_training_job_checks_its_metrics_published_values_before_the_grid(chains):
+    for chain, steps in chains.items():
+        train = steps["train"]
+        script = [expand(train, line) for line in train["script"]]
+        check = command(train, PUBLISHED_VALUES)
+        assert script.index(check) < script.index(command(train, GRID)), f"train:{chain} checks after its grid"
+        assert option(check, "-m") == "weights"
+        assert option(check, "-k") == f"[{train['variables']['METRIC']}]", check
+        assert 'elif [ "$rc" -ne 0 ]; then exit "$rc"' in check, f"train:{chain} would not fail on a drift"
+
+
+def test_a_metrics_selection_of_published_values_is_that_metric_only():
+    """``-k "[paq2piq]"`` selects paq2piq's case, not musiq-paq2piq's."""
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", PUBLISHED_VALUES, "-m", "weights", "-k", "[paq2piq]", "--collect-only", "-q"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert [line for line in out.splitlines() if "::" in line] == [
+        f"{PUBLISHED_VALUES}::test_pyiqa_metric_reproduces_pyiqas_calibration_table[paq2piq]"
+    ]
 
 
 def test_training_and_evaluation_select_the_same_grid(chains):
     """Same selection, same perturbation cache keys: the shards find what the training job trained."""
 
     def selection(job: dict) -> list[str]:
-        words = shlex.split(command(job, "pytest"))
+        words = shlex.split(command(job, GRID))
         for flag in ("--shard", "--results-dir", "--junitxml"):
             if flag in words:
                 del words[words.index(flag) : words.index(flag) + 2]
@@ -151,7 +180,7 @@ def test_every_pytest_job_resumes_from_a_results_folder_cached_per_job(chains):
     for steps in chains.values():
         for step in ("train", "evaluate"):
             job = steps[step]
-            assert "--resume" in shlex.split(command(job, "pytest"))
+            assert "--resume" in shlex.split(command(job, GRID))
             cached = [c for c in job["cache"] if c.get("when") == "always"]
             assert any(
                 results_dir(job) in [expand(job, p) for p in c["paths"]] and "$CI_JOB_NAME_SLUG" in c["key"]
@@ -159,7 +188,7 @@ def test_every_pytest_job_resumes_from_a_results_folder_cached_per_job(chains):
             ), f"no per-job cache of {results_dir(job)} saved when the job fails: {job['cache']}"
             assert job["artifacts"]["when"] == "always"
             assert results_dir(job) in [expand(job, p) for p in job["artifacts"]["paths"]]
-            junit = option(command(job, "pytest"), "--junitxml")
+            junit = option(command(job, GRID), "--junitxml")
             assert expand(job, job["artifacts"]["reports"]["junit"]) == junit
 
 
@@ -183,7 +212,7 @@ def test_gpu_evaluation_runs_on_cuda_against_the_default_baseline(chains):
     gpu = [steps["evaluate"] for steps in chains.values() if is_gpu(steps["evaluate"])]
     assert gpu
     for evaluate in gpu:
-        cmd = command(evaluate, "pytest")
+        cmd = command(evaluate, GRID)
         assert option(cmd, "--device") == "cuda"
         assert option(cmd, "--baseline") == "baselines/default.csv"
 
@@ -193,7 +222,7 @@ def test_ci_run_runs_the_cpu_chain_under_gitlab_ci_local(chains):
     assert cpu, "no CPU chain"
     for steps in cpu.values():
         for step in ("train", "evaluate"):
-            assert option(command(steps[step], "pytest"), "--device") == "cpu"
+            assert option(command(steps[step], GRID), "--device") == "cpu"
     script = (ROOT / ".ci" / "run").read_text().replace("\\\n", " ")
     runs = [shlex.split(line) for line in script.splitlines() if line.startswith("gitlab-ci-local ")]
     assert len(runs) == 1, "expected one gitlab-ci-local run in .ci/run"
