@@ -161,8 +161,30 @@ def _peak(device: torch.device) -> float:
     return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
 
 
+class FullReferenceTimed(Metric):
+    """A full-reference metric timed as the attacks call it, each input with a reference of its own.
+
+    The reference of an input is its own detached copy shifted by one pixel: it costs the metric
+    what a real reference costs, whatever batch the bench feeds it (one image, a batch, the
+    256x256 training batches).
+    """
+
+    def __init__(self, metric: Metric) -> None:
+        super().__init__(dataclasses.replace(metric.spec, kind="nr-image"), metric.weights_mode)
+        self.full_reference = metric
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        with self.full_reference.reference(x.detach().roll(1, dims=-1)):
+            return self.full_reference(x)
+
+
 def run_bench(metric: Metric, config: BenchConfig, report: Callable[[BenchRow], None] | None = None) -> list[BenchRow]:
-    """Measure the floor, each attack, universal training and evaluation; see the module docstring."""
+    """Measure the floor, each attack, universal training and evaluation; see the module docstring.
+
+    A full-reference metric is timed through :class:`FullReferenceTimed`.
+    """
+    if metric.spec.is_full_reference:
+        metric = FullReferenceTimed(metric)
     device = metric.device
     n, timing = config.batch_size, {"repeats": config.repeats, "warmup": config.warmup}
     batch = bench_images(n, config.image_size, device, config.seed)

@@ -78,7 +78,9 @@ class PyiqaMetric(Metric):
         super().__init__(spec, "random" if random else "pretrained")
         self.pyiqa_name = pyiqa_name or spec.name
         self.per_image = per_image
-        self.iqa = _create(self.pyiqa_name, device, weights_dir, random, full_checkpoint, dict(options or {}))
+        self.iqa = _create(
+            self.pyiqa_name, device, weights_dir, random, full_checkpoint, dict(options or {}), spec.weight_files
+        )
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
@@ -119,6 +121,7 @@ def _create(
     random: bool,
     full_checkpoint: bool,
     options: dict[str, Any],
+    weight_files: tuple[str, ...] = (),
 ) -> torch.nn.Module:
     import pyiqa
 
@@ -137,8 +140,9 @@ def _create(
                 f"{name}: random-weights mode never downloads, but building it needs files from the "
                 f"network ({type(exc).__name__}: {exc}). This metric has no random-weights build."
             ) from exc
+        files = f" (it loads {', '.join(weight_files)})" if weight_files else ""
         raise MissingWeightsError(
-            f"{name}: a file it needs could not be fetched ({type(exc).__name__}: {exc}). Fetch it once "
+            f"{name}: a file it needs could not be fetched{files} ({type(exc).__name__}: {exc}). Fetch it once "
             "with network access (pyiqa caches it), or use weights='random' for a smoke run."
         ) from exc
 

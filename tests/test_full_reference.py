@@ -172,3 +172,15 @@ def test_the_fr_grid_attacks_jpeg_copies_and_raises_ssim_on_every_image(tmp_path
     mse = {float(r["mse"]) for r in _rows(results, "uap", "psnr")}
     assert max(mse) - min(mse) < 1e-9, mse
     assert len(_rows(results, "ifgsm", "lpips")) == 10
+
+
+def test_bench_times_a_full_reference_metric_with_a_reference_per_input() -> None:
+    from iqa_robustness.bench import BenchConfig, run_bench
+
+    config = BenchConfig(
+        batch_size=2, image_size=32, attacks=("fgsm",), universal=("uap",), repeats=1, warmup=0,
+        reference_images=1, train_steps=1,
+    )  # fmt: skip
+    rows = run_bench(create_metric("ssim", device="cpu"), config)
+    assert [row.task for row in rows] == ["floor", "floor:batch1", "fgsm", "train:uap", "evaluation"]
+    assert all(row.seconds_per_image > 0 for row in rows)

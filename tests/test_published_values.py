@@ -5,7 +5,8 @@ Two kinds of reference:
 * pyiqa's calibration table (``tests/data/pyiqa_calibration.csv``, from pyiqa's
   ``ResultsCalibra/calibration_summary.csv``): for each pyiqa metric of ``metrics/pyiqa_metrics.py`` it
   has, the scores of the original authors' code and of pyiqa on pyiqa's five calibration images (the
-  ``ResultsCalibra/dist_dir`` that the pyiqa wheel installs). The images are read and scored the way
+  ``ResultsCalibra/dist_dir`` that the pyiqa wheel installs; a full-reference metric scores each
+  against its ``ref_dir`` namesake). The images are read and scored the way
   pyiqa's ``tests/test_metric_general.py`` does (one batch in file-name order, each file read by
   pyiqa's ``imread2tensor``: RGB, ``/ 255``, which the suite's loader equals) and compared with its rule
   (``torch.allclose`` with the row's ``atol`` and ``rtol``).
@@ -45,6 +46,8 @@ CALIBRATION_SOURCES = {
 }
 #: where the pyiqa wheel installs its calibration images (pyiqa's test reads the same folder of its checkout)
 CALIBRATION_IMAGES = "ResultsCalibra/dist_dir"
+#: the reference images of the full-reference rows, beside them
+CALIBRATION_REFERENCES = "ref_dir"
 
 
 @dataclass(frozen=True)
@@ -258,7 +261,12 @@ def test_pyiqa_metric_reproduces_pyiqas_calibration_table(metric):
     model = build(metric)
     batch = torch.stack([load_image(folder / name) for name in references[0].images]).to(device())
     with torch.no_grad():
-        scores = model(batch)
+        if get_spec(metric).is_full_reference:  # pyiqa's test: metric(dist_dir image, ref_dir image)
+            reference_folder = folder.parent / CALIBRATION_REFERENCES
+            reference = torch.stack([load_image(reference_folder / name) for name in references[0].images])
+            scores = model.score_pair(batch, reference.to(device()))
+        else:
+            scores = model(batch)
     mismatches = [line for ref in references for line in ref.mismatches(scores)]
     assert not mismatches, "the adapter no longer reproduces pyiqa's published scores:\n" + "\n".join(mismatches)
 
