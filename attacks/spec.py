@@ -260,8 +260,8 @@ def _coerce(cls: type[Attack], field: str, declared: Any, value: Any, shown: str
 
     origin = typing.get_origin(declared)
     if origin in (typing.Union, types.UnionType) and type(None) in typing.get_args(declared):
-        if value is None:
-            return None
+        if value is None or (isinstance(value, str) and value.lower() == "none"):
+            return None  # an optional field left unset: korhonen(linf=none) is korhonen
         (inner, *others) = [a for a in typing.get_args(declared) if a is not type(None)]
         return value if others else _coerce(cls, field, inner, value, shown)
     if origin is typing.Literal:
