@@ -5,6 +5,10 @@ metric arrives at call time: ``attack(metric, images)``. Its ``repr`` and :meth:
 serve as the pytest id and the MLflow params. Each class declares its perturbation budget
 (:mod:`attacks.budget`), and the base class checks every result against it.
 
+An L-inf budget ``b`` (``--eps``) puts an attack at that budget by one rule,
+:meth:`Attack.values_at_budget`: the field of the class's L-inf bound becomes ``b``, and the step
+the class names in ``budget_step`` becomes ``b / iterations``. A class declares both as data.
+
 Losses are summed over the batch so that each image gets exactly its own gradient: running a
 batch gives the same per-image result as running each image alone.
 """
@@ -15,7 +19,7 @@ import contextlib
 import contextvars
 import dataclasses
 import difflib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar, TypeVar
 
 import torch
@@ -23,7 +27,7 @@ import torch
 from iqa_robustness.metrics.base import Metric
 from iqa_robustness.registry import Registry
 
-from .budget import Budget
+from .budget import Budget, active_budgets, declared_budgets
 
 
 class UnknownAttackError(ValueError):
@@ -46,8 +50,10 @@ class Attack:
         needs_gradient: requires a differentiable metric.
         learned: trains a generator network (generative-uap, cnn): the ``learned`` marker.
         iterations_attr: name of the field holding the number of forward+backward passes.
-        budget: the bound every result keeps (:class:`~attacks.budget.Budget`), or ``None`` when
-            the attack's code guarantees none. Every registered class declares it.
+        budget: the bound every result keeps (:class:`~attacks.budget.Budget`), a tuple of bounds that
+            all hold, or ``None`` when the attack's code guarantees none. Every registered class declares it.
+        budget_step: ``(step field, iterations field)`` when the step scales with an L-inf budget
+            (``("alpha", "iters")``: ``alpha = b / iters``); ``None`` when no step does.
     """
 
     name: ClassVar[str] = ""
@@ -56,11 +62,47 @@ class Attack:
     needs_gradient: ClassVar[bool] = True
     learned: ClassVar[bool] = False
     iterations_attr: ClassVar[str | None] = "iters"
-    budget: ClassVar[Budget | None] = None
+    budget: ClassVar[Budget | tuple[Budget, ...] | None] = None
+    budget_step: ClassVar[tuple[str, str] | None] = None
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """Every field with its value; an optional bound left unset (``linf=None``) is no hyperparameter of the run."""
+        unset = {b.field for b in declared_budgets(self.budget) if not b.active(self)}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in unset}
 
     def params(self) -> dict[str, Any]:
         """Hyperparameters as a flat dict (MLflow params)."""
-        return {"attack": self.name, **dataclasses.asdict(self)}
+        return {"attack": self.name, **self.hyperparameters()}
+
+    @classmethod
+    def budget_field(cls) -> str | None:
+        """The hyperparameter an L-inf budget sets: the field of the first L-inf bound the class declares."""
+        return next((b.field for b in declared_budgets(cls.budget) if b.bounds_linf), None)
+
+    @classmethod
+    def values_at_budget(cls, budget: float, values: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The hyperparameters that put this attack at the L-inf budget ``budget`` (``--eps``).
+
+        The rule: the field of the class's L-inf bound (:meth:`budget_field`) takes ``budget``; with a
+        ``budget_step`` ``(step, iterations)``, the step takes ``budget / values[iterations]``, so the
+        steps still add up to the budget. Universal attacks bound their perturbation at amplitude 1,
+        so ``budget`` is their bound at amplitude 1.
+
+        Args:
+            budget: the L-inf radius, in [0, 1] pixel units (4/255 = 0.0157).
+            values: every hyperparameter of the attack as it would run (defaults and given values).
+
+        Returns:
+            Field -> value, or ``None`` when the class declares no L-inf bound a budget could set.
+        """
+        field = cls.budget_field()
+        if field is None:
+            return None
+        derived: dict[str, Any] = {field: budget}
+        if cls.budget_step is not None:
+            step, iterations = cls.budget_step
+            derived[step] = budget / values[iterations]
+        return derived
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:
@@ -86,8 +128,8 @@ class Attack:
         self.check_metric(metric)
         images = images.detach()
         adversarial = self.run(metric, images).detach()
-        if self.budget is not None:
-            self.budget.check(self, images, adversarial)
+        for budget in active_budgets(self):
+            budget.check(self, images, adversarial)
         return adversarial
 
     def run(self, metric: Metric, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
@@ -136,6 +178,11 @@ def project_linf(delta: torch.Tensor, eps: float) -> torch.Tensor:
     return delta.clamp(-eps, eps)
 
 
+def project_onto_ball(x: torch.Tensor, center: torch.Tensor, radius: float | None) -> torch.Tensor:
+    """``x`` moved onto the L-inf ball of ``radius`` around ``center`` (unchanged for ``None``: no ball)."""
+    return x if radius is None else center + project_linf(x - center, radius)
+
+
 # --- registry ---------------------------------------------------------------------------
 
 
@@ -166,7 +213,7 @@ def register_attack(cls: A) -> A:
     # declared by the class or a registrable ancestor, not inherited from an abstract base (no name)
     if not any("budget" in vars(k) for k in cls.__mro__ if getattr(k, "name", "")):
         raise TypeError(
-            f'{cls.__name__} must declare its budget: `budget: ClassVar[Budget | None] = Budget.linf("eps")` '
+            f'{cls.__name__} must declare its budget: `budget = Budget.linf("eps")` '
             "(or None, saying in the docstring why its code guarantees no bound)"
         )
     ATTACKS.register(cls.name, cls)

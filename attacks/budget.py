@@ -15,15 +15,36 @@ loudly instead of reporting an inflated gain. Kinds:
   the benchmark's amplitudes, generators whose tanh output is scaled by the field);
 - ``rmse``: ``sqrt(mean (adv - x)^2) <= field`` per image (MAD competition).
 
-``None`` declares that the attack's code guarantees no bound; its docstring says why.
+``None`` declares that the attack's code guarantees no bound; its docstring says why. A class may
+declare several bounds as a tuple (MAD competition: an RMSE bound and an optional L-inf one), and a
+bound on an *optional* field (``Budget.linf("linf", optional=True)``) holds only when the field is set:
+``None`` there keeps the benchmark's unbounded behaviour, a number adds the projection onto that ball.
+
+:func:`declared_budgets` reads a class's declaration as a tuple, :func:`active_budgets` keeps the
+bounds an attack object's values switch on, and :func:`budget_slug` names an L-inf budget in case
+ids (``eps4`` for 4/255).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Literal
 
 import torch
+
+from iqa_robustness.conventions import BUDGET_UNIT, budget_slug
+
+__all__ = [
+    "BUDGET_UNIT",
+    "TOLERANCE",
+    "Budget",
+    "BudgetExceededError",
+    "active_budgets",
+    "budget_slug",
+    "declared_budgets",
+    "describe_budgets",
+]
 
 #: slack for float32 rounding (a sum of ``iters`` steps of ``eps / iters`` may land just past ``eps``)
 TOLERANCE = 1e-5
@@ -43,15 +64,17 @@ class Budget:
     Attributes:
         kind: ``linf``, ``linf-amplitude`` or ``rmse`` (see the module docstring).
         field: the attack's hyperparameter that holds the bound (``eps``).
+        optional: the field may be ``None``, and the bound then does not apply (:meth:`active`).
     """
 
     kind: BudgetKind
     field: str
+    optional: bool = False
 
     @classmethod
-    def linf(cls, field: str) -> Budget:
-        """``max |adv - x| <= attack.<field>`` on every image."""
-        return cls("linf", field)
+    def linf(cls, field: str, *, optional: bool = False) -> Budget:
+        """``max |adv - x| <= attack.<field>`` on every image (only when it is set, with ``optional``)."""
+        return cls("linf", field, optional)
 
     @classmethod
     def linf_times_amplitude(cls, field: str) -> Budget:
@@ -64,6 +87,15 @@ class Budget:
         return cls("rmse", field)
 
     @property
+    def bounds_linf(self) -> bool:
+        """Whether the bound is an L-inf ball (at amplitude 1 for ``linf-amplitude``): what ``--eps`` sets."""
+        return self.kind in ("linf", "linf-amplitude")
+
+    def active(self, attack: Any) -> bool:
+        """Whether the bound applies to this attack object (an optional field set to ``None`` switches it off)."""
+        return not self.optional or getattr(attack, self.field) is not None
+
+    @property
     def norm(self) -> str:
         """``linf`` or ``rmse``: what :meth:`measure` computes."""
         return "rmse" if self.kind == "rmse" else "linf"
@@ -73,10 +105,13 @@ class Budget:
         if self.kind == "rmse":
             return f"RMSE(adv - x) <= {self.field}"
         suffix = " * amplitude" if self.kind == "linf-amplitude" else ""
-        return f"|adv - x|_inf <= {self.field}{suffix}"
+        when = f" (when {self.field} is set)" if self.optional else ""
+        return f"|adv - x|_inf <= {self.field}{suffix}{when}"
 
     def limit(self, attack: Any, amplitude: float | None = None) -> float:
-        """The bound for this attack's hyperparameters (and the amplitude, for ``linf-amplitude``)."""
+        """The bound for this attack's hyperparameters (and the amplitude, for ``linf-amplitude``); inf when unset."""
+        if not self.active(attack):
+            return math.inf
         value = float(getattr(attack, self.field))
         if self.kind == "linf-amplitude":
             if amplitude is None:
@@ -110,3 +145,24 @@ class Budget:
                 f"{self.field}={float(getattr(attack, self.field)):.6g})"
             )
         return found
+
+
+#: What an attack class declares: one bound, several (all must hold), or ``None``.
+Declared = Budget | tuple[Budget, ...] | None
+
+
+def declared_budgets(declared: Declared) -> tuple[Budget, ...]:
+    """A class's ``budget`` declaration as a tuple (empty for ``None``)."""
+    if declared is None:
+        return ()
+    return declared if isinstance(declared, tuple) else (declared,)
+
+
+def active_budgets(attack: Any) -> tuple[Budget, ...]:
+    """The bounds the attack object's class declares that its values switch on."""
+    return tuple(b for b in declared_budgets(type(attack).budget) if b.active(attack))
+
+
+def describe_budgets(declared: Declared) -> str:
+    """Every declared bound as a formula, joined by ``and``; ``none`` when the class declares none."""
+    return " and ".join(b.describe() for b in declared_budgets(declared)) or "none"

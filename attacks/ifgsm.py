@@ -57,6 +57,7 @@ class IFGSM(Attack):
     name = "ifgsm"
     family = "iterative"
     budget = Budget.linf("eps")  # p is clipped to [-eps, eps] after every step
+    budget_step = ("alpha", "iters")  # at a budget b: alpha = b / iters, as the default 1/255 = (10/255) / 10
 
     eps: float = 10 / 255
     alpha: float = 1 / 255

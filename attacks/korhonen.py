@@ -17,6 +17,10 @@ image, so the perturbation concentrates in textured regions. The map, per image:
 5. division by 255.
 
 The map is shared by the three colour channels.
+
+With ``linf`` set (``--eps``), the image is projected onto the L-inf ball of that radius around the
+clean image after every step (before the clamp to [0, 1], which keeps it inside the ball); the
+default ``None`` is the benchmark's attack, which has no ball.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ import torch.nn.functional as F
 
 from iqa_robustness.metrics.base import Metric
 
-from .base import Attack, loss_grad, register_attack
+from .base import Attack, loss_grad, project_onto_ball, register_attack
+from .budget import Budget
 
 SobelVariant = Literal["code", "text"]
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
@@ -62,28 +67,33 @@ def spatial_activity_map(images: torch.Tensor, sobel: SobelVariant = "code") -> 
 class Korhonen(Attack):
     """Adam on the image with the gradient weighted by a spatial-activity map.
 
-    Budget: none. The attack has no bound among its hyperparameters and its code projects onto
-    none: Adam's step per pixel is about ``lr`` but not bounded by it (the ratio of its bias-corrected
-    moments can exceed 1 when the gradient changes sign), so the only limit is an analysis of
-    Adam, roughly ``iters * lr`` (0.05 with the defaults), not a promise of the code.
+    Budget: L-inf ``linf`` when it is set, else none. With the default ``linf=None`` the code projects
+    onto no ball: Adam's step per pixel is about ``lr`` but not bounded by it (the ratio of its
+    bias-corrected moments can exceed 1 when the gradient changes sign), so the only limit is an
+    analysis of Adam, roughly ``iters * lr`` (0.05 with the defaults), not a promise of the code.
 
     Attributes:
         lr: Adam learning rate.
         iters: number of steps.
         sobel: ``"code"`` (MSU code, signed horizontal Sobel) or ``"text"`` (Sobel magnitude).
+        linf: radius of the L-inf ball around the clean image every step is projected onto;
+            ``None`` (default, the benchmark) for no ball.
     """
 
     name = "korhonen"
     family = "perceptual"
-    budget = None
+    budget = Budget.linf("linf", optional=True)  # the projection after every step, when linf is set
 
     lr: float = 0.005
     iters: int = 10
     sobel: SobelVariant = "code"
+    linf: float | None = None
 
     def __post_init__(self) -> None:
         if self.sobel not in ("code", "text"):
             raise ValueError(f"korhonen: sobel must be 'code' or 'text', got {self.sobel!r}")
+        if self.linf is not None and not self.linf > 0:
+            raise ValueError(f"korhonen: linf must be a positive radius (or unset), got {self.linf}")
 
     def run(self, metric: Metric, images: torch.Tensor) -> torch.Tensor:
         activity = spatial_activity_map(images, self.sobel)
@@ -93,5 +103,5 @@ class Korhonen(Attack):
             x.grad = loss_grad(metric, x) * activity
             optimiser.step()
             with torch.no_grad():
-                x.clamp_(0.0, 1.0)
+                x.copy_(project_onto_ball(x, images, self.linf).clamp(0.0, 1.0))
         return x.detach()

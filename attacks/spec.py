@@ -17,6 +17,11 @@ cache key. Its :attr:`AttackSpec.label` names cases and result files: the name a
 defaults, else ``ifgsm(eps=0.01569,iters=20)`` (floats to 4 significant digits, no ``/`` or ``_``,
 since ids are file stems and MSU result files are ``<attack>_<metric>_test.csv``). Its
 :attr:`AttackSpec.text` is exact and parses back to the same spec.
+
+:meth:`AttackSpec.at_budget` is the spec at an L-inf budget of ``--eps``: the values the attack class
+derives for the budget (:meth:`attacks.base.Attack.values_at_budget`) under the values given here,
+which win (``ifgsm(alpha=0.002)`` keeps its step at every budget). The field that holds the bound
+itself cannot be given as well: the budget is that value.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+import types
 import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -31,10 +37,15 @@ from typing import Any
 from iqa_robustness.registry import GLOB_CHARACTERS, split_commas
 
 from .base import ATTACKS, Attack, attack_class, unknown_hyperparameter_message
+from .budget import budget_slug, describe_budgets
 
 
 class AttackSpecError(ValueError):
     """An attack spec that cannot be parsed, or a value its attack's field does not accept."""
+
+
+class NoBudgetError(AttackSpecError):
+    """An L-inf budget was asked of an attack whose class declares no L-inf bound to set."""
 
 
 _NAME = re.compile(r"^\s*([^()\s]+)\s*(?:\((.*)\))?\s*$", re.DOTALL)
@@ -81,6 +92,33 @@ class AttackSpec:
             return self.cls(**kwargs)
         except (TypeError, ValueError) as exc:  # the class's own checks (a madc pull_step above eps, ...)
             raise AttackSpecError(f"{self.text}: {exc}") from exc
+
+    def at_budget(self, budget: float) -> AttackSpec:
+        """This attack at the L-inf budget ``budget``: the class's derived values, then the values given here.
+
+        Args:
+            budget: the L-inf radius in [0, 1] pixel units (``4 / 255``).
+
+        Raises:
+            NoBudgetError: the class declares no L-inf bound (:meth:`~attacks.base.Attack.values_at_budget`
+                gives none).
+            AttackSpecError: this spec gives the bound's field itself, which the budget sets.
+        """
+        cls = self.cls
+        derived = cls.values_at_budget(budget, {**cls.defaults(), **self.kwargs})
+        if derived is None:
+            raise NoBudgetError(
+                f"{self.name} declares no L-inf bound ({describe_budgets(cls.budget)}), so --eps cannot set its "
+                "budget: run it without --eps, or declare one on the class "
+                '(budget = Budget.linf("eps"), or Budget.linf("linf", optional=True) with a projection)'
+            )
+        field = cls.budget_field()
+        if field in self.kwargs:
+            raise AttackSpecError(
+                f"{self.text}: {field} is the L-inf bound that --eps sets to each budget ({budget_slug(budget)} "
+                f"= {budget:.6g}); drop {field}= from the attack, or drop --eps"
+            )
+        return AttackSpec(self.name, {**derived, **self.kwargs})
 
     @property
     def label(self) -> str:
@@ -221,6 +259,11 @@ def _coerce(cls: type[Attack], field: str, declared: Any, value: Any, shown: str
         return AttackSpecError(f"{cls.name}: {field} takes {wanted}, got {shown or _text_value(value)}")
 
     origin = typing.get_origin(declared)
+    if origin in (typing.Union, types.UnionType) and type(None) in typing.get_args(declared):
+        if value is None or (isinstance(value, str) and value.lower() == "none"):
+            return None  # an optional field left unset: korhonen(linf=none) is korhonen
+        (inner, *others) = [a for a in typing.get_args(declared) if a is not type(None)]
+        return value if others else _coerce(cls, field, inner, value, shown)
     if origin is typing.Literal:
         choices = typing.get_args(declared)
         if value not in choices or isinstance(value, bool) != isinstance(choices[0], bool):

@@ -37,7 +37,7 @@ import torch
 from iqa_robustness.metrics.base import Metric, metric_identity
 
 from .base import Attack
-from .budget import BudgetExceededError
+from .budget import BudgetExceededError, active_budgets
 from .perturbation import Perturbation, add_suffix, load_perturbation
 from .training import Batches, prepare_training_set, training_summary
 
@@ -223,9 +223,9 @@ class UniversalAttack(Attack):
             delta = self._perturbation_for(perturbation, images)
             out = images + amplitude * delta
             out = (out.clamp(0.0, 1.0) if clamp else out).detach()
-        if self.budget is not None:
+        for budget in active_budgets(self):
             try:
-                self.budget.check(self, images, out, amplitude)
+                budget.check(self, images, out, amplitude)
             except BudgetExceededError as exc:
                 source = f" (perturbation from {perturbation.path})" if perturbation.path is not None else ""
                 raise BudgetExceededError(f"{exc}{source}") from None

@@ -20,6 +20,9 @@ AMPLITUDES: tuple[float, ...] = (0.2, 0.4, 0.8)
 #: CPU). The benchmark's numbers come from full epochs: the GPU pipeline runs them.
 CPU_UAP_MAX_STEPS = 40
 
+#: L-inf budgets (``--eps``) are named and plotted in units of one grey level of an 8-bit image.
+BUDGET_UNIT = 1 / 255
+
 #: The MLflow experiment sessions are logged to, and that ``compare``/``leaderboard`` read, by default.
 DEFAULT_EXPERIMENT = "iqa-robustness"
 
@@ -36,6 +39,45 @@ def orient(scores: T, lower_better: bool) -> T:
     Works on floats, numpy arrays and torch tensors alike; every layer orients through this.
     """
     return -scores if lower_better else scores  # type: ignore[operator,return-value]
+
+
+def budget_slug(budget: float) -> str:
+    """The budget as case ids name it: ``eps4`` for 4/255, ``eps0.5`` for 0.5/255 (units of 1/255, ``:g``)."""
+    return f"eps{budget_in_units(budget):g}"
+
+
+def budget_in_units(budget: float) -> float:
+    """An L-inf budget in units of 1/255 (``4/255`` -> ``4.0``), rounded off float noise."""
+    return round(budget / BUDGET_UNIT, 6)
+
+
+def parse_budgets(text: str, option: str = "--eps") -> tuple[float, ...]:
+    """``"2/255,8/255"`` -> ``(2/255, 8/255)``: distinct L-inf budgets, ascending, in [0, 1] pixel units.
+
+    Each value is a fraction ``a/b`` or a number (``0.0157``, ``4e-3``).
+
+    Raises:
+        ValueError: an empty list, a value that is no number, one outside (0, 1], or two that are
+            the same budget; the message shows the expected form.
+    """
+    expected = f"{option} takes L-inf budgets in pixel units, comma-separated fractions or numbers, e.g. 2/255,8/255"
+    budgets: dict[str, float] = {}
+    for item in (part.strip() for part in str(text).split(",")):
+        if not item:
+            continue
+        numerator, slash, denominator = item.partition("/")
+        try:
+            value = float(numerator) / float(denominator) if slash else float(item)
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"{expected}; {item!r} is not one") from None
+        if not 0 < value <= 1:
+            raise ValueError(f"{expected}; {item} = {value:.6g} is outside (0, 1] (255/255 is every pixel's range)")
+        if budget_slug(value) in budgets:
+            raise ValueError(f"{expected}; {item} is the same budget ({budget_slug(value)}) as an earlier one")
+        budgets[budget_slug(value)] = value
+    if not budgets:
+        raise ValueError(f"{expected}; got {text!r}")
+    return tuple(sorted(budgets.values()))
 
 
 def dataset_slug(dataset: str | os.PathLike[str]) -> str:

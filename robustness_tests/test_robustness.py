@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from iqa_robustness.attacks import NotDifferentiableError
-from iqa_robustness.attacks.budget import TOLERANCE
+from iqa_robustness.attacks.budget import TOLERANCE, active_budgets
 from iqa_robustness.metrics import MissingWeightsError, get_spec
 from iqa_robustness.scores.results import interrupted_message, unfinished_result
 
@@ -55,8 +55,11 @@ def _record_error(case, case_results_dir, exc, status="error"):
     message = f"{type(exc).__name__}: {exc}".strip()
     if status == "interrupted":
         message = interrupted_message(str(exc))
-    params = {**case.attack_spec.kwargs, "metric": case.metric, "attack": case.attack, "dataset": case.dataset}
+    params = {**case.run_spec.kwargs, "metric": case.metric, "attack": case.attack, "dataset": case.dataset}
     fields = {"metric": case.metric, "attack": case.attack, "dataset": case.dataset, "params": params}
+    if case.budget is not None:
+        params.update(budget=case.budget)
+        fields.update(budget=case.budget)
     if case.amplitude is not None:
         params.update(amplitude=case.amplitude, train_dataset=case.train_dataset)
         fields.update(amplitude=case.amplitude, train_dataset=case.train_dataset)
@@ -78,26 +81,31 @@ def _check_common(result, dataset):
         assert row["mse"] >= 0
 
 
-def _check_budget(result, attack, amplitude=None):
-    """The bound the attack class declares (``budget``), on the distances the runner measured.
+def _check_budget(result, case):
+    """The bounds the attack class declares (``budget``), and the case's ``--eps`` budget, on the distances measured.
 
     L-inf: ``max_linf`` over every image (frame). RMSE: the largest per-row RMSE, from the rows'
     MSE (per image; per clip on a video set, where the per-frame bound is enforced by the attack).
+    A case at an L-inf budget ``b`` keeps ``max_linf <= b`` (``b * amplitude`` for a universal
+    perturbation, whose bound is at amplitude 1), whatever values the attack ran with.
     """
-    budget = type(attack).budget
-    if budget is None:
-        return
-    limit = budget.limit(attack, amplitude)
-    found = result.scores["max_linf"]
-    if budget.norm == "rmse":
-        found = math.sqrt(max(row["mse"] for row in result.scored_rows))
-    assert found <= limit + TOLERANCE, f"{budget.norm} {found:.6g} > {budget.describe()} = {limit:.6g}"
+    attack, amplitude = case.run_spec.create(), case.amplitude
+    for budget in active_budgets(attack):
+        limit = budget.limit(attack, amplitude)
+        found = result.scores["max_linf"]
+        if budget.norm == "rmse":
+            found = math.sqrt(max(row["mse"] for row in result.scored_rows))
+        assert found <= limit + TOLERANCE, f"{budget.norm} {found:.6g} > {budget.describe()} = {limit:.6g}"
+    if case.budget is not None:
+        limit = case.budget * (abs(amplitude) if amplitude is not None else 1.0)
+        found = result.scores["max_linf"]
+        assert found <= limit + TOLERANCE, f"linf {found:.6g} > the case's budget {case.attack} = {limit:.6g}"
 
 
 def test_image_specific_attack(image_case, suite, case_results_dir, baseline):
     result, violations = _run(suite, image_case, case_results_dir, baseline)
     _check_common(result, suite.dataset(image_case.dataset, image_case.metric))
-    _check_budget(result, image_case.attack_spec.create())
+    _check_budget(result, image_case)
     assert not violations, "less robust than the baseline: " + "; ".join(violations)
 
 
@@ -109,5 +117,5 @@ def test_universal_attack(universal_case, suite, case_results_dir, baseline, pyt
         return
     result, violations = _run(suite, universal_case, case_results_dir, baseline)
     _check_common(result, suite.dataset(universal_case.dataset, universal_case.metric))
-    _check_budget(result, universal_case.attack_spec.create(), universal_case.amplitude)
+    _check_budget(result, universal_case)
     assert not violations, "less robust than the baseline: " + "; ".join(violations)

@@ -60,6 +60,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "e.g. 'ifgsm(eps=4/255,iters=20),mifgsm' (ints, floats, a/b, true/false, strings; default: all)",
     )
     g.addoption(
+        "--eps",
+        default=None,
+        help="L-inf budgets, comma list of fractions or numbers (e.g. 2/255,4/255,8/255,16/255): every attack "
+        "with an L-inf bound runs once per budget, its bound (and step) derived from it, case ids ifgsm-eps4-...; "
+        "summary gains a budget column and budgets.csv the areas under gain and R against budget "
+        "(default: no budget axis, the benchmark's hyperparameters)",
+    )
+    g.addoption(
         "--dataset",
         action="append",
         default=None,
@@ -224,7 +232,28 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def _grid_options_given(config: pytest.Config) -> bool:
-    return config.getoption("--metric") != DEFAULT_METRICS or config.getoption("--attack") != "all"
+    return (
+        config.getoption("--metric") != DEFAULT_METRICS
+        or config.getoption("--attack") != "all"
+        or config.getoption("--eps") is not None
+    )
+
+
+def budgets_option(config: pytest.Config) -> tuple[float, ...] | None:
+    """The budgets of ``--eps``, or ``None`` without it.
+
+    Raises:
+        pytest.UsageError: a value that is no budget, with the form expected.
+    """
+    from iqa_robustness.conventions import parse_budgets
+
+    text = config.getoption("--eps")
+    if text is None:
+        return None
+    try:
+        return parse_budgets(text)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def _register_attack_markers(config: pytest.Config) -> None:
@@ -257,10 +286,14 @@ def _check_names(config: pytest.Config) -> None:
     """
     from iqa_robustness.attacks import parse_attack_specs
     from iqa_robustness.metrics import list_metrics
+    from iqa_robustness.runner.grid import unbudgeted_reason
 
+    budgets = budgets_option(config)
     try:
         list_metrics(config.getoption("--metric"))
-        parse_attack_specs(config.getoption("--attack"))
+        for spec in parse_attack_specs(config.getoption("--attack")):
+            if budgets is not None and unbudgeted_reason(spec) is None:
+                spec.at_budget(budgets[0])  # a spec giving the bound --eps sets stops the session here
     except (KeyError, ValueError) as exc:
         raise pytest.UsageError(str(exc).strip("'\"")) from None
 
@@ -335,11 +368,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     from iqa_robustness.attacks import parse_attack_specs
     from iqa_robustness.data.registry import is_video_dataset
     from iqa_robustness.metrics import get_spec, list_metrics
-    from iqa_robustness.runner.grid import build_grid
+    from iqa_robustness.runner.grid import build_grid, unbudgeted_reason
 
     _register_attack_markers(metafunc.config)
     opt = metafunc.config.getoption
     attacks = [a for a in parse_attack_specs(opt("--attack")) if a.cls.universal == universal]
+    budgets = budgets_option(metafunc.config)
     grid = build_grid(
         metrics=list_metrics(opt("--metric")),
         attacks=attacks,
@@ -347,6 +381,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         amplitudes=[float(a) for a in _csv(opt("--amplitude"))],
         # a published perturbation names its own provenance: its file stands in for the training set
         train_datasets=[opt("--uap-file")] if opt("--uap-file") else opt("--train-dataset") or list(DEFAULT_DATASETS),
+        budgets=budgets,
     )
     video_sets = {d for d in {case.dataset for case in grid} if is_video_dataset(d)}
     params = []
@@ -367,6 +402,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             marks.append(pytest.mark.slow)
         if not opt("--random-weights"):
             marks.append(pytest.mark.weights)
+        if budgets is not None and case.budget is None:  # the attack declares no L-inf bound --eps could set
+            marks.append(pytest.mark.skip(reason=unbudgeted_reason(case.attack_spec)))
         params.append(pytest.param(case, id=case.id, marks=marks))
     if not params:
         metafunc.config.stash.setdefault(STASH_EMPTY_GRIDS, set()).add(metafunc.definition.nodeid)
@@ -416,7 +453,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             "dataset": case.dataset,
             "amplitude": case.amplitude,
             "train_dataset": case.train_dataset,
-            "params": dict(case.attack_spec.kwargs),
+            "budget": case.budget,
+            "params": dict(case.run_spec.kwargs),
         }
         item.user_properties += [(CASE_PROPERTY, case.id), (CASE_FIELDS_PROPERTY, fields)]
         keep.append(item)
@@ -471,6 +509,7 @@ def suite(request: pytest.FixtureRequest):
         mos_file=opt("--mos"),
         jpeg_quality=parse_qualities(opt("--jpeg-quality")),
         jpeg_colour=opt("--jpeg-colour"),
+        budgets=budgets_option(request.config),
     )
     suite = Suite(config)
     request.config.stash[STASH_SUITE] = suite

@@ -6,7 +6,9 @@ AAAI 2024) the way the paper does: a metric x attack heatmap of the robustness s
 more robust) and one of the normalised absolute gain (higher = more easily fooled), the metrics
 ranked by R, and for each case its scores with 95% intervals, the clean-vs-attacked scatter, the
 score distributions before and after, and the most-fooled images with their amplified
-perturbations. Universal attacks add their perturbations and the gain against the amplitude.
+perturbations. Universal attacks add their perturbations and the gain against the amplitude; a
+session at L-inf budgets (``--eps``) adds the gain against the budget per metric and attack, and
+the areas over the budgets (``gain_auc``, ``robustness_auc``).
 
 Everything the page needs is inside ``index.html``: CSS in a ``<style>`` element, images and
 plots as ``data:`` URIs, no scripts, fonts or links to elsewhere. So the file can be attached to a
@@ -38,7 +40,14 @@ from iqa_robustness.pictures import amplified, pair_of_row, read_pair, to_image
 from iqa_robustness.report.table import as_number
 from iqa_robustness.scores.formulas import CONFIDENCE, MOS_SCORES, PER_IMAGE_SCORES, RANK_SCORES
 from iqa_robustness.scores.results import CaseResult
-from iqa_robustness.scores.summary import attack_spec_text, leaderboard_rows
+from iqa_robustness.scores.summary import (
+    BUDGET_SCORES,
+    amplitude_means,
+    attack_spec_text,
+    budget_rows,
+    case_summary,
+    leaderboard_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -266,8 +275,11 @@ class _Page:
     def render(self) -> str:
         universal = [c for c in self.cases if c.result.amplitude is not None]
         nav = ['<a href="#overview">overview</a>', '<a href="#cases">cases</a>']
+        budgeted = any(c.result.budget is not None for c in self.cases)
         if universal:
             nav.append('<a href="#universal">universal perturbations</a>')
+        if budgeted:
+            nav.append('<a href="#budgets">budgets</a>')
         nav.append('<a href="#provenance">provenance</a>')
         parts = [
             "<!DOCTYPE html>",
@@ -288,6 +300,8 @@ class _Page:
         ]
         if universal:
             parts.append(self._universal(universal))
+        if budgeted:
+            parts.append(self._budgets())
         parts += [self._provenance(), "</main></body></html>"]
         return "\n".join(parts)
 
@@ -610,6 +624,66 @@ class _Page:
             plots.append(f'<img class="plot" src="{uri}" alt="{_e(f"gain against amplitude, {attack}")}">')
         return f'<div class="amp-plots">{"".join(plots)}</div>'
 
+    # -- budgets ----------------------------------------------------------------------------
+    def _budgets(self) -> str:
+        summary = [case_summary(c.result) for c in self.cases if c.scored]
+        rows = budget_rows(summary + amplitude_means(summary))
+        if not rows:
+            return (
+                '<section id="budgets"><h2>Budgets</h2>'
+                '<p class="note">No case at an L-inf budget has scores.</p></section>'
+            )
+        by_attack: dict[str, list[Mapping[str, object]]] = defaultdict(list)
+        for row in rows:
+            by_attack[str(row["attack"])].append(row)
+        plots = []
+        for attack, members in by_attack.items():
+
+            def draw(fig: Any, attack: str = attack, members: list[Mapping[str, object]] = members) -> None:
+                ax = fig.add_subplot()
+                several = len({(r["dataset"], r["train_dataset"]) for r in members}) > 1
+                for row in members:
+                    units = [float(u) for u in str(row["budgets"]).split(",")]
+                    gains = [as_number(row.get(f"norm_abs_gain_eps{u:g}")) for u in units]
+                    label = str(row["metric"])
+                    if several:
+                        label += f" · {_dataset_label(row)}"
+                    label += f" (AUC {_fmt(row['gain_auc'])})"
+                    ax.plot(units, gains, marker="o", markersize=4, label=label)
+                ax.axhline(0.0, color="0.6", linewidth=0.7)
+                ax.set_xlabel("L∞ budget (/255)", fontsize=8)
+                ax.set_ylabel("norm. abs. gain (higher = more fooled)", fontsize=8)
+                ax.set_title(attack, fontsize=9)
+                ax.tick_params(labelsize=7)
+                ax.legend(loc="best", fontsize=7)
+                fig.subplots_adjust(left=0.16, bottom=0.14, right=0.97, top=0.9)
+
+            uri = _figure_uri(draw, (4.6, 3.4))
+            plots.append(f'<img class="plot" src="{uri}" alt="{_e(f"gain against budget, {attack}")}">')
+        areas = list(BUDGET_SCORES.values())
+        head = "".join(f"<th>{_e(h)}</th>" for h in ("metric", "attack", "dataset", "budgets (/255)", *areas))
+        body = "".join(
+            "<tr>"
+            + "".join(
+                f"<td>{_e(v)}</td>"
+                for v in (r["metric"], r["attack"], _dataset_label(r), r["budgets"], *(_fmt(r[a]) for a in areas))
+            )
+            + "</tr>"
+            for r in rows
+        )
+        return (
+            '<section id="budgets"><h2>Budgets</h2>'
+            "<h3>Gain against L∞ budget</h3>"
+            '<p class="legend">Normalised absolute gain (higher = more fooled) of each metric × attack at each '
+            "L∞ budget of <code>--eps</code> (a universal attack: its mean over the amplitudes).</p>"
+            f'<div class="amp-plots">{"".join(plots)}</div>'
+            "<h3>Areas over the budgets</h3>"
+            '<p class="legend"><code>gain_auc</code>: trapezoidal area under the normalised absolute gain against '
+            "the budget (in units of 1/255), divided by the budget span, i.e. the mean gain over the budgets "
+            "(higher = more fooled); <code>robustness_auc</code>: the same for R (higher = more robust).</p>"
+            f'<table class="board budgets"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></section>'
+        )
+
     # -- provenance -------------------------------------------------------------------------
     def _provenance(self) -> str:
         keys = [k for k in PROVENANCE_ORDER if k in self.provenance]
@@ -623,6 +697,12 @@ class _Page:
 
 
 # --------------------------------------------------------------------------- row and file helpers
+
+
+def _dataset_label(row: Mapping[str, object]) -> str:
+    """``msu5``, or ``msu5 (on sample)`` for a universal attack's row."""
+    label = dataset_slug(str(row["dataset"]))
+    return f"{label} (on {dataset_slug(str(row['train_dataset']))})" if row.get("train_dataset") else label
 
 
 def _oriented_gain(row: Mapping[str, Any], lower_better: bool) -> float:

@@ -8,7 +8,14 @@ from pathlib import Path
 
 from iqa_robustness.report.table import format_table
 from iqa_robustness.scores.results import CaseResult
-from iqa_robustness.scores.summary import amplitude_means, case_summary, write_per_image, write_summary
+from iqa_robustness.scores.summary import (
+    BUDGETS_FILE,
+    amplitude_means,
+    budget_rows,
+    case_summary,
+    write_per_image,
+    write_summary,
+)
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +30,9 @@ def write_outputs(
     provenance: Mapping[str, str] | None = None,
 ) -> list[dict]:
     """``summary.csv``, ``per_image/*.csv`` (MSU layout), the table and the HTML report for ``results``.
+
+    Cases at L-inf budgets (``--eps``) add ``budgets.csv``: per metric x attack x dataset the scores
+    at each budget and their areas over the budgets (:func:`~iqa_robustness.scores.summary.budget_rows`).
 
     Args:
         provenance: the session's tags for the report (see :func:`iqa_robustness.report.html.write_report`).
@@ -40,6 +50,10 @@ def write_outputs(
         write(line)
     where = f"; per-image CSVs: {per_image[0].parent} ({len(per_image)} files)" if per_image else ""
     write(f"summary: {summary}{where}")
+    budgets = budget_rows(rows)
+    if budgets:
+        path = write_summary(budgets, Path(results_dir) / BUDGETS_FILE)
+        write(f"budgets: {path} (gain_auc, robustness_auc: mean over the budgets {budgets[0]['budgets']} /255)")
     from iqa_robustness.report.html import write_report  # matplotlib: only when there is something to show
 
     try:

@@ -15,7 +15,7 @@ from typing import Literal
 
 import torch
 
-from iqa_robustness.conventions import CPU_UAP_MAX_STEPS
+from iqa_robustness.conventions import CPU_UAP_MAX_STEPS, parse_budgets
 
 #: Images per batch when the batch size is "auto"; CUDA out-of-memory halves it per metric.
 AUTO_BATCH_SIZE = {"cuda": 32, "cpu": 8}
@@ -48,10 +48,13 @@ class SuiteConfig:
     clip_chunk_frames: int = 16  # frames of a clip read, perturbed and scored at a time (universal attacks)
     resume: bool = False  # reuse a result of an earlier session with the same case fingerprint
     image_shard: tuple[int, int] | None = None  # (k, n): this session tests every n-th image from the k-th (1-based)
+    budgets: tuple[float, ...] | None = None  # L-inf budgets of --eps: the grid's budget axis (None: no axis)
 
     def __post_init__(self) -> None:
         if self.image_shard is not None:
             check_shard(*self.image_shard, option="--shard-images")
+        if self.budgets is not None:
+            self.budgets = parse_budgets(",".join(repr(float(b)) for b in self.budgets))
 
     on_bad_image: OnBadImage = "skip"
     mos_file: str | None = None  # subjective scores for every test set (default: a set's own mos.csv)

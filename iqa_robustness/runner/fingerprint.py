@@ -13,7 +13,6 @@ time), so a session of many cases over one dataset reads each file once.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -96,7 +95,7 @@ def case_fingerprint(
         "suite_version": __version__,
         "metric": metric,
         "attack": attack.name,
-        "hyperparameters": dataclasses.asdict(attack),
+        "hyperparameters": attack.hyperparameters(),
         "dataset": dataset,
         "amplitude": amplitude,
         "train_dataset": train_dataset,

@@ -1,11 +1,18 @@
-"""The grid: metric x attack x dataset (x train set x amplitude for universal attacks), as case specs."""
+"""The grid: metric x attack [x L-inf budget] x dataset (x train set x amplitude for universal attacks), as case specs.
+
+With budgets (``--eps 2/255,8/255``), every attack that declares an L-inf bound runs once per budget
+at the values :meth:`~iqa_robustness.attacks.spec.AttackSpec.at_budget` derives, and its case id
+carries the budget after the attack (``ifgsm-eps4-niqe-msu5``). An attack that declares none gets one
+case without a budget, which the plugin skips with the reason (:func:`unbudgeted_reason`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
 
-from iqa_robustness.attacks.spec import AttackSpec, parse_attack_spec, parse_attack_specs
+from iqa_robustness.attacks.budget import budget_slug
+from iqa_robustness.attacks.spec import AttackSpec, NoBudgetError, parse_attack_spec, parse_attack_specs
 from iqa_robustness.conventions import AMPLITUDES, dataset_slug
 
 
@@ -13,8 +20,10 @@ from iqa_robustness.conventions import AMPLITUDES, dataset_slug
 class CaseSpec:
     """One point of the grid. Its ``id`` is the pytest id and the results' file stem.
 
-    ``attack_spec`` is the attack with its hyperparameter values (a spec string such as
-    ``"ifgsm(eps=4/255)"`` is parsed); :attr:`attack` is its label, the name alone for the defaults.
+    ``attack_spec`` is the attack as selected, with its hyperparameter values (a spec string such as
+    ``"ifgsm(eps=4/255)"`` is parsed); ``budget`` the L-inf budget of ``--eps`` it runs at, if any, and
+    :attr:`run_spec` the attack as it runs. :attr:`attack` is the label results name it by: the
+    name alone for the defaults, the budget appended (``ifgsm-eps4``).
     """
 
     metric: str
@@ -22,15 +31,22 @@ class CaseSpec:
     dataset: str
     amplitude: float | None = None
     train_dataset: str | None = None
+    budget: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.attack_spec, str):
             object.__setattr__(self, "attack_spec", parse_attack_spec(self.attack_spec))
 
     @property
+    def run_spec(self) -> AttackSpec:
+        """The attack with the values it runs with: the selected spec at the case's budget."""
+        return self.attack_spec if self.budget is None else self.attack_spec.at_budget(self.budget)
+
+    @property
     def attack(self) -> str:
-        """``ifgsm``, or ``ifgsm(eps=0.01569,iters=20)`` with values: the attack as results name it."""
-        return self.attack_spec.label
+        """The attack as results name it: ``ifgsm``, ``ifgsm(eps=0.01569,iters=20)``, ``ifgsm-eps4`` at a budget."""
+        label = self.attack_spec.label
+        return label if self.budget is None else f"{label}-{budget_slug(self.budget)}"
 
     @property
     def id(self) -> str:
@@ -52,18 +68,46 @@ def build_grid(
     datasets: Sequence[str],
     amplitudes: Sequence[float] = AMPLITUDES,
     train_datasets: Sequence[str] = ("sample",),
+    budgets: Sequence[float] | None = None,
 ) -> list[CaseSpec]:
     """Every compatible combination, in a stable order (metric-major, so one worker keeps one model).
 
-    ``attacks`` are specs or spec strings (``ifgsm``, ``*fgsm``, ``ifgsm(eps=4/255)``).
+    Args:
+        metrics, datasets, amplitudes, train_datasets: the grid's axes.
+        attacks: specs or spec strings (``ifgsm``, ``*fgsm``, ``ifgsm(eps=4/255)``).
+        budgets: L-inf budgets (``--eps``): each attack with an L-inf bound runs once per budget; one
+            without gets a single case without a budget. ``None``: no budget axis.
+
+    Raises:
+        AttackSpecError: a spec that gives the bound a budget sets (``ifgsm(eps=...)`` with budgets).
     """
     specs = parse_attack_specs(attacks)
     grid: list[CaseSpec] = []
     for m in metrics:
         for a in specs:
-            for d in datasets:
-                if a.cls.universal:
-                    grid.extend(CaseSpec(m, a, d, amp, t) for t in train_datasets for amp in amplitudes)
-                else:
-                    grid.append(CaseSpec(m, a, d))
+            for b in _budgets_of(a, budgets):
+                for d in datasets:
+                    if a.cls.universal:
+                        grid.extend(CaseSpec(m, a, d, amp, t, b) for t in train_datasets for amp in amplitudes)
+                    else:
+                        grid.append(CaseSpec(m, a, d, budget=b))
     return grid
+
+
+def _budgets_of(spec: AttackSpec, budgets: Sequence[float] | None) -> list[float | None]:
+    if budgets is None:
+        return [None]
+    if unbudgeted_reason(spec) is not None:
+        return [None]
+    for b in budgets:
+        spec.at_budget(b)  # a spec that also gives the bound fails here, at collection
+    return list(budgets)
+
+
+def unbudgeted_reason(spec: AttackSpec) -> str | None:
+    """Why ``--eps`` cannot bound this attack (its class declares no L-inf bound), or ``None`` when it can."""
+    try:
+        spec.at_budget(1 / 255)
+    except NoBudgetError as exc:
+        return str(exc)
+    return None

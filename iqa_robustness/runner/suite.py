@@ -64,7 +64,7 @@ class Suite:
     # -- one case -------------------------------------------------------------------------
     def run(self, case: CaseSpec, attack_kwargs: dict[str, Any] | None = None) -> CaseResult:
         """Run one case; with ``resume``, the earlier result of the same computation when there is one."""
-        attack = case.attack_spec.create(**(attack_kwargs or {}))
+        attack = case.run_spec.create(**(attack_kwargs or {}))
         metric = self.resources.metric(case.metric)
         attack.check_metric(metric)
         fingerprint = self.fingerprint(case, attack)
@@ -100,6 +100,7 @@ class Suite:
             peak_memory_mb=peak_memory_mb(self.device),
             amplitude=case.amplitude,
             train_dataset=case.train_dataset,
+            budget=case.budget,
         )
         result.fingerprint = fingerprint
         if perturbation is not None and perturbation.meta.get("loss_curve"):
@@ -110,7 +111,7 @@ class Suite:
 
     def train(self, case: CaseSpec) -> Perturbation:
         """Train (or load from the cache) a universal case's perturbation, and nothing else (``--train-only``)."""
-        attack = case.attack_spec.create()
+        attack = case.run_spec.create()
         if not attack.universal or case.train_dataset is None:
             raise ValueError(f"{case.id} is not a universal case: there is nothing to train")
         metric = self.resources.metric(case.metric)
@@ -211,6 +212,8 @@ class Suite:
             "channels_last": self.config.channels_last,
             **attack.params(),  # last: a universal attack's batch_size is its training batch, not the suite's
         }
+        if case.budget is not None:
+            params["budget"] = case.budget
         if self.config.image_shard is not None:
             params["image_shard"] = "{}/{}".format(*self.config.image_shard)
         if clips:

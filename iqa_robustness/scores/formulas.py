@@ -386,3 +386,43 @@ def image_distortion(clean: Any, adversarial: Any) -> dict[str, np.ndarray]:
 
 
 #: Same as :func:`image_distortion` (PSNR and SSIM are similarities, MSE a distance).
+
+
+def budget_auc(budgets: Any, values: Any) -> float:
+    """A score integrated over L-inf budgets: the trapezoidal area under score against budget, over the span.
+
+    For budgets b_1 < ... < b_n (in units of 1/255, so 2/255 is 2) and the score v_i at each::
+
+        auc = 1 / (b_n - b_1) * sum_{i=1}^{n-1} (b_{i+1} - b_i) * (v_i + v_{i+1}) / 2
+
+    which is the mean of the piecewise-linear score curve over [b_1, b_n]; dividing by the span
+    makes the unit cancel, and a score that is the same at every budget has that value as its area.
+    ``gain_auc`` is this of the normalised absolute gain, ``robustness_auc`` of R.
+
+    Args:
+        budgets: the budgets, in any order (sorted here together with ``values``).
+        values: the score at each budget.
+
+    Returns:
+        The area over the span; with one finite point, its value; ``nan`` with none. Points whose
+        value is not finite are left out.
+
+    Raises:
+        ValueError: ``budgets`` and ``values`` differ in length, or a budget appears twice.
+    """
+    b = np.asarray(budgets, dtype=np.float64).ravel()
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if b.shape != v.shape:
+        raise ValueError(f"budget_auc needs one value per budget, got {b.size} budgets and {v.size} values")
+    if np.unique(b).size != b.size:
+        raise ValueError(f"budget_auc needs distinct budgets, got {sorted(b.tolist())}")
+    keep = np.isfinite(v) & np.isfinite(b)
+    b, v = b[keep], v[keep]
+    if b.size == 0:
+        return math.nan
+    order = np.argsort(b)
+    b, v = b[order], v[order]
+    if b.size == 1:
+        return float(v[0])
+    area = float(np.sum(np.diff(b) * (v[1:] + v[:-1]) / 2.0))
+    return area / float(b[-1] - b[0])

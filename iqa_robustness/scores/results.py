@@ -34,6 +34,8 @@ class CaseResult:
         seconds_per_image: attack time per image (excluding clean/attacked scoring).
         peak_memory_mb: peak accelerator (or process) memory during the case.
         amplitude, train_dataset: for universal attacks.
+        budget: the L-inf budget of ``--eps`` the case ran at (``attack`` then ends in its slug,
+            ``ifgsm-eps4``); ``None`` without one.
         artifacts: name -> path of files to keep (perturbation .npy/.png, image pairs, plots).
         status: ``passed``, ``failed`` (an invariant or a baseline threshold), ``error`` (the case
             raised: no rows, ``message`` says why), ``interrupted`` (the session was stopped while
@@ -57,6 +59,7 @@ class CaseResult:
     peak_memory_mb: float = float("nan")
     amplitude: float | None = None
     train_dataset: str | None = None
+    budget: float | None = None
     artifacts: dict[str, str] = dataclasses.field(default_factory=dict)
     status: str = "passed"
     message: str = ""
@@ -115,7 +118,7 @@ def unfinished_result(case_id: str, fields: dict[str, Any], status: str, message
 
     Args:
         fields: the case's identity: ``metric``, ``attack``, ``dataset``, ``params`` and, for a
-            universal case, ``amplitude`` and ``train_dataset``.
+            universal case, ``amplitude`` and ``train_dataset``; ``budget`` for a case at an L-inf budget.
     """
     return CaseResult(
         case_id=case_id,
@@ -125,6 +128,7 @@ def unfinished_result(case_id: str, fields: dict[str, Any], status: str, message
         params=dict(fields.get("params", {})),
         amplitude=fields.get("amplitude"),
         train_dataset=fields.get("train_dataset"),
+        budget=fields.get("budget"),
         status=status,
         message=message[:2000],
     )

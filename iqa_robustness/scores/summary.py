@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from iqa_robustness.attacks import AttackSpec
+from iqa_robustness.conventions import budget_in_units, budget_slug
+from iqa_robustness.scores.formulas import budget_auc
 from iqa_robustness.scores.msu_csv import write_msu_csv
 from iqa_robustness.scores.results import CaseResult
 from iqa_robustness.scores.rows import skipped_text
@@ -37,6 +39,7 @@ def case_summary(r: CaseResult) -> dict[str, object]:
         "dataset": r.dataset,
         "train_dataset": r.train_dataset or "",
         "amplitude": "" if r.amplitude is None else r.amplitude,
+        "budget": "" if r.budget is None else r.budget,
         "n": r.n_images,
         "n_skipped": r.n_skipped,
         "skipped": skipped_text(r.rows),
@@ -78,7 +81,8 @@ def amplitude_means(rows: Iterable[dict[str, object]]) -> list[dict[str, object]
             "case_id": f"{members[0]['case_id'].rsplit('-amp', 1)[0]}-ampmean",
         }
         mean["amplitude"] = "mean"
-        keys = dict.fromkeys(k for m in members for k, v in m.items() if isinstance(v, float) and k != "amplitude")
+        fixed = ("amplitude", "budget")
+        keys = dict.fromkeys(k for m in members for k, v in m.items() if isinstance(v, float) and k not in fixed)
         for key in keys:
             # over the amplitudes that have the score (a case that raised has none)
             mean[key] = float(np.mean([float(m[key]) for m in members if isinstance(m.get(key), float)]))
@@ -86,6 +90,64 @@ def amplitude_means(rows: Iterable[dict[str, object]]) -> list[dict[str, object]
         mean["status"] = next((s for s in ("error", "interrupted", "failed") if s in statuses), "passed")
         out.append(mean)
     return out
+
+
+#: the scores against L-inf budget of a session with ``--eps``, in its results folder
+BUDGETS_FILE = "budgets.csv"
+#: the scores integrated over budgets, and the names of their areas in ``budgets.csv``
+BUDGET_SCORES = {"norm_abs_gain": "gain_auc", "robustness_score": "robustness_auc"}
+
+
+def budget_attack(attack: str, budget: float) -> str:
+    """The attack label without its budget: ``ifgsm-eps4`` at 4/255 -> ``ifgsm``."""
+    return attack.removesuffix(f"-{budget_slug(budget)}")
+
+
+def budget_rows(rows: Iterable[Mapping[str, object]]) -> list[dict[str, object]]:
+    """One row per metric x attack x dataset (x train set) of a session with ``--eps``: scores against budget.
+
+    Each row holds the budgets (in units of 1/255), the normalised absolute gain and R at each
+    (``norm_abs_gain_eps4``, ``robustness_score_eps4``) and their areas over the budgets,
+    ``gain_auc`` and ``robustness_auc`` (:func:`~iqa_robustness.scores.formulas.budget_auc`). A
+    universal attack enters with its mean over the amplitudes, as the benchmark reports it.
+
+    Args:
+        rows: summary rows (:func:`case_summary`, with :func:`amplitude_means`); rows without a
+            budget, and a universal attack's single amplitudes, are left out.
+
+    Returns:
+        The rows, sorted by metric, attack, dataset and train set; empty without budgeted rows.
+    """
+    groups: dict[tuple[str, str, str, str], dict[float, Mapping[str, object]]] = defaultdict(dict)
+    for row in rows:
+        budget = row.get("budget")
+        if not isinstance(budget, (int, float)) or row.get("amplitude") not in ("", "mean"):
+            continue
+        attack = budget_attack(str(row["attack"]), float(budget))
+        key = (str(row["metric"]), attack, str(row["dataset"]), str(row.get("train_dataset") or ""))
+        groups[key][float(budget)] = row
+    out: list[dict[str, object]] = []
+    for (metric, attack, dataset, train), by_budget in sorted(groups.items()):
+        budgets = sorted(by_budget)
+        units = [budget_in_units(b) for b in budgets]
+        row: dict[str, object] = {
+            "metric": metric,
+            "attack": attack,
+            "dataset": dataset,
+            "train_dataset": train,
+            "budgets": ",".join(f"{u:g}" for u in units),
+            "n_budgets": len(budgets),
+        }
+        for score, area in BUDGET_SCORES.items():
+            values = [_number(by_budget[b].get(score)) for b in budgets]
+            row[area] = budget_auc(units, values)
+            row.update({f"{score}_{budget_slug(b)}": v for b, v in zip(budgets, values, strict=True)})
+        out.append(row)
+    return out
+
+
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, (int, float)) else math.nan
 
 
 def write_summary(rows: Sequence[dict[str, object]], path: Path) -> Path:

@@ -12,10 +12,17 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from iqa_robustness.conventions import DEFAULT_EXPERIMENT
+from iqa_robustness.conventions import DEFAULT_EXPERIMENT, dataset_slug
 from iqa_robustness.scores.msu_csv import write_msu_csv
 from iqa_robustness.scores.results import CaseResult
-from iqa_robustness.scores.summary import case_summary, write_summary
+from iqa_robustness.scores.summary import (
+    BUDGET_SCORES,
+    BUDGETS_FILE,
+    amplitude_means,
+    budget_rows,
+    case_summary,
+    write_summary,
+)
 from iqa_robustness.tracking.cases import captioned_pairs, case_metrics, case_params, case_tags, plot_case
 from iqa_robustness.tracking.store import (
     KIND_SESSION,
@@ -81,6 +88,24 @@ def _log_case(
             log.warning("case %s: artefact %s not found at %s; not logged", result.case_id, name, p)
     client.set_terminated(run_id, "FAILED" if result.status in ("failed", "error") else "FINISHED")
     return run_id
+
+
+def budget_metrics(results: Sequence[CaseResult]) -> dict[str, float]:
+    """The areas over L-inf budgets (``--eps``) as parent-run metrics: ``gain_auc/<metric>/<attack>/<dataset>``.
+
+    A universal attack's key ends in ``/on-<train set>``; non-finite areas are left out.
+    """
+    rows = [case_summary(r) for r in results]
+    metrics: dict[str, float] = {}
+    for row in budget_rows(rows + amplitude_means(rows)):
+        where = f"{row['metric']}/{row['attack']}/{dataset_slug(str(row['dataset']))}"
+        if row["train_dataset"]:
+            where += f"/on-{dataset_slug(str(row['train_dataset']))}"
+        for area in BUDGET_SCORES.values():
+            value = float(row[area])  # type: ignore[arg-type]
+            if value == value and abs(value) != float("inf"):
+                metrics[mlflow_key(f"{area}/{where}")] = value
+    return metrics
 
 
 def _summary_csv(results: list[CaseResult], results_dir: Path | None, tmp: Path) -> Path:
@@ -209,10 +234,13 @@ class SessionLogger:
                 end_tags = {mlflow_key(k): cut_text(v, TAG_VALUE_LIMIT) for k, v in (tags or {}).items()}
                 if interrupted:
                     end_tags["interrupted_cases"] = cut_text(", ".join(interrupted), TAG_VALUE_LIMIT)
-                log_batch(self._client, self.run_id, metrics=counts, tags=end_tags)
+                log_batch(self._client, self.run_id, metrics={**counts, **budget_metrics(results)}, tags=end_tags)
                 self._client.log_artifact(
                     self.run_id, str(_summary_csv(results, self.results_dir, Path(self._tmp.name)))
                 )
+                budgets = self.results_dir / BUDGETS_FILE if self.results_dir is not None else None
+                if budgets is not None and budgets.is_file():
+                    self._client.log_artifact(self.run_id, str(budgets))
                 if report is not None and Path(report).is_dir():
                     self._client.log_artifacts(self.run_id, str(report), artifact_path="report")
                 self._client.set_terminated(self.run_id, status)

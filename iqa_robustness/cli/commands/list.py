@@ -29,10 +29,11 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{name:16s} {kind:7s} {dataset_info(name).description}")
     else:
         from iqa_robustness.attacks import attack_class, list_attacks
+        from iqa_robustness.attacks.budget import describe_budgets
 
         for name in list_attacks(args.pattern):
             cls = attack_class(name)
-            budget = cls.budget.describe() if cls.budget is not None else "none"
+            budget = describe_budgets(cls.budget)
             print(f"{name:16s} family={cls.family:10s} universal={cls.universal!s:5s} budget: {budget}")
             fields = ", ".join(f"{k}={_default(v)}" for k, v in cls.defaults().items())
             print(f"{'':16s} {fields}")
