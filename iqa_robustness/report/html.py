@@ -180,6 +180,17 @@ def _image_tag(
     return f'<img src="{_data_uri(image, fmt)}" {attrs} alt="{_e(alt)}" title="{_e(alt)}">'
 
 
+def _gain_axes(fig: Any, ax: Any, xlabel: str, title: str) -> None:
+    """The look every gain curve shares: a zero line, labels, the legend, the margins."""
+    ax.axhline(0.0, color="0.6", linewidth=0.7)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel("norm. abs. gain (higher = more fooled)", fontsize=8)
+    ax.set_title(title, fontsize=9)
+    ax.tick_params(labelsize=7)
+    ax.legend(loc="best", fontsize=7)
+    fig.subplots_adjust(left=0.16, bottom=0.14, right=0.97, top=0.9)
+
+
 def _figure_uri(draw: Callable[[Any], None], size: tuple[float, float], dpi: int = 80) -> str:
     """A matplotlib figure drawn by ``draw(fig)`` as a palette PNG data URI (no pyplot, Agg canvas)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -612,13 +623,7 @@ class _Page:
                     high = np.array([as_number(m.scores.get("norm_abs_gain_ci_high")) for m in members])
                     errors = np.nan_to_num(np.vstack([gains - low, high - gains]), nan=0.0).clip(min=0)
                     ax.errorbar(amps, gains, yerr=errors, marker="o", markersize=4, capsize=3, label=label)
-                ax.axhline(0.0, color="0.6", linewidth=0.7)
-                ax.set_xlabel("amplitude", fontsize=8)
-                ax.set_ylabel("norm. abs. gain (higher = more fooled)", fontsize=8)
-                ax.set_title(attack, fontsize=9)
-                ax.tick_params(labelsize=7)
-                ax.legend(loc="best", fontsize=7)
-                fig.subplots_adjust(left=0.16, bottom=0.14, right=0.97, top=0.9)
+                _gain_axes(fig, ax, "amplitude", attack)
 
             uri = _figure_uri(draw, (4.6, 3.4))
             plots.append(f'<img class="plot" src="{uri}" alt="{_e(f"gain against amplitude, {attack}")}">')
@@ -650,13 +655,7 @@ class _Page:
                         label += f" · {_dataset_label(row)}"
                     label += f" (AUC {_fmt(row['gain_auc'])})"
                     ax.plot(units, gains, marker="o", markersize=4, label=label)
-                ax.axhline(0.0, color="0.6", linewidth=0.7)
-                ax.set_xlabel("L∞ budget (/255)", fontsize=8)
-                ax.set_ylabel("norm. abs. gain (higher = more fooled)", fontsize=8)
-                ax.set_title(attack, fontsize=9)
-                ax.tick_params(labelsize=7)
-                ax.legend(loc="best", fontsize=7)
-                fig.subplots_adjust(left=0.16, bottom=0.14, right=0.97, top=0.9)
+                _gain_axes(fig, ax, "L∞ budget (/255)", attack)
 
             uri = _figure_uri(draw, (4.6, 3.4))
             plots.append(f'<img class="plot" src="{uri}" alt="{_e(f"gain against budget, {attack}")}">')
