@@ -66,6 +66,30 @@ def test_score_transfer_leaves_out_skipped_rows_and_images_the_target_could_not_
         score_transfer(rows[3:], "t", False)
 
 
+def test_image_shards_merge_into_target_scores_on_all_the_images() -> None:
+    from iqa_robustness.runner.merge import join_image_shards
+    from iqa_robustness.scores.results import CaseResult
+
+    def part(k: int, images: list[tuple[str, float, float, float, float]], error: str = "") -> CaseResult:
+        rows = [
+            {"image_name": n, "test_dataset": "s", "clear": c, "attacked": a, "rel_gain": 0.0, "psnr": 40.0,
+             "ssim": 1.0, "mse": 0.0, "clear@t": tc, "attacked@t": ta}
+            for n, c, a, tc, ta in images
+        ]  # fmt: skip
+        transfer = {"t": {"error": error} if error else {"lower_better": True}}
+        return CaseResult("ifgsm-m-s", "m", "ifgsm", "s", {"image_shard": f"{k}/2"}, rows, transfer=transfer)
+
+    one = part(1, [("a", 1.0, 2.0, 5.0, 4.0), ("c", 3.0, 3.5, 9.0, 9.0)])
+    two = part(2, [("b", 2.0, 2.5, 7.0, 5.0)])
+    joined = join_image_shards([one, two])
+    # rescored on the three images: NIQE-like target (lower is better), scaling fitted on 5, 7, 9
+    assert joined.transfer["t"]["norm_abs_gain"] == pytest.approx(
+        target_scores([5.0, 9.0, 7.0], [4.0, 9.0, 5.0], lower_better=True)["norm_abs_gain"]
+    )
+    failed = join_image_shards([one, part(2, [("b", 2.0, 2.5, 7.0, 5.0)], error="t did not score: OSError")])
+    assert failed.transfer["t"] == {"error": "t did not score: OSError"}
+
+
 class _Metric:
     lower_better = False
     spec = dataclasses.make_dataclass("Spec", [("is_full_reference", bool, False)])()

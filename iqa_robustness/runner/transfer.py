@@ -110,7 +110,8 @@ class TransferScorer:
                 out[target] = {"error": self.errors[target]}
                 continue
             try:
-                out[target] = score_transfer(rows, target, self.lower_better[target])
+                lower_better = self.lower_better[target]
+                out[target] = {**score_transfer(rows, target, lower_better), "lower_better": lower_better}
             except ValueError as exc:
                 out[target] = {"error": transfer_error(target, exc)}
         return out

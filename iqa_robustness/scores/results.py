@@ -45,7 +45,8 @@ class CaseResult:
         resumed_from: the session whose result this is, when it was reused by ``--resume``.
         curves: named series ``[[step, value], ...]`` (``train_loss`` of a universal attack).
         transfer: ``--transfer-to``: target metric -> its scores of the case's adversarial images
-            (:data:`~iqa_robustness.scores.transfer.TRANSFER_KEYS`), or ``{"error": why}`` for a
+            (:data:`~iqa_robustness.scores.transfer.TRANSFER_KEYS` and the target's ``lower_better``,
+            which ``merge`` rescores image shards with), or ``{"error": why}`` for a
             target that could not score them; the per-image values are the rows' ``clear@<target>``
             and ``attacked@<target>``.
     """

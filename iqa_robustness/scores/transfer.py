@@ -88,6 +88,33 @@ def score_transfer(rows: Iterable[Mapping[str, Any]], target: str, lower_better:
     )
 
 
+def join_transfer(
+    parts: Sequence[Mapping[str, Mapping[str, Any]]], rows: Sequence[Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """The target scores of a case joined from its image shards: each target rescored on the joined ``rows``.
+
+    The target's min-max scaling is then fitted on the clean scores of all the case's images, as
+    for the case's own scores. A target that failed in any shard keeps that error.
+
+    Args:
+        parts: each shard's ``CaseResult.transfer`` (entries carry the target's ``lower_better``).
+        rows: the case's joined rows, with ``clear@<target>`` / ``attacked@<target>``.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for target in dict.fromkeys(t for part in parts for t in part):
+        entries = [part[target] for part in parts if target in part]
+        errors = [str(e["error"]) for e in entries if e.get("error")]
+        if errors or "lower_better" not in entries[0]:
+            out[target] = {"error": "; ".join(dict.fromkeys(errors)) or f"{target}: no orientation recorded"}
+            continue
+        lower_better = bool(entries[0]["lower_better"])
+        try:
+            out[target] = {**score_transfer(rows, target, lower_better), "lower_better": lower_better}
+        except ValueError as exc:
+            out[target] = {"error": f"{target}: {exc}"}
+    return out
+
+
 def transfer_metrics(transfer: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
     """A case's target scores as flat metrics ``transfer/<target>/<score>`` (errors and non-numbers left out)."""
     out: dict[str, float] = {}
