@@ -27,11 +27,11 @@ log = logging.getLogger(__name__)
 
 def transfer_error(target: str, exc: BaseException) -> str:
     """What a failed target records: the error and what to do about it."""
-    text = str(exc).strip() or type(exc).__name__
-    return (
-        f"{target} did not score the adversarial images: {type(exc).__name__}: {text[:400]} "
-        f"(fix the cause above, or leave {target} out of --transfer-to)"
-    )
+    text = (str(exc).strip() or type(exc).__name__)[:400]
+    what = f"{target} did not score the adversarial images: {type(exc).__name__}: {text}"
+    if "--transfer-to" in text:  # the error already says what to do
+        return what
+    return f"{what} (fix the cause above, or leave {target} out of --transfer-to)"
 
 
 class TransferScorer:
