@@ -150,6 +150,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="apply this published perturbation (MSU .npy or CVIU .png) instead of training",
     )
+    g.addoption(
+        "--transfer-to",
+        default=None,
+        help="also score every case's adversarial images (image attacks and universal perturbations) with these "
+        "metrics (comma list or globs, as --metric): per source x target the normalised absolute gain and R on the "
+        "target, in transfer.csv; `iqa-robustness transfer` draws the matrix",
+    )
     g.addoption("--clamp-uap", action="store_true", help="clamp perturbed images to [0,1] (MSU code does not)")
     g.addoption(
         "--mlflow-uri",
@@ -510,10 +517,31 @@ def suite(request: pytest.FixtureRequest):
         jpeg_quality=parse_qualities(opt("--jpeg-quality")),
         jpeg_colour=opt("--jpeg-colour"),
         budgets=budgets_option(request.config),
+        transfer_to=transfer_option(request.config),
     )
     suite = Suite(config)
     request.config.stash[STASH_SUITE] = suite
     return suite
+
+
+def transfer_option(config: pytest.Config) -> tuple[str, ...] | None:
+    """``--transfer-to`` resolved to metric names (as ``--metric``); None without the option.
+
+    Raises:
+        pytest.UsageError: a name no registry knows (the message suggests the closest ones).
+    """
+    text = config.getoption("--transfer-to")
+    if not text:
+        return None
+    from iqa_robustness.metrics import list_metrics
+
+    try:
+        names = tuple(list_metrics(text))
+    except (KeyError, ValueError) as exc:
+        raise pytest.UsageError(f"--transfer-to {text!r}: {exc}") from None
+    if not names:
+        raise pytest.UsageError(f"--transfer-to {text!r} names no metric; give a comma list, e.g. niqe,brisque")
+    return names
 
 
 def parse_qualities(text: str | None) -> tuple[int, ...] | None:

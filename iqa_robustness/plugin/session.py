@@ -63,6 +63,7 @@ SETTING_OPTIONS = (
     "mos",
     "jpeg_quality",
     "jpeg_colour",
+    "transfer_to",
     "baseline",
     "shard",
     "shard_images",

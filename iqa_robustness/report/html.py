@@ -291,6 +291,9 @@ class _Page:
             nav.append('<a href="#universal">universal perturbations</a>')
         if budgeted:
             nav.append('<a href="#budgets">budgets</a>')
+        transferred = any(r.transfer for r in self.results)
+        if transferred:
+            nav.append('<a href="#transfer">transfer</a>')
         nav.append('<a href="#provenance">provenance</a>')
         parts = [
             "<!DOCTYPE html>",
@@ -313,6 +316,8 @@ class _Page:
             parts.append(self._universal(universal))
         if budgeted:
             parts.append(self._budgets())
+        if transferred:
+            parts.append(self._transfer())
         parts += [self._provenance(), "</main></body></html>"]
         return "\n".join(parts)
 
@@ -683,6 +688,35 @@ class _Page:
             f'<table class="board budgets"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></section>'
         )
 
+    # -- transfer ---------------------------------------------------------------------------
+    def _transfer(self) -> str:
+        from iqa_robustness.report.transfer import draw_matrix, figure_size
+        from iqa_robustness.scores.transfer import session_transfer_rows, transfer_matrix
+
+        rows = session_transfer_rows(self.results)
+        matrix = transfer_matrix(rows)
+        uri = _figure_uri(lambda fig: draw_matrix(fig, matrix), figure_size(matrix))
+        head = "".join(f'<th scope="col">{_e(t)}</th>' for t in matrix["targets"])
+        body = "".join(
+            f'<tr><th scope="row">{_e(source)}</th>'
+            + "".join(f'<td class="{"own" if own else ""}">{_fmt(v)}</td>' for v, own in zip(values, owns, strict=True))
+            + "</tr>"
+            for source, values, owns in zip(matrix["sources"], matrix["values"], matrix["own"], strict=True)
+        )
+        errors = sorted({str(r["error"]) for r in rows if r.get("error")})
+        notes = "".join(f'<p class="note">Not scored: {_e(e)}</p>' for e in errors)
+        return (
+            '<section id="transfer"><h2>Transfer</h2>'
+            '<p class="legend">The adversarial images of each source (an attack against a metric, a universal '
+            "attack averaged over its amplitudes, or a published perturbation by its file) scored by the "
+            "<code>--transfer-to</code> metrics: normalised absolute gain on each target, min-max scaled on the "
+            "target's own clean scores (higher = the target was fooled too; near 0 = no transfer). Outlined, "
+            "bold: the source's own metric.</p>"
+            f'<img class="plot" src="{uri}" alt="transfer matrix of normalised absolute gain">'
+            f'<table class="board transfer"><thead><tr><th>source</th>{head}</tr></thead><tbody>{body}</tbody></table>'
+            f"{notes}</section>"
+        )
+
     # -- provenance -------------------------------------------------------------------------
     def _provenance(self) -> str:
         keys = [k for k in PROVENANCE_ORDER if k in self.provenance]
@@ -754,6 +788,7 @@ table.heat td a { display: block; padding: 4px 6px; text-decoration: none; font-
 table.heat td.nodata { background: var(--grey); } table.heat td.nodata a { color: #444; font-style: italic; }
 table.heat td.empty { background: repeating-linear-gradient(45deg, #fff, #fff 4px, #f0f0f0 4px, #f0f0f0 8px); }
 table.board td:nth-child(n+3), table.scores td:nth-child(n+2) { font-variant-numeric: tabular-nums; }
+table.transfer td.own { font-weight: bold; outline: 1.5px solid #000; }
 .case { background: #fff; border: 1px solid #e0e0e0; border-radius: 6px; padding: 4px 14px 10px;
   margin: 12px 0; }
 .case-body { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }

@@ -16,6 +16,7 @@ from iqa_robustness.scores.summary import (
     write_per_image,
     write_summary,
 )
+from iqa_robustness.scores.transfer import write_transfer
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +32,16 @@ def write_outputs(
 ) -> list[dict]:
     """``summary.csv``, ``per_image/*.csv`` (MSU layout), the table and the HTML report for ``results``.
 
-    Cases at L-inf budgets (``--eps``) add ``budgets.csv``: per metric x attack x dataset the scores
-    at each budget and their areas over the budgets (:func:`~iqa_robustness.scores.summary.budget_rows`).
+        Cases at L-inf budgets (``--eps``) add ``budgets.csv``: per metric x attack x dataset the scores
+        at each budget and their areas over the budgets (:func:`~iqa_robustness.scores.summary.budget_rows`).
+    Cases with ``--transfer-to`` targets add ``transfer.csv`` (per case x target the normalised absolute
+    gain and R on the target) and ``transfer_per_image.csv`` (the targets' per-image scores).
 
-    Args:
-        provenance: the session's tags for the report (see :func:`iqa_robustness.report.html.write_report`).
+        Args:
+            provenance: the session's tags for the report (see :func:`iqa_robustness.report.html.write_report`).
 
-    Returns:
-        The summary rows. A report that cannot be written is a warning: the CSV files are kept.
+        Returns:
+            The summary rows. A report that cannot be written is a warning: the CSV files are kept.
     """
     rows = [case_summary(r) for r in results]
     rows += amplitude_means(rows)
@@ -54,6 +57,9 @@ def write_outputs(
     if budgets:
         path = write_summary(budgets, Path(results_dir) / BUDGETS_FILE)
         write(f"budgets: {path} (gain_auc, robustness_auc: mean over the budgets {budgets[0]['budgets']} /255)")
+    transfer = write_transfer(results, Path(results_dir))
+    if transfer is not None:
+        write(f"transfer: {transfer[0]} (per image: {transfer[1]}); `iqa-robustness transfer {results_dir}` draws it")
     from iqa_robustness.report.html import write_report  # matplotlib: only when there is something to show
 
     try:

@@ -31,12 +31,15 @@ class Outcome:
         max_linf: the largest absolute pixel change over the case.
         pairs: (name, clean, adversarial) images kept for the artefacts: those of the most-fooled
             images (see :meth:`keep_pair`).
+        transfer: ``--transfer-to``: target metric -> its scores of the adversarial images, or
+            ``{"error": why}`` (see :class:`~iqa_robustness.runner.transfer.TransferScorer`).
     """
 
     rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
     frames: int = 0
     max_linf: float = 0.0
+    transfer: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     # a min-heap of ((gain, -arrival), name, clean, adversarial): the least fooled kept pair on top;
     # arrival numbers are unique, so the heap never compares tensors
     _kept: list[tuple[tuple[float, int], str, torch.Tensor, torch.Tensor]] = dataclasses.field(default_factory=list)

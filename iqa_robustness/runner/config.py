@@ -60,6 +60,7 @@ class SuiteConfig:
     mos_file: str | None = None  # subjective scores for every test set (default: a set's own mos.csv)
     jpeg_quality: tuple[int, ...] | None = None  # attack JPEG copies of the test images at these qualities
     jpeg_colour: str = "code"  # "code": the benchmark's JPEG (OpenCV reading RGB as BGR); "rgb": a correct one
+    transfer_to: tuple[str, ...] | None = None  # --transfer-to: metrics that also score every case's adversarial images
 
     @property
     def skip_bad_images(self) -> bool:

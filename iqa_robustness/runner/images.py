@@ -8,6 +8,8 @@ and attacked with its clean image bound as the reference: ``clear = S(x0, jpeg)`
 ``attacked = S(x0, attack(jpeg))``, and PSNR / SSIM / MSE compare the JPEG with its attacked copy.
 Images the metric cannot take (:meth:`Resources.screened
 <iqa_robustness.runner.resources.Resources.screened>`) follow as skipped rows with their reasons.
+With ``--transfer-to``, the other metrics score the same adversarial batches
+(:class:`~iqa_robustness.runner.transfer.TransferScorer`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from iqa_robustness.runner.cases import Outcome
 from iqa_robustness.runner.config import SuiteConfig, sync_device
 from iqa_robustness.runner.grid import CaseSpec
 from iqa_robustness.runner.resources import Resources
+from iqa_robustness.runner.transfer import TransferScorer
 from iqa_robustness.scores.formulas import image_distortion
 from iqa_robustness.scores.rows import skipped_row
 
@@ -44,6 +47,7 @@ class ImageCaseRunner:
         mos = res.mos(screened.dataset)
         out = Outcome()
         progress = Progress(case.id, len(screened.dataset))
+        transfer = TransferScorer(res, case.metric, case.dataset, self.config.transfer_to or ())
         for names, batch, reference in res.metric_batches(screened.dataset, case.metric):
             sync_device(res.device)
             start = time.perf_counter()
@@ -56,6 +60,7 @@ class ImageCaseRunner:
             with torch.no_grad():
                 attacked = res.run_batched(case.metric, metric, adv, reference).float().cpu().tolist()
             out.max_linf = max(out.max_linf, float((adv - batch).abs().max()))
+            on_targets = transfer.score_batch(screened.dataset, names, adv)
             sim = image_distortion(batch, adv)
             for i, name in enumerate(names):
                 c, a = clean[name], attacked[i]
@@ -74,10 +79,12 @@ class ImageCaseRunner:
                     row["amplitude"] = case.amplitude
                 if mos is not None:
                     row["mos"] = mos[0].get(name, math.nan)
+                transfer.annotate(row, name, i, on_targets)
                 out.rows.append(row)
                 out.keep_pair(self.config.pairs_to_save, name, batch[i], adv[i], orient(a - c, metric.lower_better))
             progress.advance(len(names))
         out.frames = len(out.rows)
+        out.transfer = transfer.results(out.rows)
         universal = {"train_dataset": dataset_slug(case.train_dataset or ""), "amplitude": case.amplitude}
         for name in sorted(screened.skipped):
             out.rows.append(

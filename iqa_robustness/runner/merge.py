@@ -22,6 +22,7 @@ from iqa_robustness.runner.sessions import LOCAL_SETTINGS, SessionRecord, latest
 from iqa_robustness.scores.results import CaseResult
 from iqa_robustness.scores.rows import score_rows
 from iqa_robustness.scores.summary import load_cases
+from iqa_robustness.scores.transfer import join_transfer
 
 _STATUS_ORDER = ("error", "interrupted", "failed", "skipped", "passed")
 
@@ -141,6 +142,7 @@ def join_image_shards(parts: Sequence[CaseResult]) -> CaseResult:
         seconds_per_image=seconds,
         peak_memory_mb=max(p.peak_memory_mb for p in parts),
         artifacts=artifacts,
+        transfer=join_transfer([p.transfer for p in parts], rows),
         status=status,
         message="; ".join(dict.fromkeys(p.message for p in parts if p.message)),
         fingerprint="",

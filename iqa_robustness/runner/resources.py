@@ -249,17 +249,21 @@ class Resources:
         full_reference = get_spec(metric_name).is_full_reference
         items = {item.image_name: item for item in dataset.items} if full_reference else {}
         for names, batch in self.batches(dataset):
-            if not full_reference:
-                yield names, batch, None
-                continue
-            missing = [name for name in names if not isinstance(items[name], JpegItem)]
-            if missing:
-                raise TypeError(
-                    f"{metric_name} is a full-reference metric, but {missing[0]!r} is no JPEG copy of a clean image; "
-                    "open the dataset through Resources.dataset"
-                )
-            reference = torch.stack([items[name].reference() for name in names]).to(self.device)
-            yield names, batch, reference
+            yield names, batch, self.reference_batch(items, names, metric_name) if full_reference else None
+
+    def reference_batch(self, items: dict[str, ImageItem], names: list[str], metric_name: str) -> torch.Tensor:
+        """The clean images of the JPEG copies ``names`` (``items`` by name): a full-reference metric's references.
+
+        Raises:
+            TypeError: an item is no JPEG copy of a clean image.
+        """
+        missing = [name for name in names if not isinstance(items[name], JpegItem)]
+        if missing:
+            raise TypeError(
+                f"{metric_name} is a full-reference metric, but {missing[0]!r} is no JPEG copy of a clean image; "
+                "open the dataset through Resources.dataset"
+            )
+        return torch.stack([items[name].reference() for name in names]).to(self.device)  # type: ignore[attr-defined]
 
     # -- clean scores ---------------------------------------------------------------------
     def clean_scores(self, metric_name: str, dataset_name: str) -> dict[str, float]:
@@ -352,6 +356,40 @@ class Resources:
                 else:
                     scores.update(zip(names, raw, strict=True))
         return scores, refused
+
+    # -- transfer targets -----------------------------------------------------------------
+    def transfer_clean(self, target: str, source: str, dataset_name: str) -> dict[str, float]:
+        """Raw clean scores of ``target`` on the inputs ``source`` is tested on, computed once and shared.
+
+        When both metrics are tested on the same inputs (the same JPEG qualities, see
+        :meth:`jpeg_qualities`) these are the target's own :meth:`screened` scores; otherwise (a
+        no-reference target of a full-reference source: the source's inputs are JPEG copies) the
+        target scores the source's inputs. Images the target cannot take are left out.
+
+        Raises:
+            ValueError: ``target`` is full-reference and the source's inputs are not JPEG copies
+                (nothing to bind as its reference); the message says what to run instead.
+        """
+        if self.jpeg_qualities(target) == self.jpeg_qualities(source):
+            screened = self.screened(target, dataset_name)
+            return {n: v for n, v in screened.clean.items() if n not in screened.skipped}
+        dataset = self.dataset(dataset_name, source)
+        if not isinstance(dataset, Dataset):
+            raise TypeError(f"{dataset_name} is a set of clips for {source}; transfer scoring takes images")
+        if get_spec(target).is_full_reference and not all(isinstance(i, JpegItem) for i in dataset.items):
+            raise ValueError(
+                f"{target} is a full-reference metric: it scores an image against its reference, but {source} is "
+                f"tested on the clean images of {dataset_name} (no JPEG copies, nothing to bind as the reference); "
+                f"add --jpeg-quality 80 so every metric is tested on JPEG copies, or leave {target} "
+                "out of --transfer-to"
+            )
+        key = (f"transfer:{target}", f"{dataset_name}|{self.jpeg_qualities(source)}")
+        if key not in self._clean:
+            min_side = get_spec(target).min_side
+            taken = tuple(i for i in dataset if too_small_reason(target, min_side, i.shape) is None)
+            scores, _ = self._score_clean(target, dataclasses.replace(dataset, items=taken), skip=True)
+            self._clean[key] = {n: v for n, v in scores.items() if math.isfinite(v)}
+        return self._clean[key]
 
     # -- universal perturbations ----------------------------------------------------------
     def perturbation(self, attack: Attack, metric_name: str, train_dataset: str) -> Perturbation:

@@ -103,6 +103,7 @@ class Suite:
             budget=case.budget,
         )
         result.fingerprint = fingerprint
+        result.transfer = outcome.transfer or self._untransferred(case, clips)
         if perturbation is not None and perturbation.meta.get("loss_curve"):
             result.curves["train_loss"] = perturbation.meta["loss_curve"]
         label = f"{case.attack}_{case.metric}"
@@ -152,6 +153,8 @@ class Suite:
             options["mos"] = file_digest(mos[1])
         if attack.universal:
             options.update(clamp=c.clamp_uap, training_steps=list(c.uap_training_steps(self.device)))
+        if c.transfer_to:  # a result without the target scores is not the same
+            options["transfer_to"] = sorted(set(c.transfer_to) - {case.metric})
         return case_fingerprint(
             metric=self._identities[metric_key],
             attack=attack,
@@ -184,6 +187,17 @@ class Suite:
                 result.resumed_from = result.resumed_from or path.parent.name
                 return result
         return None
+
+    def _untransferred(self, case: CaseSpec, clips: bool) -> dict[str, dict[str, Any]]:
+        """The targets of a clip case: other metrics score adversarial images, not clips."""
+        targets = [t for t in self.config.transfer_to or () if t != case.metric]
+        if not clips or not targets:
+            return {}
+        why = (
+            f"{case.metric} is attacked clip by clip on {case.dataset}; --transfer-to scores adversarial images "
+            f"(test the video set's frames with an image metric as the source to measure transfer)"
+        )
+        return {t: {"error": why} for t in targets}
 
     @staticmethod
     def _scores(outcome: Outcome, lower_better: bool, clips: bool) -> dict[str, float]:

@@ -44,6 +44,11 @@ class CaseResult:
             ``--resume`` reuses a result with the same one.
         resumed_from: the session whose result this is, when it was reused by ``--resume``.
         curves: named series ``[[step, value], ...]`` (``train_loss`` of a universal attack).
+        transfer: ``--transfer-to``: target metric -> its scores of the case's adversarial images
+            (:data:`~iqa_robustness.scores.transfer.TRANSFER_KEYS` and the target's ``lower_better``,
+            which ``merge`` rescores image shards with), or ``{"error": why}`` for a
+            target that could not score them; the per-image values are the rows' ``clear@<target>``
+            and ``attacked@<target>``.
     """
 
     case_id: str
@@ -66,6 +71,7 @@ class CaseResult:
     fingerprint: str = ""
     resumed_from: str = ""
     curves: dict[str, list[list[float]]] = dataclasses.field(default_factory=dict)
+    transfer: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     @property
     def scored_rows(self) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from iqa_robustness.conventions import orient
 from iqa_robustness.scores.results import CaseResult
 from iqa_robustness.scores.rows import skipped_text
 from iqa_robustness.scores.summary import case_summary
+from iqa_robustness.scores.transfer import transfer_metrics
 from iqa_robustness.tracking.query import LoggedCase
 from iqa_robustness.tracking.store import (
     KIND_CASE,
@@ -46,6 +47,8 @@ def case_metrics(result: CaseResult) -> dict[str, float]:
     """Every finite group score (with its CI bounds), mean PSNR/SSIM/MSE, time, memory, image counts.
 
     ``n_images`` counts the scored images, ``n_skipped`` those left out (named in the ``skipped`` tag).
+    ``--transfer-to`` targets add ``transfer/<target>/<score>`` (a failed target's error is the
+    ``transfer_errors`` tag).
 
     ``psnr``, ``ssim`` and ``mse`` are means over the images; an image the attack left unchanged
     (PSNR = inf) does not enter the PSNR mean. Non-finite scores are left out (MLflow would store
@@ -63,6 +66,7 @@ def case_metrics(result: CaseResult) -> dict[str, float]:
         n_images=result.n_images,
         n_skipped=result.n_skipped,
     )
+    values.update(transfer_metrics(result.transfer))
     out = {}
     for name, value in values.items():
         number = finite_or_none(value)
@@ -87,6 +91,9 @@ def case_tags(result: CaseResult) -> dict[str, str]:
         tags["resumed_from"] = result.resumed_from
     if result.n_skipped:
         tags["skipped"] = skipped_text(result.rows, limit=TAG_VALUE_LIMIT)
+    errors = [scores["error"] for scores in result.transfer.values() if scores.get("error")]
+    if errors:
+        tags["transfer_errors"] = "; ".join(errors)
     if result.weights_mode == "random":
         tags["benchmark_number"] = "false"
     return {mlflow_key(k): cut_text(v, TAG_VALUE_LIMIT) for k, v in tags.items()}

@@ -71,13 +71,14 @@ class NamedSession:
         if self.results is not None:
             return [_found_files(r, Path(self.ref)) for r in self.results]
         from iqa_robustness.scores.results import CaseResult
+        from iqa_robustness.scores.transfer import METRIC_PREFIX, transfer_from_metrics
         from iqa_robustness.tracking import download_case_files
 
         out = []
         for case in self.cases:
             rows = self.rows(case) if case.status in ("passed", "failed") else []
             amplitude = float(case.amplitude) if case.amplitude not in ("", "None") else None
-            scores = {k: v for k, v in case.metrics.items() if k not in _MEASURED}
+            scores = {k: v for k, v in case.metrics.items() if k not in _MEASURED and not k.startswith(METRIC_PREFIX)}
             result = CaseResult(
                 case_id=case.case_id, metric=case.metric, attack=case.attack, dataset=case.dataset,
                 params=dict(case.params), rows=rows, scores=scores, lower_better=case.lower_better,
@@ -86,6 +87,7 @@ class NamedSession:
                 seconds_per_image=case.metrics.get("seconds_per_image", float("nan")),
                 peak_memory_mb=case.metrics.get("peak_memory_mb", float("nan")),
             )  # fmt: skip
+            result.transfer = transfer_from_metrics(case.metrics)
             result.artifacts = download_case_files(self._client, case, self.scratch / "files")
             out.append(result)
         return out
