@@ -8,14 +8,19 @@ ICML 2018) and the universal square-uap.
 
 from __future__ import annotations
 
+import csv
+import json
+
 import pytest
 import torch
+from test_plugin import run_suite
 
 from iqa_robustness.attacks import Budget, BudgetExceededError, create_attack, list_attacks
 from iqa_robustness.attacks.budget import active_budgets, changed_pixels
 from iqa_robustness.attacks.queries import QueryRecord, mean_curve, recording_queries, square_fraction
 from iqa_robustness.conventions import CPU_MAX_QUERIES
 from iqa_robustness.metrics.base import FullReferenceMetric, Metric, MetricSpec
+from iqa_robustness.runner.config import SuiteConfig
 
 IMAGE_ATTACKS = ["nes", "onepixel", "parsimonious", "patch-rs", "square"]
 QUERIES = 60
@@ -157,3 +162,47 @@ def test_square_uap_searches_a_universal_perturbation_with_batch_mean_queries(tm
     assert float(adv.min()) >= 0.0
     assert float(adv.max()) <= 1.0
     assert attack.fit(Brightness(), train, cache_dir=tmp_path).from_cache
+
+
+def test_the_query_budget_is_capped_on_the_cpu_only() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert SuiteConfig().query_limit(10_000, cpu)[0] == CPU_MAX_QUERIES
+    assert "capped" in SuiteConfig().query_limit(10_000, cpu)[1]
+    assert SuiteConfig().query_limit(10_000, cuda)[0] == 10_000
+    assert SuiteConfig().query_limit(100, cpu)[0] == 100
+    assert SuiteConfig(queries=50).query_limit(10_000, cuda) == (50, "--queries 50")
+
+
+def test_the_blackbox_marker_runs_every_black_box_attack_on_every_metric_within_its_limits(
+    tmp_path, torch_home, shared_dir, pyiqa_weights
+) -> None:
+    weights = shared_dir / "weights"
+    proc = run_suite(
+        tmp_path,
+        torch_home,
+        *("-m", "blackbox", "--metric", "piqe,entropy,cnniqa-live", "--dataset", "msu5", "--image-size", "64"),
+        *("--max-images", "2", "--queries", "30", "--amplitude", "0.8", "--train-dataset", "msu5"),
+        *("--weights-dir", str(weights / "original"), "--no-mlflow", "--results-dir", str(tmp_path / "r"), "-q"),
+        timeout=400,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    with (tmp_path / "r" / "summary.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    blackbox = list_attacks(where=lambda cls: cls.family == "blackbox")
+    assert {(r["metric"], r["attack"]) for r in rows} == {
+        (m, a) for m in ("piqe", "entropy", "cnniqa-live") for a in blackbox
+    }
+    for row in rows:
+        assert row["status"] == "passed", row
+        assert 1 <= float(row["queries_used"]) <= float(row["queries_used_max"]) <= 30, row
+    cases = [json.loads(p.read_text()) for p in (tmp_path / "r" / "cases").glob("*/*.json")]
+    for case in cases:
+        assert case["params"]["queries"] == 30
+        assert case["params"]["query_limit"] == "--queries 30"
+        assert case["curves"]["best_q"], case["case_id"]
+        if case["attack"] == "onepixel":
+            assert case["scores"]["max_l0"] <= 3
+        elif case["attack"] != "patch-rs":
+            assert case["scores"]["max_linf"] <= 0.1 * (case["amplitude"] or 1.0) + 1e-5
+    report = (tmp_path / "r" / "report" / "index.html").read_text()
+    assert report.count('class="plot query-curve"') == len(cases)

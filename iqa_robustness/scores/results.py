@@ -15,6 +15,9 @@ from typing import Any
 
 from iqa_robustness.scores.rows import scored_rows, skipped_rows
 
+#: The curve of a query-based case: the mean over images of the best q found against queries made.
+BEST_Q_CURVE = "best_q"
+
 
 @dataclasses.dataclass
 class CaseResult:
@@ -43,7 +46,9 @@ class CaseResult:
         fingerprint: what identifies the computation (see :mod:`iqa_robustness.runner.fingerprint`);
             ``--resume`` reuses a result with the same one.
         resumed_from: the session whose result this is, when it was reused by ``--resume``.
-        curves: named series ``[[step, value], ...]`` (``train_loss`` of a universal attack).
+        curves: named series ``[[step, value], ...]`` (``train_loss`` of a universal attack; ``best_q``
+            of a query-based attack: the mean best oriented score against queries per image). A query-based
+            case also has ``queries_used`` (mean over images) and ``queries_used_max`` in ``scores``.
     """
 
     case_id: str
