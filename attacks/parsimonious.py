@@ -8,7 +8,8 @@ Every block starts at ``-eps``. The blocks are visited in a random order in mini
 most (each block's gain is measured once, then re-measured only when it reaches the top of the
 queue, and a flip is kept only when it raises q strictly), then a lazy-greedy deletion does the same
 for flipping blocks back. After a full pass the block size halves (32, 16, ..., 1), keeping the
-signs, until the query budget is spent.
+signs, until the query budget is spent. The result is the searched image when its q is strictly
+above the clean image's (the first query), otherwise the clean image.
 
 The number of queries a mini-batch takes depends on the image, so the images of a batch are searched
 one after the other (their queries still go to the metric as batches of candidates). ART, foolbox and
@@ -18,6 +19,7 @@ torchattacks do not implement this attack; it is written here.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 
@@ -32,7 +34,7 @@ class Parsimonious(BlackBoxAttack):
     """Parsimonious attack (lazy-greedy local search over block signs).
 
     Attributes:
-        queries: query budget per image (the first scores the all ``-eps`` start).
+        queries: query budget per image (the first scores the clean image, the second the ``-eps`` start).
         seed: seeds each image's block order.
         eps: L-inf bound.
         block_size: the initial block side in pixels, halved after every full pass down to 1.
@@ -57,6 +59,18 @@ class Parsimonious(BlackBoxAttack):
         c, h, w = x0.shape
         block = max(1, min(self.block_size, h, w))
         signs = -torch.ones(1, c, -(-h // block), -(-w // block), dtype=x0.dtype)
+        clean_q = float(oracle(x0.unsqueeze(0), [i])[0])
+        oracle.floor[i] = clean_q
+        signs, block, best_q = self._search(oracle, i, x0, signs, block, rng)
+        return self._image(x0, signs, block)[0] if best_q > clean_q else x0
+
+    def _search(
+        self, oracle: Oracle, i: int, x0: torch.Tensor, signs: torch.Tensor, block: int, rng: torch.Generator
+    ) -> tuple[torch.Tensor, int, float]:
+        """The local search from ``signs`` until the budget is spent: ``(signs, block, q)`` at the end."""
+        h, w = x0.shape[-2:]
+        if oracle.left(i) == 0:
+            return signs, block, -math.inf
         best_q = float(oracle(self._image(x0, signs, block), [i])[0])
         oracle.report(i, best_q)
         while oracle.left(i) > 0:
@@ -67,12 +81,12 @@ class Parsimonious(BlackBoxAttack):
                     members = [int(b) for b in chunk if signs.view(-1)[b] == flip_from]
                     signs, best_q = self._lazy_greedy(oracle, i, x0, signs, block, best_q, members)
                     if oracle.left(i) == 0:
-                        return self._image(x0, signs, block)[0]
+                        return signs, block, best_q
             if block > 1:  # the next pass on blocks of half the side, keeping the perturbation
                 fine = max(1, block // 2)
                 signs = _upsample(signs, block, (h, w))[..., ::fine, ::fine].contiguous()
                 block = fine
-        return self._image(x0, signs, block)[0]
+        return signs, block, best_q
 
     def _lazy_greedy(
         self,

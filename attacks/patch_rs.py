@@ -6,9 +6,11 @@ One square patch of ``eps`` pixels (169 = 13 x 13) replaces the image at a rando
 black with 1000 random sub-squares of colours in {0, 1} per channel painted over it (the Sparse-RS
 code's ``random_squares``); every 4th iteration the patch moves by up to
 ``0.75 * (1 - it / n) * side`` pixels in each direction, every other iteration a random sub-square
-of it (side ``sqrt(p) * side``, ``p`` from ``p_init = 0.8`` halved on Square's schedule) takes a random colour in
-{0, 1}^3. A candidate is kept only when q rises strictly. The result differs from the clean image in
-at most ``eps`` pixel positions: the class declares that L0 budget.
+of it (side ``sqrt(p) * side``, ``p`` from ``p_init = 0.8`` halved on Square's schedule) takes a
+random colour in {0, 1}^3. A candidate is kept only when q rises strictly, and the patched image is
+returned only when its q is strictly above the clean image's (the first query); otherwise the clean
+image. The result differs from the clean image in at most ``eps`` pixel positions: the class
+declares that L0 budget.
 
 ART, torchattacks and foolbox implement Sparse-RS (or none of its patch variant) for a classifier's
 margin loss only; none takes a regression objective, so the search is written here.
@@ -35,7 +37,7 @@ class PatchRS(BlackBoxAttack):
     """Sparse-RS with one square patch.
 
     Attributes:
-        queries: query budget per image (the first scores the initial patch).
+        queries: query budget per image (the first scores the clean image, the second the initial patch).
         seed: seeds each image's generator.
         eps: the patch's area in pixels (its side is ``round(sqrt(eps))``).
         p_init: initial fraction of the patch a recoloured sub-square covers.
@@ -62,10 +64,12 @@ class PatchRS(BlackBoxAttack):
                 patch[:, top : top + s, left : left + s] = self._colour(c, s, rngs[i])
             patches.append(patch.to(images))
             places.append((random_int(0, h - side, rngs[i]), random_int(0, w - side, rngs[i])))
-        best_q = oracle(self._paste(images, patches, places, side))
+        clean_q = oracle(images)
+        oracle.floor = clean_q.tolist()
+        best_q = oracle(self._paste(images, patches, places, side)) if self.queries > 1 else clean_q
         for i in range(n):
             oracle.report(i, best_q[i])
-        for it in range(1, self.queries):
+        for it in range(1, self.queries - 1):
             new_patches, new_places = [p.clone() for p in patches], list(places)
             for i in range(n):
                 if it % self.move_every == 0:
@@ -83,7 +87,8 @@ class PatchRS(BlackBoxAttack):
                 if q[i] > best_q[i]:
                     patches[i], places[i], best_q[i] = new_patches[i], new_places[i], q[i]
                 oracle.report(i, best_q[i])
-        return self._paste(images, patches, places, side)
+        patched = self._paste(images, patches, places, side)
+        return torch.where((best_q > clean_q)[:, None, None, None], patched, images)
 
     @staticmethod
     def _colour(c: int, s: int, rng: torch.Generator) -> torch.Tensor:

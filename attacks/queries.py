@@ -21,6 +21,7 @@ import bisect
 import contextlib
 import contextvars
 import dataclasses
+import math
 from collections.abc import Iterator
 from typing import ClassVar
 
@@ -96,6 +97,9 @@ class Oracle:
         self.budget = budget
         self.used = [0] * n_images
         self.curves: list[list[tuple[int, float]]] = [[] for _ in range(n_images)]
+        #: per image, a q the result is known to reach whatever the search holds (the clean image's, for
+        #: an attack that returns the clean image unless its search beats it); the curve never drops below
+        self.floor = [-math.inf] * n_images
 
     def left(self, image: int) -> int:
         """Queries image ``image`` may still make."""
@@ -139,7 +143,7 @@ class Oracle:
 
     def report(self, image: int, best: float) -> None:
         """Mark the best q image ``image`` holds after the queries it has made so far (one curve point)."""
-        self.curves[image].append((self.used[image], float(best)))
+        self.curves[image].append((self.used[image], max(float(best), self.floor[image])))
 
     def records(self) -> list[QueryRecord]:
         return [QueryRecord(used=u, curve=list(c)) for u, c in zip(self.used, self.curves, strict=True)]

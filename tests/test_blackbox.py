@@ -77,6 +77,24 @@ def test_each_attack_raises_q_of_a_non_differentiable_metric_within_its_budget_a
         assert budget.measure(x, adv) <= budget.limit(attack) + 1e-6
 
 
+class Greyness(Metric):
+    """Best at mid-grey: on a mid-grey image every change lowers q."""
+
+    spec = MetricSpec(name="greyness", differentiable=False, bounds=(-1.0, 0.0))
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        return -(x - 0.5).abs().mean(dim=(1, 2, 3))
+
+
+@pytest.mark.parametrize("name", IMAGE_ATTACKS)
+def test_an_attack_that_finds_nothing_better_returns_the_clean_image(name: str) -> None:
+    x = torch.full((2, 3, 24, 24), 0.5)
+    with recording_queries() as log:
+        adv = create_attack(name, queries=40)(Greyness(), x)
+    assert torch.equal(adv, x)
+    assert all(r.curve[-1][1] == 0.0 for r in log.records)
+
+
 def test_linf_attacks_stay_in_a_smaller_ball_and_l0_attacks_change_few_pixels() -> None:
     x = images(2)
     for name in ("square", "parsimonious", "nes"):
