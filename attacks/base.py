@@ -45,11 +45,13 @@ class Attack:
     Class attributes (facts, not hyperparameters):
         name: registry name (``ifgsm``).
         family: ``iterative`` (FGSM family), ``perceptual`` (korhonen, madc), ``uap`` (universal
-            perturbations) or ``learned`` (image-conditioned generator).
+            perturbations), ``learned`` (image-conditioned generator) or ``blackbox`` (query-based, scores
+            only: :mod:`attacks.queries`).
         universal: trained once, then applied to any image (``fit`` + ``apply``).
         needs_gradient: requires a differentiable metric.
         learned: trains a generator network (generative-uap, cnn): the ``learned`` marker.
-        iterations_attr: name of the field holding the number of forward+backward passes.
+        iterations_attr: name of the field holding the number of forward+backward passes (``queries``
+            for a query-based attack: its budget of metric calls per image).
         budget: the bound every result keeps (:class:`~attacks.budget.Budget`), a tuple of bounds that
             all hold, or ``None`` when the attack's code guarantees none. Every registered class declares it.
         budget_step: ``(step field, iterations field)`` when the step scales with an L-inf budget

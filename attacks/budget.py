@@ -13,7 +13,9 @@ loudly instead of reporting an inflated gain. Kinds:
 - ``linf``: ``max |adv - x| <= field`` per image (FGSM family);
 - ``linf-amplitude``: ``max |adv - x| <= field * amplitude`` (universal perturbations applied at
   the benchmark's amplitudes, generators whose tanh output is scaled by the field);
-- ``rmse``: ``sqrt(mean (adv - x)^2) <= field`` per image (MAD competition).
+- ``rmse``: ``sqrt(mean (adv - x)^2) <= field`` per image (MAD competition);
+- ``l0``: at most ``field`` pixel positions of each image differ from the clean image in any channel
+  (one-pixel attacks, Sparse-RS patches).
 
 ``None`` declares that the attack's code guarantees no bound; its docstring says why. A class may
 declare several bounds as a tuple (MAD competition: an RMSE bound and an optional L-inf one), and a
@@ -42,6 +44,7 @@ __all__ = [
     "BudgetExceededError",
     "active_budgets",
     "budget_slug",
+    "changed_pixels",
     "declared_budgets",
     "describe_budgets",
 ]
@@ -49,7 +52,7 @@ __all__ = [
 #: slack for float32 rounding (a sum of ``iters`` steps of ``eps / iters`` may land just past ``eps``)
 TOLERANCE = 1e-5
 
-BudgetKind = Literal["linf", "linf-amplitude", "rmse"]
+BudgetKind = Literal["linf", "linf-amplitude", "rmse", "l0"]
 _DIMS = (1, 2, 3)
 
 
@@ -62,7 +65,7 @@ class Budget:
     """A bound on ``adv - x`` read from one hyperparameter of the attack.
 
     Attributes:
-        kind: ``linf``, ``linf-amplitude`` or ``rmse`` (see the module docstring).
+        kind: ``linf``, ``linf-amplitude``, ``rmse`` or ``l0`` (see the module docstring).
         field: the attack's hyperparameter that holds the bound (``eps``).
         optional: the field may be ``None``, and the bound then does not apply (:meth:`active`).
     """
@@ -86,6 +89,11 @@ class Budget:
         """``sqrt(mean (adv - x)^2) <= attack.<field>`` on every image."""
         return cls("rmse", field)
 
+    @classmethod
+    def l0(cls, field: str) -> Budget:
+        """At most ``attack.<field>`` pixel positions (H x W, any channel) of every image change."""
+        return cls("l0", field)
+
     @property
     def bounds_linf(self) -> bool:
         """Whether the bound is an L-inf ball (at amplitude 1 for ``linf-amplitude``): what ``--eps`` sets."""
@@ -97,13 +105,15 @@ class Budget:
 
     @property
     def norm(self) -> str:
-        """``linf`` or ``rmse``: what :meth:`measure` computes."""
-        return "rmse" if self.kind == "rmse" else "linf"
+        """``linf``, ``rmse`` or ``l0``: what :meth:`measure` computes."""
+        return self.kind if self.kind in ("rmse", "l0") else "linf"
 
     def describe(self) -> str:
         """The bound as a formula, for listings and messages (``|adv - x|_inf <= eps * amplitude``)."""
         if self.kind == "rmse":
             return f"RMSE(adv - x) <= {self.field}"
+        if self.kind == "l0":
+            return f"|adv - x|_0 <= {self.field} (pixel positions changed)"
         suffix = " * amplitude" if self.kind == "linf-amplitude" else ""
         when = f" (when {self.field} is set)" if self.optional else ""
         return f"|adv - x|_inf <= {self.field}{suffix}{when}"
@@ -121,9 +131,12 @@ class Budget:
 
     def measure(self, clean: torch.Tensor, adversarial: torch.Tensor) -> float:
         """The largest per-image distance of the batch in this budget's norm."""
-        diff = (adversarial.detach().double() - clean.detach().double()).flatten(1)
+        diff = adversarial.detach().double() - clean.detach().double()
         if diff.numel() == 0:
             return 0.0
+        if self.norm == "l0":  # a pixel position counts once, whichever of its channels changed
+            return float(changed_pixels(clean, adversarial).max())
+        diff = diff.flatten(1)
         per_image = diff.square().mean(dim=1).sqrt() if self.norm == "rmse" else diff.abs().amax(dim=1)
         return float(per_image.max())
 
@@ -145,6 +158,12 @@ class Budget:
                 f"{self.field}={float(getattr(attack, self.field)):.6g})"
             )
         return found
+
+
+def changed_pixels(clean: torch.Tensor, adversarial: torch.Tensor) -> torch.Tensor:
+    """Per image of a batch (N, C, H, W), how many pixel positions differ in any channel (an L0 distance)."""
+    diff = (adversarial.detach().double() - clean.detach().double()).abs()
+    return (diff.amax(dim=1) > 0).flatten(1).sum(dim=1)
 
 
 #: What an attack class declares: one bound, several (all must hold), or ``None``.

@@ -20,6 +20,11 @@ AMPLITUDES: tuple[float, ...] = (0.2, 0.4, 0.8)
 #: CPU). The benchmark's numbers come from full epochs: the GPU pipeline runs them.
 CPU_UAP_MAX_STEPS = 40
 
+#: On the CPU, a query-based (black-box) attack makes at most this many queries per image unless
+#: ``--queries`` gives a number (their budgets of 10 000 queries take hours per metric on a CPU). The
+#: benchmark's numbers come from the full budgets: the GPU pipeline runs them.
+CPU_MAX_QUERIES = 400
+
 #: L-inf budgets (``--eps``) are named and plotted in units of one grey level of an 8-bit image.
 BUDGET_UNIT = 1 / 255
 

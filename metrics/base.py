@@ -199,6 +199,22 @@ class Metric(nn.Module):
         finally:
             self._reference = previous
 
+    @contextlib.contextmanager
+    def reference_rows(self, index: torch.Tensor) -> Iterator[Metric]:
+        """Bind rows ``index`` of the bound reference batch for the calls inside the block.
+
+        A query-based attack scores many candidates of one image at a time; each candidate needs its
+        own image's reference. On a no-reference metric, or with nothing bound, this binds nothing.
+
+        Args:
+            index: one row of the bound reference batch per input of the next calls (``LongTensor``).
+        """
+        if self._reference is None:
+            yield self
+            return
+        with self.reference(self._reference[index.to(self._reference.device)]):
+            yield self
+
     def bound_reference(self, distorted: torch.Tensor) -> torch.Tensor:
         """The reference batch bound by :meth:`reference`, on the device and dtype of ``distorted``.
 

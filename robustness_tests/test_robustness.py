@@ -17,7 +17,7 @@ import pytest
 from iqa_robustness.attacks import NotDifferentiableError
 from iqa_robustness.attacks.budget import TOLERANCE, active_budgets
 from iqa_robustness.metrics import MissingWeightsError, get_spec
-from iqa_robustness.scores.results import interrupted_message, unfinished_result
+from iqa_robustness.scores.results import BEST_Q_CURVE, interrupted_message, unfinished_result
 
 FINITE_SCORES = ("abs_gain", "norm_abs_gain", "wasserstein_score", "energy_distance_score")
 
@@ -86,6 +86,7 @@ def _check_budget(result, case):
 
     L-inf: ``max_linf`` over every image (frame). RMSE: the largest per-row RMSE, from the rows'
     MSE (per image; per clip on a video set, where the per-frame bound is enforced by the attack).
+    L0: ``max_l0``, the most pixel positions changed in one image.
     A case at an L-inf budget ``b`` keeps ``max_linf <= b`` (``b * amplitude`` for a universal
     perturbation, whose bound is at amplitude 1), whatever values the attack ran with.
     """
@@ -95,6 +96,8 @@ def _check_budget(result, case):
         found = result.scores["max_linf"]
         if budget.norm == "rmse":
             found = math.sqrt(max(row["mse"] for row in result.scored_rows))
+        elif budget.norm == "l0":
+            found = result.scores["max_l0"]
         assert found <= limit + TOLERANCE, f"{budget.norm} {found:.6g} > {budget.describe()} = {limit:.6g}"
     if case.budget is not None:
         limit = case.budget * (abs(amplitude) if amplitude is not None else 1.0)
@@ -102,10 +105,21 @@ def _check_budget(result, case):
         assert found <= limit + TOLERANCE, f"linf {found:.6g} > the case's budget {case.attack} = {limit:.6g}"
 
 
+def _check_queries(result, attack):
+    """A query-based attack made at most its query budget per image, and recorded how many and its curve."""
+    if attack.iterations_attr != "queries":
+        return
+    assert 1 <= result.scores["queries_used_max"] <= attack.iterations, (
+        f"queries used {result.scores['queries_used_max']:g} outside 1..{attack.iterations}"
+    )
+    assert result.curves.get(BEST_Q_CURVE), "a query-based case records its best score against queries"
+
+
 def test_image_specific_attack(image_case, suite, case_results_dir, baseline):
     result, violations = _run(suite, image_case, case_results_dir, baseline)
     _check_common(result, suite.dataset(image_case.dataset, image_case.metric))
     _check_budget(result, image_case)
+    _check_queries(result, suite.attack(image_case))
     assert not violations, "less robust than the baseline: " + "; ".join(violations)
 
 
@@ -118,4 +132,5 @@ def test_universal_attack(universal_case, suite, case_results_dir, baseline, pyt
     result, violations = _run(suite, universal_case, case_results_dir, baseline)
     _check_common(result, suite.dataset(universal_case.dataset, universal_case.metric))
     _check_budget(result, universal_case)
+    _check_queries(result, suite.attack(universal_case))
     assert not violations, "less robust than the baseline: " + "; ".join(violations)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from iqa_robustness.conventions import AMPLITUDES, CPU_UAP_MAX_STEPS, DEFAULT_EXPERIMENT
+from iqa_robustness.conventions import AMPLITUDES, CPU_MAX_QUERIES, CPU_UAP_MAX_STEPS, DEFAULT_EXPERIMENT
 
 from .rooting import reroot
 
@@ -26,6 +26,8 @@ DEFAULT_DATASETS = ("sample",)
 MARKERS = {
     "iterative": "FGSM-family attacks (fgsm, ifgsm, mifgsm, amifgsm)",
     "perceptual": "perceptually constrained attacks (korhonen, madc)",
+    "blackbox": "query-based attacks that use scores only and run on every metric "
+    "(square, parsimonious, onepixel, patch-rs, nes, square-uap)",
     "uap": "universal perturbations, trained once per metric (uap, cumulative-uap, generative-uap, cnn)",
     "learned": "attacks with a learned generator (generative-uap, cnn)",
     "video": "cases on a video metric or a video dataset (clips, or their frames for an image metric)",
@@ -125,6 +127,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="auto",
         help="universal training: N optimisation steps, 'epochs' (the attacks' full epochs, as the benchmark), or "
         f"'auto' (default): full epochs on a GPU, {cpu_cap} on the CPU",
+    )
+    g.addoption(
+        "--queries",
+        type=_queries,
+        default="auto",
+        help="query budget per image of the black-box attacks: N queries, or 'auto' (default): each attack's own "
+        f"budget on a GPU (10000 for most), at most {CPU_MAX_QUERIES} on the CPU; the case's params record it as "
+        "queries and query_limit",
     )
     g.addoption(
         "--jpeg-quality",
@@ -353,6 +363,16 @@ def _uap_steps(value: str) -> int | str:
     return steps
 
 
+def _queries(value: str) -> int | str:
+    """``auto`` or a positive number of queries."""
+    if value.strip().lower() == "auto":
+        return "auto"
+    queries = int(value)
+    if queries < 1:
+        raise ValueError(f"--queries must be a positive number of queries per image or 'auto', got {value}")
+    return queries
+
+
 def _shard(value: str) -> str:
     """``K/N`` checked (1 <= K <= N), kept as text."""
     from iqa_robustness.runner.config import parse_shard
@@ -395,7 +415,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     for case in grid:
         spec, cls = get_spec(case.metric), case.attack_spec.cls
         marks = [getattr(pytest.mark, _marker(cls.name)), pytest.mark.xdist_group(case.metric)]
-        if cls.family in ("iterative", "perceptual"):
+        if cls.family in ("iterative", "perceptual", "blackbox"):
             marks.append(getattr(pytest.mark, cls.family))
         if cls.learned or cls.family == "learned":
             marks.append(pytest.mark.learned)
@@ -518,6 +538,7 @@ def suite(request: pytest.FixtureRequest):
         jpeg_colour=opt("--jpeg-colour"),
         budgets=budgets_option(request.config),
         transfer_to=transfer_option(request.config),
+        queries=opt("--queries") if isinstance(opt("--queries"), int) else None,  # "auto" is a word
     )
     suite = Suite(config)
     request.config.stash[STASH_SUITE] = suite

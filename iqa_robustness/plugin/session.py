@@ -55,6 +55,7 @@ SETTING_OPTIONS = (
     "image_size",
     "seed",
     "uap_steps",
+    "queries",
     "uap_file",
     "clamp_uap",
     "amp",

@@ -39,7 +39,7 @@ from iqa_robustness.conventions import dataset_slug, orient
 from iqa_robustness.pictures import amplified, pair_of_row, read_pair, to_image
 from iqa_robustness.report.table import as_number
 from iqa_robustness.scores.formulas import CONFIDENCE, MOS_SCORES, PER_IMAGE_SCORES, RANK_SCORES
-from iqa_robustness.scores.results import CaseResult
+from iqa_robustness.scores.results import BEST_Q_CURVE, CaseResult
 from iqa_robustness.scores.summary import (
     BUDGET_SCORES,
     amplitude_means,
@@ -431,6 +431,15 @@ class _Page:
             ("images", f"{r.n_images} scored" + (f", {r.n_skipped} skipped" if r.n_skipped else "")),
             ("time per image", f"{_fmt(r.seconds_per_image)} s"),
         ]
+        if "queries_used" in r.scores:
+            limit = r.params.get("query_limit", "")
+            identity.append(
+                (
+                    "queries per image",
+                    f"mean {_fmt(r.scores['queries_used'])}, max {_fmt(r.scores.get('queries_used_max'))} "
+                    f"of {r.params.get('queries', '?')}" + (f" ({limit})" if limit else ""),
+                )
+            )
         dl = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in identity)
         message = f'<pre class="message">{_e(r.message)}</pre>' if r.message else ""
         skipped = ""
@@ -497,7 +506,29 @@ class _Page:
 
         uri = _figure_uri(draw, (8.0, 3.2))
         alt = f"clean against attacked score per image and the score distributions of {r.case_id}"
-        return f'<img class="plot" src="{uri}" alt="{_e(alt)}" width="640" height="256">'
+        return f'<img class="plot" src="{uri}" alt="{_e(alt)}" width="640" height="256">' + self._query_plot(r)
+
+    @staticmethod
+    def _query_plot(r: CaseResult) -> str:
+        """A query-based case's mean best q against queries (nothing for other attacks)."""
+        curve = [(as_number(s), as_number(v)) for s, v in r.curves.get(BEST_Q_CURVE, [])]
+        curve = [(s, v) for s, v in curve if math.isfinite(s) and math.isfinite(v)]
+        if not curve:
+            return ""
+        steps, values = zip(*curve, strict=True)
+
+        def draw(fig: Any) -> None:
+            ax = fig.add_subplot()
+            ax.plot(steps, values, color="tab:red", linewidth=1.2, drawstyle="steps-post")
+            ax.set_xlabel("queries per image", fontsize=8)
+            ax.set_ylabel("mean best q (oriented: higher = better)", fontsize=8)
+            ax.set_title("best score found against queries", fontsize=9)
+            ax.tick_params(labelsize=7)
+            fig.subplots_adjust(left=0.16, bottom=0.16, right=0.97, top=0.88)
+
+        uri = _figure_uri(draw, (4.0, 3.2))
+        alt = f"mean best oriented score against queries of {r.case_id}"
+        return f'<img class="plot query-curve" src="{uri}" alt="{_e(alt)}" width="320" height="256">'
 
     def _pairs(self, r: CaseResult) -> str:
         pair_files = {name: Path(path) for name, path in r.artifacts.items() if _is_pair(name)}

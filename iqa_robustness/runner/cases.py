@@ -17,6 +17,7 @@ import torch
 
 from iqa_robustness.attacks import Attack
 from iqa_robustness.attacks.perturbation import Perturbation
+from iqa_robustness.attacks.queries import QueryRecord
 from iqa_robustness.runner.grid import CaseSpec
 
 
@@ -29,6 +30,9 @@ class Outcome:
         seconds: attack time, excluding clean and attacked scoring.
         frames: images, or frames over all clips (the denominator of seconds per image).
         max_linf: the largest absolute pixel change over the case.
+        max_l0: the most pixel positions changed in one image (measured only for attacks with an L0 budget).
+        queries: a query-based attack's record per scored image, in row order
+            (:class:`~iqa_robustness.attacks.queries.QueryRecord`); empty for other attacks.
         pairs: (name, clean, adversarial) images kept for the artefacts: those of the most-fooled
             images (see :meth:`keep_pair`).
         transfer: ``--transfer-to``: target metric -> its scores of the adversarial images, or
@@ -40,6 +44,8 @@ class Outcome:
     frames: int = 0
     max_linf: float = 0.0
     transfer: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    max_l0: float | None = None
+    queries: list[QueryRecord] = dataclasses.field(default_factory=list)
     # a min-heap of ((gain, -arrival), name, clean, adversarial): the least fooled kept pair on top;
     # arrival numbers are unique, so the heap never compares tensors
     _kept: list[tuple[tuple[float, int], str, torch.Tensor, torch.Tensor]] = dataclasses.field(default_factory=list)

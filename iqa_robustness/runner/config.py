@@ -15,7 +15,7 @@ from typing import Literal
 
 import torch
 
-from iqa_robustness.conventions import CPU_UAP_MAX_STEPS, parse_budgets
+from iqa_robustness.conventions import CPU_MAX_QUERIES, CPU_UAP_MAX_STEPS, parse_budgets
 
 #: Images per batch when the batch size is "auto"; CUDA out-of-memory halves it per metric.
 AUTO_BATCH_SIZE = {"cuda": 32, "cpu": 8}
@@ -49,6 +49,7 @@ class SuiteConfig:
     resume: bool = False  # reuse a result of an earlier session with the same case fingerprint
     image_shard: tuple[int, int] | None = None  # (k, n): this session tests every n-th image from the k-th (1-based)
     budgets: tuple[float, ...] | None = None  # L-inf budgets of --eps: the grid's budget axis (None: no axis)
+    queries: int | None = None  # black-box query budget per image; None = the attacks' own (capped on the CPU)
 
     def __post_init__(self) -> None:
         if self.image_shard is not None:
@@ -83,6 +84,21 @@ class SuiteConfig:
         if self.uap_full_epochs or device.type == "cuda":
             return None, None
         return None, CPU_UAP_MAX_STEPS
+
+    def query_limit(self, own: int, device: torch.device) -> tuple[int, str]:
+        """The query budget a black-box attack with its own budget ``own`` runs with on ``device``, and why.
+
+        Returns:
+            ``(queries, rule)``: ``--queries N`` gives N; otherwise the attack's own budget on CUDA and at
+            most :data:`~iqa_robustness.conventions.CPU_MAX_QUERIES` on the CPU. ``rule`` is the params' record.
+        """
+        if self.queries is not None:
+            return self.queries, f"--queries {self.queries}"
+        if device.type == "cuda":
+            return own, "auto: the attack's own budget"
+        if own > CPU_MAX_QUERIES:
+            return CPU_MAX_QUERIES, f"auto: capped at {CPU_MAX_QUERIES} on the CPU (the attack's own: {own})"
+        return own, "auto: the attack's own budget (under the CPU cap)"
 
     @property
     def weights(self) -> str | None:

@@ -20,7 +20,9 @@ import time
 import torch
 
 from iqa_robustness.attacks import Attack
+from iqa_robustness.attacks.budget import active_budgets, changed_pixels
 from iqa_robustness.attacks.perturbation import Perturbation
+from iqa_robustness.attacks.queries import QueryRecord, recording_queries
 from iqa_robustness.conventions import dataset_slug, orient
 from iqa_robustness.progress import Progress
 from iqa_robustness.runner.cases import Outcome
@@ -48,19 +50,26 @@ class ImageCaseRunner:
         out = Outcome()
         progress = Progress(case.id, len(screened.dataset))
         transfer = TransferScorer(res, case.metric, case.dataset, self.config.transfer_to or ())
+        l0_bounded = any(b.norm == "l0" for b in active_budgets(attack))
         for names, batch, reference in res.metric_batches(screened.dataset, case.metric):
             sync_device(res.device)
             start = time.perf_counter()
+            records: list[QueryRecord] = []
             if perturbation is not None:
                 adv = attack.apply(perturbation, batch, case.amplitude, clamp=self.config.clamp_uap)
             else:
-                adv = res.run_batched(case.metric, lambda x: attack(metric, x), batch, reference)
+                with recording_queries() as query_log:
+                    adv = res.run_batched(case.metric, lambda x: attack(metric, x), batch, reference)
+                records = query_log.records[-len(names) :]  # a retried (out-of-memory) call logs again
             sync_device(res.device)
             out.seconds += time.perf_counter() - start
             with torch.no_grad():
                 attacked = res.run_batched(case.metric, metric, adv, reference).float().cpu().tolist()
             out.max_linf = max(out.max_linf, float((adv - batch).abs().max()))
             on_targets = transfer.score_batch(screened.dataset, names, adv)
+            if l0_bounded:
+                out.max_l0 = max(out.max_l0 or 0.0, float(changed_pixels(batch, adv).max()))
+            out.queries.extend(records)
             sim = image_distortion(batch, adv)
             for i, name in enumerate(names):
                 c, a = clean[name], attacked[i]
@@ -77,6 +86,8 @@ class ImageCaseRunner:
                 if attack.universal:
                     row["train_dataset"] = dataset_slug(case.train_dataset or "")
                     row["amplitude"] = case.amplitude
+                if records:
+                    row["queries_used"] = records[i].used
                 if mos is not None:
                     row["mos"] = mos[0].get(name, math.nan)
                 transfer.annotate(row, name, i, on_targets)

@@ -11,6 +11,7 @@ and assembles the case's result with its parameters.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import logging
 from typing import Any
@@ -19,6 +20,7 @@ import torch
 
 from iqa_robustness.attacks import Attack
 from iqa_robustness.attacks.perturbation import Perturbation
+from iqa_robustness.attacks.queries import mean_curve
 from iqa_robustness.data.video_sets import VideoDataset
 from iqa_robustness.metrics import metric_identity
 from iqa_robustness.runner.artefacts import ArtefactWriter
@@ -29,7 +31,7 @@ from iqa_robustness.runner.fingerprint import case_fingerprint, dataset_identity
 from iqa_robustness.runner.grid import CaseSpec
 from iqa_robustness.runner.images import ImageCaseRunner
 from iqa_robustness.runner.resources import Resources
-from iqa_robustness.scores.results import CaseResult
+from iqa_robustness.scores.results import BEST_Q_CURVE, CaseResult
 from iqa_robustness.scores.rows import nothing_to_score, score_rows, scored_rows
 
 log = logging.getLogger(__name__)
@@ -64,7 +66,7 @@ class Suite:
     # -- one case -------------------------------------------------------------------------
     def run(self, case: CaseSpec, attack_kwargs: dict[str, Any] | None = None) -> CaseResult:
         """Run one case; with ``resume``, the earlier result of the same computation when there is one."""
-        attack = case.run_spec.create(**(attack_kwargs or {}))
+        attack = self.attack(case, attack_kwargs)
         metric = self.resources.metric(case.metric)
         attack.check_metric(metric)
         fingerprint = self.fingerprint(case, attack)
@@ -106,18 +108,31 @@ class Suite:
         result.transfer = outcome.transfer or self._untransferred(case, clips)
         if perturbation is not None and perturbation.meta.get("loss_curve"):
             result.curves["train_loss"] = perturbation.meta["loss_curve"]
+        self._record_queries(result, outcome, perturbation)
         label = f"{case.attack}_{case.metric}"
         result.artifacts.update(self.artefacts.write(case.id, outcome.pairs, perturbation, label))
         return result
 
     def train(self, case: CaseSpec) -> Perturbation:
         """Train (or load from the cache) a universal case's perturbation, and nothing else (``--train-only``)."""
-        attack = case.run_spec.create()
+        attack = self.attack(case)
         if not attack.universal or case.train_dataset is None:
             raise ValueError(f"{case.id} is not a universal case: there is nothing to train")
         metric = self.resources.metric(case.metric)
         attack.check_metric(metric)
         return self.resources.perturbation(attack, case.metric, case.train_dataset)
+
+    def attack(self, case: CaseSpec, attack_kwargs: dict[str, Any] | None = None) -> Attack:
+        """The case's attack object; a query-based one at the session's query budget (``--queries``).
+
+        A ``queries`` given in the attack spec or ``attack_kwargs`` is the attack's own budget, which
+        ``--queries auto`` keeps on CUDA and caps on the CPU (:meth:`SuiteConfig.query_limit`).
+        """
+        attack = case.run_spec.create(**(attack_kwargs or {}))
+        if attack.iterations_attr == "queries":
+            queries, _ = self.config.query_limit(attack.iterations, self.device)
+            attack = dataclasses.replace(attack, queries=queries)
+        return attack
 
     # -- resuming -------------------------------------------------------------------------
     def fingerprint(self, case: CaseSpec, attack: Attack) -> str:
@@ -151,6 +166,8 @@ class Suite:
         mos = self.resources.mos(self.resources.dataset(case.dataset, case.metric))
         if mos is not None:  # subjective scores add scores: a result without them is not the same
             options["mos"] = file_digest(mos[1])
+        if attack.iterations_attr == "queries":
+            options.update(query_limit=c.query_limit(attack.iterations, self.device)[1])
         if attack.universal:
             options.update(clamp=c.clamp_uap, training_steps=list(c.uap_training_steps(self.device)))
         if c.transfer_to:  # a result without the target scores is not the same
@@ -200,9 +217,31 @@ class Suite:
         return {t: {"error": why} for t in targets}
 
     @staticmethod
+    def _record_queries(result: CaseResult, outcome: Outcome, perturbation: Perturbation | None) -> None:
+        """A query-based case's queries per image (mean, max) and its mean best q against queries.
+
+        An image-specific attack records every image's queries (:mod:`~iqa_robustness.attacks.queries`); a
+        query-based universal perturbation made its queries in training (each a training-batch mean),
+        so that count stands for every image it is applied to.
+        """
+        meta = perturbation.meta if perturbation is not None else {}
+        if outcome.queries:
+            used = [r.used for r in outcome.queries]
+            curve = mean_curve(outcome.queries)
+        elif "queries_used" in meta:
+            used, curve = [int(meta["queries_used"])], meta.get("query_curve", [])
+        else:
+            return
+        result.scores.update(queries_used=sum(used) / len(used), queries_used_max=float(max(used)))
+        if curve:
+            result.curves[BEST_Q_CURVE] = [[float(s), float(v)] for s, v in curve]
+
+    @staticmethod
     def _scores(outcome: Outcome, lower_better: bool, clips: bool) -> dict[str, float]:
         scores = score_rows(outcome.rows, lower_better, clips=clips)
         scores["max_linf"] = outcome.max_linf
+        if outcome.max_l0 is not None:
+            scores["max_l0"] = outcome.max_l0
         return scores
 
     def _params(
@@ -228,6 +267,9 @@ class Suite:
         }
         if case.budget is not None:
             params["budget"] = case.budget
+        if attack.iterations_attr == "queries":  # the spec's own budget, before --queries
+            own = case.run_spec.create().iterations
+            params["query_limit"] = self.config.query_limit(own, self.device)[1]
         if self.config.image_shard is not None:
             params["image_shard"] = "{}/{}".format(*self.config.image_shard)
         if clips:

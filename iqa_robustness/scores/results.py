@@ -15,6 +15,9 @@ from typing import Any
 
 from iqa_robustness.scores.rows import scored_rows, skipped_rows
 
+#: The curve of a query-based case: the mean over images of the best q found against queries made.
+BEST_Q_CURVE = "best_q"
+
 
 @dataclasses.dataclass
 class CaseResult:
@@ -49,6 +52,9 @@ class CaseResult:
             which ``merge`` rescores image shards with), or ``{"error": why}`` for a
             target that could not score them; the per-image values are the rows' ``clear@<target>``
             and ``attacked@<target>``.
+        curves: named series ``[[step, value], ...]`` (``train_loss`` of a universal attack; ``best_q``
+            of a query-based attack: the mean best oriented score against queries per image). A query-based
+            case also has ``queries_used`` (mean over images) and ``queries_used_max`` in ``scores``.
     """
 
     case_id: str

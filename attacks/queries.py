@@ -1,0 +1,253 @@
+"""Query-based (black-box) attacks: the base class, the query oracle and the record of queries made.
+
+A black-box attack sees only the metric's scores: it calls ``metric(x)`` (under ``torch.no_grad``),
+never a gradient, so it runs on every metric, differentiable or not, no-reference or full-reference
+(the oracle binds each candidate's own reference row, :meth:`~iqa_robustness.metrics.base.Metric.reference_rows`).
+It maximises the oriented score q, accepts a step only on strict improvement, counts every score of
+one image as one query and stops at its budget ``queries`` (METHODOLOGY.md, "Black-box attacks").
+
+Randomness is per image: every image of a batch draws from its own ``torch.Generator`` seeded with the
+attack's ``seed``, so an image gets the same result in any batch, or alone.
+
+The queries an attack made reach the runner through one channel, :func:`recording_queries`: inside the
+block every black-box call appends one :class:`QueryRecord` per image (queries used, best q against
+queries) to the :class:`QueryLog` it yields. Attacks stay pure functions of their inputs; outside the
+block nothing is recorded.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import contextvars
+import dataclasses
+import math
+from collections.abc import Iterator
+from typing import ClassVar
+
+import torch
+
+from iqa_robustness.metrics.base import Metric
+
+from .base import Attack
+
+#: candidates scored per metric call at most (a population of one image is scored in chunks)
+MAX_QUERY_BATCH = 64
+
+
+class QueryBudgetError(RuntimeError):
+    """An attack asked for more queries than its budget allows (a bug in the attack, not in the metric)."""
+
+
+@dataclasses.dataclass
+class QueryRecord:
+    """What one black-box run did on one image.
+
+    Attributes:
+        used: queries made (scores of this image, the clean one included).
+        curve: ``(queries so far, best q so far)`` points, in query order; the last is the result's q.
+    """
+
+    used: int = 0
+    curve: list[tuple[int, float]] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class QueryLog:
+    """The records of every black-box call made inside :func:`recording_queries`, in image order."""
+
+    records: list[QueryRecord] = dataclasses.field(default_factory=list)
+
+    def extend(self, records: list[QueryRecord]) -> None:
+        self.records.extend(records)
+
+
+_ACTIVE_LOG: contextvars.ContextVar[QueryLog | None] = contextvars.ContextVar("query_log", default=None)
+
+
+@contextlib.contextmanager
+def recording_queries() -> Iterator[QueryLog]:
+    """Collect the :class:`QueryRecord` of every image a black-box attack runs on inside the block."""
+    log = QueryLog()
+    token = _ACTIVE_LOG.set(log)
+    try:
+        yield log
+    finally:
+        _ACTIVE_LOG.reset(token)
+
+
+def publish(records: list[QueryRecord]) -> None:
+    """Hand the records of one call to the active :class:`QueryLog` (none outside :func:`recording_queries`)."""
+    active = _ACTIVE_LOG.get()
+    if active is not None:
+        active.extend(records)
+
+
+class Oracle:
+    """The metric as a black box: oriented scores of candidates, counted per image against the budget.
+
+    Args:
+        metric: the attacked metric (a bound full-reference batch is sliced per candidate).
+        n_images: images of the attacked batch; candidates name their image by index.
+        budget: queries allowed per image.
+    """
+
+    def __init__(self, metric: Metric, n_images: int, budget: int) -> None:
+        self.metric = metric
+        self.budget = budget
+        self.used = [0] * n_images
+        self.curves: list[list[tuple[int, float]]] = [[] for _ in range(n_images)]
+        #: per image, a q the result is known to reach whatever the search holds (the clean image's, for
+        #: an attack that returns the clean image unless its search beats it); the curve never drops below
+        self.floor = [-math.inf] * n_images
+
+    def left(self, image: int) -> int:
+        """Queries image ``image`` may still make."""
+        return self.budget - self.used[image]
+
+    def __call__(self, candidates: torch.Tensor, owners: list[int] | None = None) -> torch.Tensor:
+        """q of each candidate (M, 3, H, W); ``owners[j]`` is the image candidate ``j`` belongs to.
+
+        Args:
+            candidates: images to score, in [0, 1].
+            owners: image index per candidate; default: candidate ``j`` belongs to image ``j``.
+
+        Returns:
+            Oriented scores (M,), float32 on the CPU.
+
+        Raises:
+            QueryBudgetError: an image would exceed its budget.
+        """
+        owners = list(range(candidates.shape[0])) if owners is None else owners
+        if len(owners) != candidates.shape[0]:
+            raise ValueError(f"{len(owners)} owners for {candidates.shape[0]} candidates")
+        counts: dict[int, int] = {}
+        for i in owners:
+            counts[i] = counts.get(i, 0) + 1
+        for i, n in counts.items():
+            if self.used[i] + n > self.budget:
+                raise QueryBudgetError(
+                    f"image {i} would make {self.used[i] + n} queries, over the budget of {self.budget}"
+                )
+        scores = []
+        with torch.no_grad():
+            for start in range(0, len(owners), MAX_QUERY_BATCH):
+                part = owners[start : start + MAX_QUERY_BATCH]
+                index = torch.tensor(part, dtype=torch.long)
+                with self.metric.reference_rows(index):
+                    q = self.metric.quality(candidates[start : start + MAX_QUERY_BATCH])
+                scores.append(q.detach().float().cpu())
+        for i, n in counts.items():
+            self.used[i] += n
+        return torch.cat(scores) if scores else torch.empty(0)
+
+    def report(self, image: int, best: float) -> None:
+        """Mark the best q image ``image`` holds after the queries it has made so far (one curve point)."""
+        self.curves[image].append((self.used[image], max(float(best), self.floor[image])))
+
+    def records(self) -> list[QueryRecord]:
+        return [QueryRecord(used=u, curve=list(c)) for u, c in zip(self.used, self.curves, strict=True)]
+
+
+def generators(seed: int, n: int) -> list[torch.Generator]:
+    """One generator per image, each seeded with ``seed``: an image's draws do not depend on its batch."""
+    return [torch.Generator().manual_seed(seed) for _ in range(n)]
+
+
+@dataclasses.dataclass(frozen=True)
+class BlackBoxAttack(Attack):
+    """Base class of the query-based attacks: scores only, a query budget, per-image randomness.
+
+    Subclasses implement :meth:`search`; :meth:`run` builds the oracle, runs the search without
+    gradients and publishes the query records (:func:`recording_queries`).
+
+    Attributes:
+        queries: the query budget per image (every score of one image is one query).
+        seed: seeds every image's own generator.
+    """
+
+    family: ClassVar[str] = "blackbox"
+    needs_gradient: ClassVar[bool] = False
+    iterations_attr: ClassVar[str | None] = "queries"
+
+    queries: int = 10_000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.queries < 1:
+            raise ValueError(f"{self.name}: queries must be a positive number of metric calls per image")
+
+    def run(self, metric: Metric, images: torch.Tensor) -> torch.Tensor:
+        oracle = Oracle(metric, images.shape[0], self.queries)
+        with torch.no_grad():
+            adversarial = self.search(oracle, images, generators(self.seed, images.shape[0]))
+        publish(oracle.records())
+        return adversarial
+
+    def search(
+        self, oracle: Oracle, images: torch.Tensor, rngs: list[torch.Generator]
+    ) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def square_fraction(p_init: float, it: int, n_iters: int) -> float:
+    """Square's schedule: ``p_init`` halved at iterations 10, 50, 200, 500, 1k, 2k, 4k, 6k, 8k of every 10k.
+
+    The iteration is rescaled to a 10 000-iteration run first (Andriushchenko et al.'s
+    ``p_selection``), so a shorter budget goes through the same halvings.
+    """
+    it = int(it / max(n_iters, 1) * 10_000)
+    halvings = sum(it > t for t in (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000))
+    return p_init / 2**halvings
+
+
+def random_int(low: int, high: int, rng: torch.Generator) -> int:
+    """A uniform integer in ``[low, high]`` (both included) from ``rng``."""
+    return int(torch.randint(low, high + 1, (1,), generator=rng))
+
+
+#: points a query curve keeps at most (case results, MLflow histories and plots stay small)
+CURVE_POINTS = 200
+
+
+def thin_curve(points: list[tuple[int, float]], max_points: int = CURVE_POINTS) -> list[list[float]]:
+    """``[[queries, best q], ...]`` with at most ``max_points`` points, the last one always kept.
+
+    ``points`` are ascending in queries; where one query count appears several times the last value
+    (the best after it) stands.
+    """
+    last: dict[int, float] = {}
+    for queries, best in points:
+        last[int(queries)] = float(best)
+    steps = sorted(last)
+    if len(steps) > max_points:
+        stride = -(-len(steps) // max_points)
+        steps = [*steps[stride - 1 :: stride][: max_points - 1], steps[-1]]
+        steps = sorted(set(steps))
+    return [[s, last[s]] for s in steps]
+
+
+def mean_curve(records: list[QueryRecord], max_points: int = CURVE_POINTS) -> list[list[float]]:
+    """The mean over images of the best q against queries: ``[[queries, mean best q], ...]``.
+
+    Each image's best q is carried forward from its last point (an image whose search stopped early
+    keeps its final value); the curve is evaluated at up to ``max_points`` query counts.
+    """
+    curves = [sorted(r.curve) for r in records if r.curve]
+    if not curves:
+        return []
+    end = max(c[-1][0] for c in curves)
+    steps = sorted({c[0][0] for c in curves} | {max(1, round(end * k / max_points)) for k in range(1, max_points + 1)})
+    columns = [([q for q, _ in c], [b for _, b in c]) for c in curves]
+    out = []
+    for step in steps:
+        values = [best[max(0, bisect.bisect_right(queries, step) - 1)] for queries, best in columns]
+        out.append([step, sum(values) / len(values)])
+    return out
+
+
+def tile_to(pattern: torch.Tensor, size: torch.Size | tuple[int, int]) -> torch.Tensor:
+    """``pattern`` (..., t, t) repeated from the top-left corner over ``size`` (H, W), cut to it."""
+    t_h, t_w = pattern.shape[-2:]
+    reps = (-(-size[0] // t_h), -(-size[1] // t_w))
+    return pattern.repeat(*([1] * (pattern.ndim - 2)), *reps)[..., : size[0], : size[1]]
