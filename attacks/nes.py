@@ -53,8 +53,7 @@ class NES(BlackBoxAttack):
         n, c, h, w = images.shape
         x = images.clone()
         best_q = oracle(x)
-        for i in range(n):
-            oracle.report(i, best_q[i])
+        oracle.report_all(best_q)
         per_iteration = 2 * self.samples + 1
         for _ in range(self.iters):
             if oracle.left(0) < per_iteration:  # every image has made the same number of queries
@@ -74,6 +73,5 @@ class NES(BlackBoxAttack):
             better = q > best_q
             x[better] = candidate[better]
             best_q = torch.where(better, q, best_q)
-            for i in range(n):
-                oracle.report(i, best_q[i])
+            oracle.report_all(best_q)
         return x

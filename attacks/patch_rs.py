@@ -67,8 +67,7 @@ class PatchRS(BlackBoxAttack):
         clean_q = oracle(images)
         oracle.floor = clean_q.tolist()
         best_q = oracle(self._paste(images, patches, places, side)) if self.queries > 1 else clean_q
-        for i in range(n):
-            oracle.report(i, best_q[i])
+        oracle.report_all(best_q)
         for it in range(1, self.queries - 1):
             new_patches, new_places = [p.clone() for p in patches], list(places)
             for i in range(n):

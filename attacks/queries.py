@@ -145,6 +145,11 @@ class Oracle:
         """Mark the best q image ``image`` holds after the queries it has made so far (one curve point)."""
         self.curves[image].append((self.used[image], max(float(best), self.floor[image])))
 
+    def report_all(self, best: torch.Tensor) -> None:
+        """:meth:`report` for every image of the batch at once (``best``: one q per image)."""
+        for i, value in enumerate(best.tolist()):
+            self.report(i, value)
+
     def records(self) -> list[QueryRecord]:
         return [QueryRecord(used=u, curve=list(c)) for u, c in zip(self.used, self.curves, strict=True)]
 

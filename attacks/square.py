@@ -48,8 +48,7 @@ class Square(BlackBoxAttack):
         n, c, h, w = images.shape
         best = images.clone()
         best_q = oracle(best)
-        for i in range(n):
-            oracle.report(i, best_q[i])
+        oracle.report_all(best_q)
         for it in range(1, self.queries):
             side = max(1, min(round((square_fraction(self.p_init, it, self.queries) * h * w) ** 0.5), h - 1, w - 1))
             candidates = best.clone()
@@ -66,6 +65,5 @@ class Square(BlackBoxAttack):
             better = q > best_q
             best[better] = candidates[better]
             best_q = torch.where(better, q, best_q)
-            for i in range(n):
-                oracle.report(i, best_q[i])
+            oracle.report_all(best_q)
         return best

@@ -168,3 +168,14 @@ def _folder_session(folder: Path) -> NamedSession:
     description = f"{folder} (session {record.session}, started {record.started}, {len(cases)} cases)"
     tags = {**settings, **record.provenance()}
     return NamedSession(str(folder), record.session[:8], description, cases, tags, results=results)
+
+
+def add_session_argument(parser: argparse.ArgumentParser) -> None:
+    """The optional positional ``SESSION`` of the commands that read one session (default ``latest``)."""
+    parser.add_argument(
+        "session",
+        nargs="?",
+        default="latest",
+        metavar="SESSION",
+        help="results folder, run id, commit, 'latest' (default), 'previous' or branch",
+    )

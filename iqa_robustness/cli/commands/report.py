@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from iqa_robustness.cli import CommandError
-from iqa_robustness.cli.commands._sessions import METRIC_HELP, load_named_session, metric_list
+from iqa_robustness.cli.commands._sessions import METRIC_HELP, add_session_argument, load_named_session, metric_list
 from iqa_robustness.cli.commands._store import add_store_arguments
 
 
@@ -25,13 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "session",
-        nargs="?",
-        default="latest",
-        metavar="SESSION",
-        help="results folder, run id, commit, 'latest' (default), 'previous' or branch",
-    )
+    add_session_argument(p)
     p.add_argument("--out", type=Path, default=Path("results/report"), help="folder written (default: results/report)")
     p.add_argument("--metric", default=None, help=METRIC_HELP)
     p.add_argument("--title", default="", help="the page's title (default: from the session)")

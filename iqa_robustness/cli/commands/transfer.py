@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from iqa_robustness.cli import CommandError
-from iqa_robustness.cli.commands._sessions import NamedSession, load_named_session
+from iqa_robustness.cli.commands._sessions import NamedSession, add_session_argument, load_named_session
 from iqa_robustness.cli.commands._store import add_store_arguments, format_table, number, to_json, write_csv
 
 
@@ -29,13 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "session",
-        nargs="?",
-        default="latest",
-        metavar="SESSION",
-        help="results folder, run id, commit, 'latest' (default), 'previous' or branch",
-    )
+    add_session_argument(p)
     p.add_argument(
         "--score",
         choices=["norm_abs_gain", "robustness_score"],
