@@ -75,9 +75,9 @@ def summary_rows(results: Path) -> dict[str, dict[str, str]]:
 def bad_folder_run(tmp_path_factory, worker_id, torch_home, pyiqa_weights, shared_dir, msu_test_images):
     """One session: fgsm on cnniqa-live and NIQE, and a universal case trained on the same folder.
 
-    Run once per test session: under pytest-xdist the first worker runs it and the others wait for
-    its files (xdist_group does not reach the workers with this pytest), in the session's base
-    folder, which every worker shares.
+    Run once per test session: under pytest-xdist the module's tests may land in several workers
+    (the module has no xdist_group); the first runs the session and the others wait for its files,
+    in the session's base folder, which every worker shares.
     """
     if worker_id == "master":
         return _bad_folder_session(tmp_path_factory.mktemp("bad-images"), torch_home, shared_dir, msu_test_images)

@@ -201,6 +201,22 @@ def test_xdist_workers_write_the_same_summary_as_a_serial_run(tmp_path, torch_ho
                 )
 
 
+def test_under_xdist_every_case_of_a_metric_runs_in_one_worker(tmp_path, torch_home, pyiqa_weights):
+    # Two metrics x two cases each: with -n 2 alone the plugin asks for loadgroup and the workers tag each
+    # case with its metric, so a model loads (and a universal perturbation trains) in one worker only.
+    args = ("--metric", "niqe,brisque", "--attack", "fgsm,fgsm(eps=4/255)", "--dataset", "sample")
+    args += ("--max-images", "2", "--image-size", "144", "--no-mlflow", "--results-dir", str(tmp_path / "r"))
+    proc = run_suite(tmp_path, torch_home, *args, "-n", "2", "-v")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ran = re.findall(r"\[(gw\d+)\].*PASSED \S+\[fgsm\S*-(niqe|brisque)-sample\]@(\w+)", proc.stdout)
+    assert len(ran) == 4, proc.stdout
+    workers: dict[str, set[str]] = {}
+    for worker, metric, group in ran:
+        assert group == metric
+        workers.setdefault(metric, set()).add(worker)
+    assert all(len(w) == 1 for w in workers.values()), workers
+
+
 def test_a_case_that_raises_keeps_its_row_with_the_error_and_the_other_cases_are_kept(tmp_path, torch_home):
     results = tmp_path / "results"
     # vsfa refuses frames under 64 px; cnniqa-live runs at that size

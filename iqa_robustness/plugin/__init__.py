@@ -292,6 +292,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node) -> None:  # pytest-xdist hook (controller side)
     node.workerinput["iqa_session"] = node.config.stash[STASH_SESSION]
+    node.workerinput["iqa_loadgroup"] = node.config.getoption("dist", "no") == "loadgroup"
 
 
 def _check_names(config: pytest.Config) -> None:
@@ -319,8 +320,16 @@ def _group_metrics_in_workers(config: pytest.Config) -> None:
     """Under ``-n N`` without an explicit ``--dist``, keep each metric's cases in one worker.
 
     The cases carry ``xdist_group(metric)`` marks, which pytest-xdist honours only with
-    ``--dist loadgroup``; a model then loads once per worker, not once per case's worker.
+    ``--dist loadgroup``; a model then loads once per worker, not once per case's worker, and a universal
+    perturbation trains once, not once in each worker that runs one of its amplitudes. A worker parses the
+    command line again (``-n`` without ``--dist``: no grouping) before this hook, so the controller's choice
+    travels in ``workerinput``: the worker's collection then tags the cases with their group, which the
+    controller's scheduler needs.
     """
+    if hasattr(config, "workerinput"):
+        if config.workerinput.get("iqa_loadgroup"):
+            config.option.loadgroup = True
+        return
     args = config.invocation_params.args
     explicit = any(a == "--dist" or a.startswith("--dist=") or a.startswith("-d") for a in args)
     if getattr(config.option, "dist", "no") == "load" and not explicit:
