@@ -176,3 +176,19 @@ def test_weights_come_from_an_explicit_folder_or_the_environment_without_backbon
         expected = random_model(x)
         torch.testing.assert_close(from_folder(x), expected)
         torch.testing.assert_close(from_env(x), expected)
+
+
+def test_entropy_counts_its_histogram_with_bincount_and_gives_pyiqas_values_exactly():
+    import pyiqa
+
+    reference = pyiqa.create_metric("entropy", device="cpu", as_loss=True, loss_reduction="none")
+    metric = create_metric("entropy", device="cpu")
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 3, 48, 40, generator=gen)
+    x[0] = 0.5  # one grey level: entropy 0
+    x[1, :, :20] = 1.0  # a saturated half
+    x[2] = (x[2] * 4).round() / 4  # a few levels
+    with torch.no_grad():
+        assert torch.equal(metric.score(x), reference(x).reshape(4))
+    with pytest.raises(ValueError, match="clamp the images"):
+        metric.score(x + 0.5)
