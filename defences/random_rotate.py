@@ -28,5 +28,8 @@ class RandomRotate(Defence):
     def transform(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         angles = (torch.rand(x.shape[0], generator=generator) * 2 - 1) * self.angle
         return torch.stack(
-            [F.rotate(image, float(a), interpolation=InterpolationMode.BILINEAR) for image, a in zip(x, angles)]
+            [
+                F.rotate(image, float(a), interpolation=InterpolationMode.BILINEAR)
+                for image, a in zip(x, angles, strict=True)
+            ]
         )

@@ -1,4 +1,4 @@
-"""Unsharp masking: ``clamp(x + amount (x - blur(x)))``, Gaussian blur of kernel ``k`` and ``sigma`` (differentiable)."""
+"""Unsharp masking: ``clamp(x + amount (x - blur(x)))``, a Gaussian blur of kernel ``k`` and ``sigma``."""
 
 from __future__ import annotations
 
