@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
-import time
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
@@ -217,8 +216,6 @@ class DefendedMetric(Metric):
         self.seed = seed
         self._draws = torch.Generator()  # gradient draws: fresh ones every step
         self._draws.manual_seed(seed + 1)
-        self.defence_seconds = 0.0  # time spent in the transformation (seconds_per_image of the defence)
-        self.defended_images = 0
 
     @property
     def device(self) -> torch.device:
@@ -226,20 +223,24 @@ class DefendedMetric(Metric):
 
     def defend(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """``d(x)`` with the gradient rule of the defence's facts (BPDA: straight through)."""
-        start = time.perf_counter()
         if self.defence.differentiable:
             out = self.defence.transform(x, generator)
         else:
             with torch.no_grad():
                 moved = self.defence.transform(x.detach(), generator)
             out = x + (moved - x).detach() if moved.shape == x.shape else moved
-        self.defence_seconds += time.perf_counter() - start
-        self.defended_images += x.shape[0]
         return out
 
     def scoring_generator(self) -> torch.Generator:
         """The generator of one evaluation without gradients: the same draw for every call."""
         return torch.Generator().manual_seed(self.seed)
+
+    def defended_images(self, x: torch.Tensor) -> torch.Tensor:
+        """``d(x)`` as scoring sees it (no gradient; a random defence's seeded draw, image by image)."""
+        with torch.no_grad():
+            if not self.defence.random:
+                return self.defence.transform(x, None)
+            return torch.cat([self.defence.transform(x[i : i + 1], self.scoring_generator()) for i in range(len(x))])
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         with self.base.reference(self._reference):

@@ -167,6 +167,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "metrics (comma list or globs, as --metric): per source x target the normalised absolute gain and R on the "
         "target, in transfer.csv; `iqa-robustness transfer` draws the matrix",
     )
+    g.addoption(
+        "--defence",
+        default=None,
+        help="put these defences in front of every selected metric (comma list: jpeg(q=50),median(k=3),resize, ...; "
+        "`none` keeps the undefended metric): metric m becomes jpeg50+m, median3+m, ...; each is attacked "
+        "adaptively (BPDA through non-differentiable steps, EoT over random ones) and non-adaptively (the "
+        "images made against m, then defended); `iqa-robustness list defences` lists them",
+    )
+    g.addoption(
+        "--eot",
+        type=int,
+        default=None,
+        help="draws averaged per gradient of a random defence (expectation over transformation; default: 8)",
+    )
     g.addoption("--clamp-uap", action="store_true", help="clamp perturbed images to [0,1] (MSU code does not)")
     g.addoption(
         "--mlflow-uri",
@@ -253,6 +267,7 @@ def _grid_options_given(config: pytest.Config) -> bool:
         config.getoption("--metric") != DEFAULT_METRICS
         or config.getoption("--attack") != "all"
         or config.getoption("--eps") is not None
+        or config.getoption("--defence") is not None
     )
 
 
@@ -295,6 +310,23 @@ def pytest_configure_node(node) -> None:  # pytest-xdist hook (controller side)
     node.workerinput["iqa_loadgroup"] = node.config.getoption("dist", "no") == "loadgroup"
 
 
+def grid_metrics(config: pytest.Config) -> list[str]:
+    """The metrics of the grid: ``--metric``, each behind every ``--defence`` (registered here, in every process).
+
+    Without ``--defence`` the selected metrics; with it, ``none`` keeps a metric and every other
+    defence adds ``<label>+<metric>`` (:func:`iqa_robustness.defences.register_defended`).
+    """
+    from iqa_robustness.defences import DEFAULT_EOT, parse_defences, register_defended
+    from iqa_robustness.metrics import list_metrics
+
+    metrics = list_metrics(config.getoption("--metric"))
+    defences = parse_defences(config.getoption("--defence"))
+    if not defences:
+        return metrics
+    eot = config.getoption("--eot") or DEFAULT_EOT
+    return [m if d is None else register_defended(d, m, eot) for m in metrics for d in defences]
+
+
 def _check_names(config: pytest.Config) -> None:
     """Unknown metric or attack names, and bad attack specs, stop the session with one line (and a "did you mean").
 
@@ -309,6 +341,7 @@ def _check_names(config: pytest.Config) -> None:
     budgets = budgets_option(config)
     try:
         list_metrics(config.getoption("--metric"))
+        grid_metrics(config)
         for spec in parse_attack_specs(config.getoption("--attack")):
             if budgets is not None and unbudgeted_reason(spec) is None:
                 spec.at_budget(budgets[0])  # a spec giving the bound --eps sets stops the session here
@@ -403,7 +436,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     from iqa_robustness.attacks import parse_attack_specs
     from iqa_robustness.data.registry import is_video_dataset
-    from iqa_robustness.metrics import get_spec, list_metrics
+    from iqa_robustness.metrics import get_spec
     from iqa_robustness.runner.grid import build_grid, unbudgeted_reason
 
     _register_attack_markers(metafunc.config)
@@ -411,7 +444,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     attacks = [a for a in parse_attack_specs(opt("--attack")) if a.cls.universal == universal]
     budgets = budgets_option(metafunc.config)
     grid = build_grid(
-        metrics=list_metrics(opt("--metric")),
+        metrics=grid_metrics(metafunc.config),
         attacks=attacks,
         datasets=opt("--dataset") or list(DEFAULT_DATASETS),
         amplitudes=[float(a) for a in _csv(opt("--amplitude"))],
@@ -423,7 +456,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     params = []
     for case in grid:
         spec, cls = get_spec(case.metric), case.attack_spec.cls
-        marks = [getattr(pytest.mark, _marker(cls.name)), pytest.mark.xdist_group(case.metric)]
+        # a defended metric's cases stay with the undefended metric's: the non-adaptive ones attack it
+        marks = [getattr(pytest.mark, _marker(cls.name)), pytest.mark.xdist_group(case.base_metric)]
         if cls.family in ("iterative", "perceptual", "blackbox"):
             marks.append(getattr(pytest.mark, cls.family))
         if cls.learned or cls.family == "learned":
@@ -490,6 +524,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             "amplitude": case.amplitude,
             "train_dataset": case.train_dataset,
             "budget": case.budget,
+            "defence_mode": case.defence_mode,
             "params": dict(case.run_spec.kwargs),
         }
         item.user_properties += [(CASE_PROPERTY, case.id), (CASE_FIELDS_PROPERTY, fields)]

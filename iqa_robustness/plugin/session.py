@@ -65,6 +65,8 @@ SETTING_OPTIONS = (
     "jpeg_quality",
     "jpeg_colour",
     "transfer_to",
+    "defence",
+    "eot",
     "baseline",
     "shard",
     "shard_images",

@@ -4,6 +4,11 @@ With budgets (``--eps 2/255,8/255``), every attack that declares an L-inf bound 
 at the values :meth:`~iqa_robustness.attacks.spec.AttackSpec.at_budget` derives, and its case id
 carries the budget after the attack (``ifgsm-eps4-niqe-msu5``). An attack that declares none gets one
 case without a budget, which the plugin skips with the reason (:func:`unbudgeted_reason`).
+
+A defended metric (``jpeg50+niqe``, :mod:`iqa_robustness.defences`) gets two cases per attack: the
+adaptive one attacks the defended metric (BPDA / EoT through the defence), the non-adaptive one
+(``ifgsm-nonadaptive-jpeg50+niqe-msu5``) attacks the undefended metric and scores its adversarial
+images with the defended one, as the source benchmark evaluates defences.
 """
 
 from __future__ import annotations
@@ -14,6 +19,10 @@ from collections.abc import Sequence
 from iqa_robustness.attacks.budget import budget_slug
 from iqa_robustness.attacks.spec import AttackSpec, NoBudgetError, parse_attack_spec, parse_attack_specs
 from iqa_robustness.conventions import AMPLITUDES, dataset_slug
+from iqa_robustness.defences import base_metric, split_defended
+
+#: the two ways a defended metric is attacked
+ADAPTIVE, NON_ADAPTIVE = "adaptive", "non-adaptive"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +41,7 @@ class CaseSpec:
     amplitude: float | None = None
     train_dataset: str | None = None
     budget: float | None = None
+    defence_mode: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.attack_spec, str):
@@ -46,7 +56,23 @@ class CaseSpec:
     def attack(self) -> str:
         """The attack as results name it: ``ifgsm``, ``ifgsm(eps=0.01569,iters=20)``, ``ifgsm-eps4`` at a budget."""
         label = self.attack_spec.label
-        return label if self.budget is None else f"{label}-{budget_slug(self.budget)}"
+        if self.budget is not None:
+            label = f"{label}-{budget_slug(self.budget)}"
+        return f"{label}-nonadaptive" if self.defence_mode == NON_ADAPTIVE else label
+
+    @property
+    def base_metric(self) -> str:
+        """The undefended metric behind :attr:`metric` (the metric itself without a defence)."""
+        return base_metric(self.metric)
+
+    @property
+    def victim(self) -> str:
+        """The metric the attack sees: the undefended one in the non-adaptive evaluation of a defence."""
+        return self.base_metric if self.defence_mode == NON_ADAPTIVE else self.metric
+
+    def undefended(self) -> CaseSpec:
+        """The same case on the undefended metric (its id seeds the non-adaptive attack: the same images)."""
+        return dataclasses.replace(self, metric=self.base_metric, defence_mode=None)
 
     @property
     def id(self) -> str:
@@ -84,13 +110,17 @@ def build_grid(
     specs = parse_attack_specs(attacks)
     grid: list[CaseSpec] = []
     for m in metrics:
+        modes = (ADAPTIVE, NON_ADAPTIVE) if split_defended(m) else (None,)
         for a in specs:
             for b in _budgets_of(a, budgets):
                 for d in datasets:
-                    if a.cls.universal:
-                        grid.extend(CaseSpec(m, a, d, amp, t, b) for t in train_datasets for amp in amplitudes)
-                    else:
-                        grid.append(CaseSpec(m, a, d, budget=b))
+                    for mode in modes:
+                        if a.cls.universal:
+                            grid.extend(
+                                CaseSpec(m, a, d, amp, t, b, mode) for t in train_datasets for amp in amplitudes
+                            )
+                        else:
+                            grid.append(CaseSpec(m, a, d, budget=b, defence_mode=mode))
     return grid
 
 

@@ -24,14 +24,17 @@ from iqa_robustness.attacks.budget import active_budgets, changed_pixels
 from iqa_robustness.attacks.perturbation import Perturbation
 from iqa_robustness.attacks.queries import QueryRecord, recording_queries
 from iqa_robustness.conventions import dataset_slug, orient
+from iqa_robustness.defences import DefendedMetric
 from iqa_robustness.progress import Progress
 from iqa_robustness.runner.cases import Outcome
 from iqa_robustness.runner.config import SuiteConfig, sync_device
 from iqa_robustness.runner.grid import CaseSpec
 from iqa_robustness.runner.resources import Resources
 from iqa_robustness.runner.transfer import TransferScorer
+from iqa_robustness.scores.defences import DEFENCE_SECONDS, UNDEFENDED_ATTACKED, UNDEFENDED_CLEAR
 from iqa_robustness.scores.formulas import image_distortion
 from iqa_robustness.scores.rows import skipped_row
+from iqa_robustness.scores.transfer import attacked_key, clear_key
 
 
 class ImageCaseRunner:
@@ -44,12 +47,17 @@ class ImageCaseRunner:
     def run(self, case: CaseSpec, attack: Attack, perturbation: Perturbation | None) -> Outcome:
         res = self.resources
         metric = res.metric(case.metric)
+        victim = res.metric(case.victim)  # the undefended metric in a defence's non-adaptive evaluation
+        defended = metric if isinstance(metric, DefendedMetric) else None
         screened = res.screened(case.metric, case.dataset)
         clean = screened.clean
         mos = res.mos(screened.dataset)
         out = Outcome()
         progress = Progress(case.id, len(screened.dataset))
-        transfer = TransferScorer(res, case.metric, case.dataset, self.config.transfer_to or ())
+        targets = list(self.config.transfer_to or ())
+        if defended is not None:  # the undefended metric's scores of the clean and attacked images: c and a
+            targets.append(case.base_metric)
+        transfer = TransferScorer(res, case.metric, case.dataset, targets)
         l0_bounded = any(b.norm == "l0" for b in active_budgets(attack))
         for names, batch, reference in res.metric_batches(screened.dataset, case.metric):
             sync_device(res.device)
@@ -59,7 +67,7 @@ class ImageCaseRunner:
                 adv = attack.apply(perturbation, batch, case.amplitude, clamp=self.config.clamp_uap)
             else:
                 with recording_queries() as query_log:
-                    adv = res.run_batched(case.metric, lambda x: attack(metric, x), batch, reference)
+                    adv = res.run_batched(case.victim, lambda x: attack(victim, x), batch, reference)
                 records = query_log.records[-len(names) :]  # a retried (out-of-memory) call logs again
             sync_device(res.device)
             out.seconds += time.perf_counter() - start
@@ -71,6 +79,7 @@ class ImageCaseRunner:
                 out.max_l0 = max(out.max_l0 or 0.0, float(changed_pixels(batch, adv).max()))
             out.queries.extend(records)
             sim = image_distortion(batch, adv)
+            defence = self._defence_columns(defended, batch, adv) if defended is not None else {}
             for i, name in enumerate(names):
                 c, a = clean[name], attacked[i]
                 row = {
@@ -91,11 +100,15 @@ class ImageCaseRunner:
                 if mos is not None:
                     row["mos"] = mos[0].get(name, math.nan)
                 transfer.annotate(row, name, i, on_targets)
+                if defended is not None:  # the undefended metric's c and a, under the names the MSU CSV keeps
+                    row[UNDEFENDED_CLEAR] = row[clear_key(case.base_metric)]
+                    row[UNDEFENDED_ATTACKED] = row[attacked_key(case.base_metric)]
+                    row.update({k: v[i] for k, v in defence.items()})
                 out.rows.append(row)
                 out.keep_pair(self.config.pairs_to_save, name, batch[i], adv[i], orient(a - c, metric.lower_better))
             progress.advance(len(names))
         out.frames = len(out.rows)
-        out.transfer = transfer.results(out.rows)
+        out.transfer = {t: v for t, v in transfer.results(out.rows).items() if t in (self.config.transfer_to or ())}
         universal = {"train_dataset": dataset_slug(case.train_dataset or ""), "amplitude": case.amplitude}
         for name in sorted(screened.skipped):
             out.rows.append(
@@ -108,3 +121,30 @@ class ImageCaseRunner:
                 )
             )
         return out
+
+    @staticmethod
+    def _defence_columns(metric: DefendedMetric, batch: torch.Tensor, adv: torch.Tensor) -> dict[str, list[float]]:
+        """Per image: how close ``d(x_adv)`` and ``d(x)`` stay to ``x`` (PSNR, SSIM), and the defence's time.
+
+        A defence that changes the size (resize, crop) is compared after bilinear resizing of its output
+        to the input's size (ours: the source compares images of one size).
+        """
+        start = time.perf_counter()
+        defended_clean = metric.defended_images(batch)
+        seconds = (time.perf_counter() - start) / max(batch.shape[0], 1)
+        defended_adv = metric.defended_images(adv)
+        fit = [_same_size(defended_adv, batch), _same_size(defended_clean, batch)]
+        attacked, clear = image_distortion(batch, fit[0].clamp(0, 1)), image_distortion(batch, fit[1].clamp(0, 1))
+        return {
+            "defended_psnr": list(attacked["psnr"]),
+            "defended_ssim": list(attacked["ssim"]),
+            "clear_defended_psnr": list(clear["psnr"]),
+            "clear_defended_ssim": list(clear["ssim"]),
+            DEFENCE_SECONDS: [seconds] * batch.shape[0],
+        }
+
+
+def _same_size(images: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    if images.shape[-2:] == like.shape[-2:]:
+        return images
+    return torch.nn.functional.interpolate(images, size=like.shape[-2:], mode="bilinear", align_corners=False)

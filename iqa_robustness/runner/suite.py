@@ -22,15 +22,17 @@ from iqa_robustness.attacks import Attack
 from iqa_robustness.attacks.perturbation import Perturbation
 from iqa_robustness.attacks.queries import mean_curve
 from iqa_robustness.data.video_sets import VideoDataset
+from iqa_robustness.defences import DefendedMetric
 from iqa_robustness.metrics import metric_identity
 from iqa_robustness.runner.artefacts import ArtefactWriter
 from iqa_robustness.runner.cases import CaseRunner, Outcome
 from iqa_robustness.runner.clips import ClipCaseRunner
 from iqa_robustness.runner.config import SuiteConfig, peak_memory_mb, stable_seed
 from iqa_robustness.runner.fingerprint import case_fingerprint, dataset_identity, file_digest
-from iqa_robustness.runner.grid import CaseSpec
+from iqa_robustness.runner.grid import NON_ADAPTIVE, CaseSpec
 from iqa_robustness.runner.images import ImageCaseRunner
 from iqa_robustness.runner.resources import Resources
+from iqa_robustness.scores.defences import defence_scores
 from iqa_robustness.scores.results import BEST_Q_CURVE, CaseResult
 from iqa_robustness.scores.rows import nothing_to_score, score_rows, scored_rows
 
@@ -68,14 +70,14 @@ class Suite:
         """Run one case; with ``resume``, the earlier result of the same computation when there is one."""
         attack = self.attack(case, attack_kwargs)
         metric = self.resources.metric(case.metric)
-        attack.check_metric(metric)
+        attack.check_metric(self.resources.metric(case.victim))
         fingerprint = self.fingerprint(case, attack)
         if self.config.resume:
             previous = self.previous_result(case.id, fingerprint)
             if previous is not None:
                 return previous
         dataset = self.resources.dataset(case.dataset, case.metric)
-        seed = stable_seed(self.config.seed, case.id)
+        seed = stable_seed(self.config.seed, self._seed_id(case))
         torch.manual_seed(seed)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -83,7 +85,7 @@ class Suite:
         if attack.universal:
             if case.train_dataset is None or case.amplitude is None:
                 raise ValueError(f"{case.id}: a universal attack needs a train dataset and an amplitude")
-            perturbation = self.resources.perturbation(attack, case.metric, case.train_dataset)
+            perturbation = self.resources.perturbation(attack, case.victim, case.train_dataset)
         clips = isinstance(dataset, VideoDataset)
         outcome = (self.clips if clips else self.images).run(case, attack, perturbation)
         if not scored_rows(outcome.rows):
@@ -95,7 +97,7 @@ class Suite:
             dataset=case.dataset,
             params=self._params(case, attack, perturbation, seed, outcome, clips),
             rows=outcome.rows,
-            scores=self._scores(outcome, metric.lower_better, clips),
+            scores=self._scores(outcome, metric, case, clips),
             lower_better=metric.lower_better,
             weights_mode=metric.weights_mode,
             seconds_per_image=outcome.seconds / max(outcome.frames, 1),  # per frame on clips
@@ -118,9 +120,9 @@ class Suite:
         attack = self.attack(case)
         if not attack.universal or case.train_dataset is None:
             raise ValueError(f"{case.id} is not a universal case: there is nothing to train")
-        metric = self.resources.metric(case.metric)
+        metric = self.resources.metric(case.victim)
         attack.check_metric(metric)
-        return self.resources.perturbation(attack, case.metric, case.train_dataset)
+        return self.resources.perturbation(attack, case.victim, case.train_dataset)
 
     def attack(self, case: CaseSpec, attack_kwargs: dict[str, Any] | None = None) -> Attack:
         """The case's attack object; a query-based one at the session's query budget (``--queries``).
@@ -237,11 +239,18 @@ class Suite:
             result.curves[BEST_Q_CURVE] = [[float(s), float(v)] for s, v in curve]
 
     @staticmethod
-    def _scores(outcome: Outcome, lower_better: bool, clips: bool) -> dict[str, float]:
-        scores = score_rows(outcome.rows, lower_better, clips=clips)
+    def _seed_id(case: CaseSpec) -> str:
+        """The id that seeds a case: a non-adaptive case makes the undefended case's adversarial images."""
+        return case.undefended().id if case.defence_mode == NON_ADAPTIVE else case.id
+
+    @staticmethod
+    def _scores(outcome: Outcome, metric: Any, case: CaseSpec, clips: bool) -> dict[str, float]:
+        scores = score_rows(outcome.rows, metric.lower_better, clips=clips)
         scores["max_linf"] = outcome.max_linf
         if outcome.max_l0 is not None:
             scores["max_l0"] = outcome.max_l0
+        if isinstance(metric, DefendedMetric):
+            scores.update(defence_scores(outcome.rows, metric.spec.range, metric.lower_better))
         return scores
 
     def _params(
@@ -267,6 +276,11 @@ class Suite:
         }
         if case.budget is not None:
             params["budget"] = case.budget
+        metric = self.resources.metric(case.metric)
+        if isinstance(metric, DefendedMetric):
+            params.update(metric.defence.params(), base_metric=case.base_metric, defence_mode=case.defence_mode)
+            if metric.defence.random:
+                params["eot"] = metric.eot
         if attack.iterations_attr == "queries":  # the spec's own budget, before --queries
             own = case.run_spec.create().iterations
             params["query_limit"] = self.config.query_limit(own, self.device)[1]

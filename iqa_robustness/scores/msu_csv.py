@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from iqa_robustness.scores.defences import DEFENCE_COLUMNS, UNDEFENDED_CLEAR
 from iqa_robustness.scores.formulas import group_scores
 from iqa_robustness.scores.rows import SKIP_REASON, is_skipped
 
@@ -176,7 +177,7 @@ def read_msu_csv(path: str | Path, attack: str | None = None, metric: str | None
                     f"{path}, line 1: missing column(s) {', '.join(missing)}; the {kind} MSU layout is "
                     f"{','.join(layout)}"
                 )
-            extra = tuple(c for c in (MOS, SKIP_REASON) if c in header)
+            extra = tuple(c for c in (MOS, *DEFENCE_COLUMNS, SKIP_REASON) if c in header)
             index = {c: header.index(c) for c in (*layout, *extra)}
             for fields in reader:
                 line = reader.line_num
@@ -192,7 +193,8 @@ def read_msu_csv(path: str | Path, attack: str | None = None, metric: str | None
                         text = ""  # the last column of a scored row may be left off
                     if text is None:
                         raise ValueError(f"{where}: missing value for column {col!r} (too few fields)")
-                    row[col] = _parse_number(text, col, where) if col in NUMERIC_COLUMNS else text
+                    numeric = col in NUMERIC_COLUMNS or col in DEFENCE_COLUMNS
+                    row[col] = _parse_number(text, col, where) if numeric else text
                 rows.append(row)
     except csv.Error as exc:
         raise ValueError(f"{path}, line {line + 1}: malformed CSV ({exc})") from None
@@ -226,7 +228,8 @@ def write_msu_csv(path: str | Path, rows: Iterable[Mapping[str, Any]], universal
             missing distortion values are written as ``nan``.
         universal: force the layout; default: universal when any row has ``train_dataset`` or
             ``amplitude``. A ``mos`` column (subjective scores) is added when any row has one,
-            and a trailing ``skip_reason`` column when any row has one.
+            the defence columns (:data:`~iqa_robustness.scores.defences.DEFENCE_COLUMNS`) for a
+            defended metric's rows, and a trailing ``skip_reason`` column when any row has one.
 
     Returns:
         The path written.
@@ -238,6 +241,8 @@ def write_msu_csv(path: str | Path, rows: Iterable[Mapping[str, Any]], universal
     required = [c for c in layout if c not in ("rel_gain", "psnr", "ssim", "mse")]
     if any(MOS in r for r in rows):
         layout = (*layout, MOS)
+    if any(UNDEFENDED_CLEAR in r for r in rows):  # a defended metric's case: what the defence scores need
+        layout = (*layout, *DEFENCE_COLUMNS)
     if any(is_skipped(r) for r in rows):
         layout = (*layout, SKIP_REASON)
     path = Path(path)

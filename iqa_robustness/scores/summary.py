@@ -47,6 +47,12 @@ def case_summary(r: CaseResult) -> dict[str, object]:
         "status": r.status,
         "message": r.message,
     }
+    if "defence_label" in r.params:  # a defended metric: which defence, in front of what, attacked how
+        row.update(
+            defence=r.params["defence_label"],
+            base_metric=r.params.get("base_metric", ""),
+            defence_mode=r.params.get("defence_mode", ""),
+        )
     row.update(r.scores)
     for key in ("psnr", "ssim", "mse"):
         values = [float(x[key]) for x in r.scored_rows if math.isfinite(float(x[key]))]

@@ -68,13 +68,46 @@ def resolve_lower_better(flag: bool | None, metric: str | None) -> bool:
         log.warning("cannot load the metric registry (%s); treating higher %s scores as better", exc, metric)
         return False
     try:
-        return bool(get_spec(metric).lower_better)
+        return bool(get_spec(_registered(metric)).lower_better)
     except (KeyError, ValueError):
         log.warning(
             "metric %r is not registered; treating higher scores as better (pass --lower-better if lower is better)",
             metric,
         )
         return False
+
+
+def _registered(metric: str) -> str:
+    """A defended metric of another session (``jpeg50+niqe``) has its undefended metric's facts: ``niqe``."""
+    from iqa_robustness.metrics import get_spec
+
+    try:
+        get_spec(metric)
+        return metric
+    except (KeyError, ValueError):
+        label, plus, base = metric.partition("+")
+        if plus and label and base:
+            return base
+        raise
+
+
+def defence_rows(files: Sequence[Any], lower_better_flag: bool | None) -> list[dict[str, Any]]:
+    """The defence scores of every file of a defended metric (METHODOLOGY "Defences"), one row per file."""
+    from iqa_robustness.metrics import get_spec
+    from iqa_robustness.scores.defences import UNDEFENDED_CLEAR, defence_scores
+
+    out = []
+    for f in files:
+        if f.metric is None or not any(UNDEFENDED_CLEAR in r for r in f.rows):
+            continue
+        try:
+            score_range = get_spec(_registered(f.metric)).range
+        except (KeyError, ValueError):
+            log.warning("%s: metric %r is not registered; its defence scores need its range", f.path, f.metric)
+            continue
+        lower_better = resolve_lower_better(lower_better_flag, f.metric)
+        out.append({"file": f.path.name, **defence_scores(f.rows, score_range, lower_better)})
+    return out
 
 
 def split_by_metric(files: Sequence[Any], given: str | None) -> list[tuple[str | None, list[Any]]]:
@@ -136,6 +169,27 @@ def format_table(rows: Sequence[dict[str, Any]], caption: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def format_defence_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The defence scores, one line per file (gains: |difference| / range; similarity: SSIM + PSNR / 40)."""
+    from iqa_robustness.scores.defences import DEFENCE_SCORES
+
+    columns = [c for c in DEFENCE_SCORES if any(c in r for r in rows)]
+    short = {c: c.replace("_gain", "").replace("both_defended", "both").replace("_per_image", "") for c in columns}
+    header = ["file", *(short[c] for c in columns)]
+    body = [[str(r["file"]), *(_number(float(r.get(c, math.nan))) for c in columns)] for r in rows]
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
+    lines = ["defence scores (robust = gain(c, da), nonpurified = gain(c, a), both = gain(dc, da)):"]
+    lines.append(
+        "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True)))
+    )
+    lines.append("-" * len(lines[-1]))
+    for b in body:
+        lines.append(
+            "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(b, widths, strict=True)))
+        )
+    return "\n".join(lines) + "\n"
+
+
 def format_csv(rows: Sequence[dict[str, Any]]) -> str:
     """CSV with full-precision numbers (``nan`` where an interval is undefined)."""
     buf = io.StringIO()
@@ -177,8 +231,15 @@ def run(args: argparse.Namespace) -> int:
         lower_better = resolve_lower_better(args.lower_better, metric)
         groups = collect_groups(metric_files, by_dataset=args.by == "dataset", mos=mos)
         parts.append((metric, lower_better, score_groups(groups, lower_better=lower_better)))
+    defences = defence_rows(files, args.lower_better)
     if args.format == "json":
         objects = [json.loads(format_json(rows, metric, lb)) for metric, lb, rows in parts]
+        if defences:
+            clean = [
+                {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
+                for r in defences
+            ]
+            objects.append({"defences": clean})
         out = json.dumps(objects[0] if len(objects) == 1 else objects, indent=1) + "\n"
     elif args.format == "csv":
         out = format_csv(parts[0][2]) if len(parts) == 1 else format_csv_by_metric(parts)
@@ -191,6 +252,8 @@ def run(args: argparse.Namespace) -> int:
                 "± is the half-width of the 95% Student-t interval"
             )
             tables.append(format_table(rows, caption))
+        if defences:
+            tables.append(format_defence_table(defences))
         out = "\n".join(tables)
     sys.stdout.write(out)
     return 0
