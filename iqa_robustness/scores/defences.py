@@ -94,7 +94,7 @@ def defence_scores(rows: Iterable[Mapping[str, Any]], score_range: float, lower_
         "clean_consistency": _spearman(c, dc),
         "defence_n": float(len(use)),
     }
-    if all(_finite(r.get(k)) for r in use for k in SIMILARITY_COLUMNS):
+    if all(_number(r.get(k)) for r in use for k in SIMILARITY_COLUMNS):  # PSNR is inf for an unchanged image
         out["similarity"] = similarity([r["defended_ssim"] for r in use], [r["defended_psnr"] for r in use])
         out["clear_similarity"] = similarity(
             [r["clear_defended_ssim"] for r in use], [r["clear_defended_psnr"] for r in use]
@@ -120,6 +120,13 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float:
     if len(x) < 2 or np.all(x == x[0]) or np.all(y == y[0]):
         return math.nan
     return float(stats.spearmanr(x, y).statistic)
+
+
+def _number(value: Any) -> bool:
+    try:
+        return not math.isnan(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def _finite(value: Any) -> bool:
