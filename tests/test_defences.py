@@ -93,7 +93,8 @@ def test_bpda_passes_the_gradient_straight_through_a_non_differentiable_defence(
     # BPDA: d/dx S(d(x)) is S's gradient at d(x), as if d were the identity
     at_defended = defence.transform(x.detach(), None).requires_grad_(True)
     base(at_defended).sum().backward()
-    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+    assert x.grad is not None
+    assert float(x.grad.abs().sum()) > 0
     torch.testing.assert_close(x.grad, at_defended.grad)
     # the forward value is the defended one
     with torch.no_grad():
@@ -133,7 +134,8 @@ def test_scoring_gives_every_image_the_same_draw_whatever_the_batch() -> None:
     index = torch.arange(3 * 40 * 40, dtype=torch.float32).reshape(1, 3, 40, 40) / (3 * 40 * 40)
     batch = torch.cat([index, index, index * 0.5])
     crops = metric.defended_images(batch)
-    assert torch.equal(crops[0], crops[1]) and torch.equal(crops[2], crops[0] * 0.5)
+    assert torch.equal(crops[0], crops[1])
+    assert torch.equal(crops[2], crops[0] * 0.5)
     assert torch.equal(metric.defended_images(batch[2:]), crops[2:])  # alone or in a batch: the same crop
     with torch.no_grad():
         assert torch.equal(metric(batch), metric(batch))  # scoring is repeatable
@@ -243,7 +245,8 @@ def test_a_session_with_defences_scores_both_evaluations_and_the_csvs_give_the_s
     assert float(non_adaptive["nonpurified_abs_gain"]) == pytest.approx(expected, rel=1e-5)
     assert float(undefended["psnr"]) == pytest.approx(float(non_adaptive["psnr"]))
     for case in (adaptive, non_adaptive):
-        assert 0 <= float(case["robust_abs_gain"]) and -1 <= float(case["clean_consistency"]) <= 1
+        assert float(case["robust_abs_gain"]) >= 0
+        assert -1 <= float(case["clean_consistency"]) <= 1
     # `score` reads the MSU CSVs back and gives the summary's defence scores
     files = sorted((tmp / "results" / "per_image").glob("*jpeg30*_test.csv"))
     assert cli(["score", *map(str, files), "--format", "json"]) == 0
