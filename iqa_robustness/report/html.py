@@ -294,6 +294,9 @@ class _Page:
         transferred = any(r.transfer for r in self.results)
         if transferred:
             nav.append('<a href="#transfer">transfer</a>')
+        defended = any("defence_label" in r.params for r in self.results)
+        if defended:
+            nav.append('<a href="#defences">defences</a>')
         nav.append('<a href="#provenance">provenance</a>')
         parts = [
             "<!DOCTYPE html>",
@@ -318,6 +321,8 @@ class _Page:
             parts.append(self._budgets())
         if transferred:
             parts.append(self._transfer())
+        if defended:
+            parts.append(self._defences())
         parts += [self._provenance(), "</main></body></html>"]
         return "\n".join(parts)
 
@@ -746,6 +751,47 @@ class _Page:
             f'<img class="plot" src="{uri}" alt="transfer matrix of normalised absolute gain">'
             f'<table class="board transfer"><thead><tr><th>source</th>{head}</tr></thead><tbody>{body}</tbody></table>'
             f"{notes}</section>"
+        )
+
+    # -- defences ---------------------------------------------------------------------------
+    def _defences(self) -> str:
+        from iqa_robustness.report.table import DEFENCE_COLUMNS
+        from iqa_robustness.scores.defences import defence_leaderboard, defence_table
+        from iqa_robustness.scores.summary import amplitude_means, case_summary
+
+        summary = [case_summary(r) for r in self.results]
+        table = defence_table(summary + amplitude_means(summary))
+        head = "".join(f'<th scope="col">{_e(label)}</th>' for _, label in DEFENCE_COLUMNS)
+        body = "".join(
+            f"<tr><th>{_e(r['metric'])}</th><th>{_e(r['defence'])}</th><th>{_e(r['attack'])}</th>"
+            + "".join(f"<td>{_fmt(r.get(k))}</td>" for k, _ in DEFENCE_COLUMNS)
+            + "</tr>"
+            for r in table
+        )
+        board = defence_leaderboard(table)
+        board_rows = "".join(
+            f"<tr><td>{r['rank']}</td><th>{_e(r['metric'])}</th><th>{_e(r['defence'])}</th>"
+            f"<td>{_fmt(r['adaptive_robust_abs_gain'])}</td><td>{_fmt(r['nonadaptive_robust_abs_gain'])}</td>"
+            f"<td>{_fmt(r['recovered_fraction'])}</td><td>{_fmt(r['clean_consistency'])}</td>"
+            f"<td>{_fmt(r['similarity'])}</td><td>{r['n_attacks']}</td></tr>"
+            for r in board
+        )
+        return (
+            '<section id="defences"><h2>Defences</h2>'
+            '<p class="legend">Each defence in front of each metric, attacked two ways: non-adaptive (NA: the '
+            "images made against the undefended metric, then defended, as the source benchmark evaluates) and "
+            "adaptive (A: the attack sees the defence, with BPDA through non-differentiable steps and EoT over "
+            "random ones). undef: the undefended gain |c - a| / range; robust: |c - d(x_adv)| / range (lower = "
+            "the defence holds); recovered: the share of the gain the non-adaptive evaluation credits the defence "
+            "with that the adaptive attack wins back; gain: the defended metric's own normalised gain; clean SRC: "
+            "Spearman of the clean scores with and without the defence; similar: SSIM + PSNR / 40 of the defended "
+            "attacked image with the clean one.</p>"
+            f'<table class="board defences"><thead><tr><th>metric</th><th>defence</th><th>attack</th>{head}'
+            f"</tr></thead><tbody>{body}</tbody></table>"
+            "<h3>Defences per metric, best first (mean over attacks of the adaptive robust gain)</h3>"
+            '<table class="board defence-board"><thead><tr><th>rank</th><th>metric</th><th>defence</th>'
+            "<th>robust A</th><th>robust NA</th><th>recovered</th><th>clean SRC</th><th>similar</th>"
+            f"<th>attacks</th></tr></thead><tbody>{board_rows}</tbody></table></section>"
         )
 
     # -- provenance -------------------------------------------------------------------------

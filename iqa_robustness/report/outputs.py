@@ -6,7 +6,8 @@ import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from iqa_robustness.report.table import format_table
+from iqa_robustness.report.table import format_defence_table, format_table
+from iqa_robustness.scores.defences import defence_table
 from iqa_robustness.scores.results import CaseResult
 from iqa_robustness.scores.summary import (
     BUDGETS_FILE,
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 
 #: the session's HTML report, inside its results folder
 REPORT_DIR = "report"
+#: the defence table of a session with --defence, in its results folder
+DEFENCES_FILE = "defences.csv"
 
 
 def write_outputs(
@@ -32,8 +35,10 @@ def write_outputs(
 ) -> list[dict]:
     """``summary.csv``, ``per_image/*.csv`` (MSU layout), the table and the HTML report for ``results``.
 
-        Cases at L-inf budgets (``--eps``) add ``budgets.csv``: per metric x attack x dataset the scores
-        at each budget and their areas over the budgets (:func:`~iqa_robustness.scores.summary.budget_rows`).
+    Cases at L-inf budgets (``--eps``) add ``budgets.csv``: per metric x attack x dataset the scores
+    at each budget and their areas over the budgets (:func:`~iqa_robustness.scores.summary.budget_rows`).
+    Cases of defended metrics (``--defence``) add ``defences.csv``
+    (:func:`~iqa_robustness.scores.defences.defence_table`).
     Cases with ``--transfer-to`` targets add ``transfer.csv`` (per case x target the normalised absolute
     gain and R on the target) and ``transfer_per_image.csv`` (the targets' per-image scores).
 
@@ -57,6 +62,15 @@ def write_outputs(
     if budgets:
         path = write_summary(budgets, Path(results_dir) / BUDGETS_FILE)
         write(f"budgets: {path} (gain_auc, robustness_auc: mean over the budgets {budgets[0]['budgets']} /255)")
+    defences = defence_table(rows)
+    if defences:
+        path = write_summary(defences, Path(results_dir) / DEFENCES_FILE)
+        write(
+            f"defences: {path} (adaptive vs non-adaptive robust gain |c - d(x_adv)| / range; "
+            "`iqa-robustness leaderboard --defences` ranks them)"
+        )
+        for line in format_defence_table(defences):
+            write(line)
     transfer = write_transfer(results, Path(results_dir))
     if transfer is not None:
         write(f"transfer: {transfer[0]} (per image: {transfer[1]}); `iqa-robustness transfer {results_dir}` draws it")

@@ -51,3 +51,29 @@ def as_number(value: object) -> float:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return math.nan
+
+
+#: the defence table's console columns: (key, label)
+DEFENCE_COLUMNS = (
+    ("undefended_gain", "undef"),
+    ("nonadaptive_robust_abs_gain", "robust NA"),
+    ("adaptive_robust_abs_gain", "robust A"),
+    ("recovered_fraction", "recovered"),
+    ("nonadaptive_norm_abs_gain", "gain NA"),
+    ("adaptive_norm_abs_gain", "gain A"),
+    ("clean_consistency", "clean SRC"),
+    ("similarity", "similar"),
+    ("defence_seconds_per_image", "s/img"),
+)
+
+
+def format_defence_table(rows: list[dict[str, object]]) -> list[str]:
+    """One line per metric x defence x attack x dataset: the undefended gain, the robust gain non-adaptive (NA)
+    and adaptive (A), the share of the credited gain the adaptive attack recovers, the defended metric's own
+    normalised gain in both evaluations, clean consistency, similarity and the defence's time."""
+    header = f"{'metric':<14} {'defence':<14} {'attack':<14} " + " ".join(f"{label:>9}" for _, label in DEFENCE_COLUMNS)
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        cells = " ".join(f"{as_number(r.get(k)):>9.4g}" for k, _ in DEFENCE_COLUMNS)
+        lines.append(f"{r['metric']!s:<14.14} {r['defence']!s:<14.14} {r['attack']!s:<14.14} {cells}")
+    return lines

@@ -134,3 +134,112 @@ def _finite(value: Any) -> bool:
         return math.isfinite(float(value))
     except (TypeError, ValueError):
         return False
+
+
+# ----------------------------------------------------------------------------- tables
+
+#: per defended case, the scores the defence table puts side by side for the two evaluations
+_PAIRED = ("robust_abs_gain", "robust_rel_gain", "both_defended_abs_gain", "norm_abs_gain")
+#: scores of the defence itself (the same images in both evaluations): taken from the adaptive case
+_OWN = ("clean_consistency", "similarity", "clear_similarity", "defence_seconds_per_image")
+
+
+def defence_table(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per metric x defence x attack x dataset (x train set): both evaluations side by side.
+
+    Args:
+        rows: summary rows (:func:`~iqa_robustness.scores.summary.case_summary`, or a logged case's
+            params and metrics); those without a ``defence`` are left out. A universal attack enters
+            with its mean over the amplitudes (its ``mean`` row when there is one).
+
+    Returns:
+        Rows with ``undefended_gain`` (the undefended metric's ``|c - a| / R`` on the images made
+        against it), ``nonadaptive_*`` and ``adaptive_*`` of the paired scores, ``credited`` (how much
+        gain the non-adaptive evaluation says the defence removes: ``undefended_gain -
+        nonadaptive_robust_abs_gain``), ``recovered`` (how much of it the adaptive attack wins back:
+        ``adaptive_robust_abs_gain - nonadaptive_robust_abs_gain``) and ``recovered_fraction``
+        (``recovered / credited`` where the credit is positive), then the defence's own scores.
+    """
+    groups: dict[tuple[str, ...], dict[str, list[Mapping[str, Any]]]] = {}
+    for row in rows:
+        if not row.get("defence") or row.get("status") in ("error", "interrupted"):
+            continue
+        attack = str(row["attack"]).removesuffix("-nonadaptive")
+        key = (
+            str(row.get("base_metric", "")),
+            str(row["defence"]),
+            attack,
+            str(row.get("dataset", "")),
+            str(row.get("train_dataset") or ""),
+        )
+        groups.setdefault(key, {}).setdefault(str(row.get("defence_mode", "")), []).append(row)
+    out: list[dict[str, Any]] = []
+    for (metric, defence, attack, dataset, train), modes in sorted(groups.items()):
+        adaptive = _mean_of(modes.get("adaptive", []))
+        non_adaptive = _mean_of(modes.get("non-adaptive", []))
+        row: dict[str, Any] = {
+            "metric": metric,
+            "defence": defence,
+            "attack": attack,
+            "dataset": dataset,
+            "train_dataset": train,
+            "undefended_gain": non_adaptive.get("nonpurified_abs_gain", math.nan),
+        }
+        for key in _PAIRED:
+            row[f"nonadaptive_{key}"] = non_adaptive.get(key, math.nan)
+            row[f"adaptive_{key}"] = adaptive.get(key, math.nan)
+        credited = row["undefended_gain"] - row["nonadaptive_robust_abs_gain"]
+        recovered = row["adaptive_robust_abs_gain"] - row["nonadaptive_robust_abs_gain"]
+        row.update(
+            credited=credited,
+            recovered=recovered,
+            recovered_fraction=recovered / credited if credited > 0 else math.nan,
+        )
+        own = adaptive or non_adaptive
+        row.update({key: own.get(key, math.nan) for key in _OWN})
+        out.append(row)
+    return out
+
+
+def defence_leaderboard(table: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per metric, its defences ranked by the adaptive robust gain, mean over attacks (lower = better defence).
+
+    Args:
+        table: :func:`defence_table` rows.
+    """
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for row in table:
+        groups.setdefault((str(row["metric"]), str(row["defence"])), []).append(row)
+    keys = ("adaptive_robust_abs_gain", "nonadaptive_robust_abs_gain", "undefended_gain", "recovered_fraction", *_OWN)
+    rows = []
+    for (metric, defence), members in groups.items():
+        mean = _mean_of(members, keys)
+        rows.append(
+            {
+                "metric": metric,
+                "defence": defence,
+                "n_attacks": len(members),
+                **{k: mean.get(k, math.nan) for k in keys},
+            }
+        )
+    out: list[dict[str, Any]] = []
+    for metric in sorted({r["metric"] for r in rows}):
+        mine = sorted(
+            (r for r in rows if r["metric"] == metric),
+            key=lambda r: (math.isnan(r["adaptive_robust_abs_gain"]), r["adaptive_robust_abs_gain"], r["defence"]),
+        )
+        out.extend({"rank": i + 1, **r} for i, r in enumerate(mine))
+    return out
+
+
+def _mean_of(rows: Sequence[Mapping[str, Any]], keys: Iterable[str] | None = None) -> dict[str, float]:
+    """The mean of each numeric value over ``rows`` (a universal attack's amplitude-mean row alone, if present)."""
+    means = [r for r in rows if str(r.get("amplitude", "")) == "mean"]
+    use = means or list(rows)
+    names = list(keys) if keys is not None else sorted({k for r in use for k in r})
+    out: dict[str, float] = {}
+    for key in names:
+        values = [float(r[key]) for r in use if _number(r.get(key))]
+        if values:
+            out[key] = float(np.mean(values))
+    return out

@@ -4,6 +4,11 @@ As in the MSU Metrics Robustness Benchmark (Antsiferova et al., AAAI 2024), a me
 score R is averaged per attack (over datasets, train sets and amplitudes) and then over attacks;
 higher R means more robust. The mean normalised absolute gain is shown beside it (higher = more
 easily fooled). Printed, saved as CSV and drawn as a bar chart.
+
+``--defences`` ranks, per metric, the defences of a session run with ``--defence`` instead: by the
+adaptive robust gain ``|c - d(x_adv)| / range`` averaged over attacks (lower = the defence holds),
+beside the non-adaptive one and the share of the credited gain the adaptive attack recovers
+(:func:`iqa_robustness.scores.defences.defence_leaderboard`).
 """
 
 from __future__ import annotations
@@ -33,6 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="CSV and PNG folder (default: results/leaderboard)",
     )
     p.add_argument("--format", choices=["table", "csv", "json"], default="table", help="printed format")
+    p.add_argument(
+        "--defences",
+        action="store_true",
+        help="rank each metric's defences (a session run with --defence) by the adaptive robust gain",
+    )
     p.set_defaults(func=run)
 
 
@@ -73,6 +83,87 @@ def plot_leaderboard(rows: Sequence[dict[str, Any]], path: Path, title: str) -> 
     return path
 
 
+def defence_rows(cases: Sequence[Any]) -> list[dict[str, Any]]:
+    """The defence leaderboard of one session's logged cases (their params name the defence and the mode)."""
+    from iqa_robustness.scores.defences import defence_leaderboard, defence_table
+
+    flat = [
+        {
+            "metric": c.metric,
+            "attack": c.attack,
+            "dataset": c.dataset,
+            "train_dataset": c.train_dataset,
+            "amplitude": c.amplitude,
+            "status": c.status,
+            "defence": c.params.get("defence_label", ""),
+            "base_metric": c.params.get("base_metric", ""),
+            "defence_mode": c.params.get("defence_mode", ""),
+            **c.metrics,
+        }
+        for c in cases
+    ]
+    return defence_leaderboard(defence_table(flat))
+
+
+def plot_defences(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
+    """Paired bars per metric x defence: the robust gain under the adaptive and the non-adaptive attack."""
+    from matplotlib.figure import Figure
+
+    labels = [f"{r['metric']} · {r['defence']}" for r in reversed(rows)]
+    fig = Figure(figsize=(7, 1.4 + 0.45 * max(len(rows), 1)), dpi=100)
+    ax = fig.add_subplot()
+    y = range(len(labels))
+    ax.barh([i + 0.2 for i in y], [r["adaptive_robust_abs_gain"] for r in reversed(rows)], 0.4, label="adaptive")
+    ax.barh([i - 0.2 for i in y], [r["nonadaptive_robust_abs_gain"] for r in reversed(rows)], 0.4, label="non-adaptive")
+    ax.set_yticks(list(y), labels, fontsize=8)
+    ax.set_xlabel("robust gain |c - d(x_adv)| / range, mean over attacks (lower = the defence holds)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def _run_defences(args: argparse.Namespace, session: Any, cases: Sequence[Any]) -> int:
+    from iqa_robustness.tracking import describe_session
+
+    rows = defence_rows(cases)
+    if not rows:
+        raise CommandError(
+            f"session {session.info.run_id} has no defended metric: run the suite with --defence "
+            "(e.g. --defence none,jpeg,median) to rank defences"
+        )
+    csv_path = write_csv(rows, args.out / "defences_leaderboard.csv")
+    png_path = plot_defences(rows, args.out / "defences_leaderboard.png", f"session {session.info.run_id[:8]}")
+    if args.format == "json":
+        print(to_json(rows))
+    elif args.format == "csv":
+        print(csv_path.read_text(), end="")
+    else:
+        print(f"session {describe_session(session)}")
+        print("per metric, defences ranked by the adaptive robust gain (lower = the defence holds)")
+        header = ["rank", "metric", "defence", "robust A", "robust NA", "recovered", "clean SRC", "similar", "attacks"]
+        body = [
+            [
+                str(r["rank"]),
+                r["metric"],
+                r["defence"],
+                number(r["adaptive_robust_abs_gain"]),
+                number(r["nonadaptive_robust_abs_gain"]),
+                number(r["recovered_fraction"]),
+                number(r["clean_consistency"]),
+                number(r["similarity"]),
+                str(r["n_attacks"]),
+            ]
+            for r in rows
+        ]
+        for line in format_table(header, body, right=(0, 3, 4, 5, 6, 7, 8)):
+            print(line)
+        print(f"saved: {csv_path}, {png_path}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from iqa_robustness.tracking import TrackingError, describe_session, find_session, load_session_cases
 
@@ -82,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
         cases = load_session_cases(client, session)
     except TrackingError as exc:
         raise CommandError(str(exc)) from exc
+    if args.defences:
+        return _run_defences(args, session, cases)
     rows = leaderboard(cases)
     if not any(r["n_cases"] for r in rows):
         raise CommandError(f"session {session.info.run_id} has no case with a robustness score")
