@@ -257,3 +257,41 @@ def test_a_session_with_defences_scores_both_evaluations_and_the_csvs_give_the_s
     got = by_file["ifgsm-nonadaptive_jpeg30+cnniqa-live_test.csv"]
     assert got["robust_abs_gain"] == pytest.approx(float(non_adaptive["robust_abs_gain"]), rel=1e-6)
     assert got["similarity"] == pytest.approx(float(non_adaptive["similarity"]), rel=1e-6)
+
+
+def test_the_session_writes_the_defence_table_report_section_and_defence_leaderboard(defended_session, capsys) -> None:
+    proc, tmp = defended_session
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "defences: " in proc.stdout
+    table = _csv(tmp / "results" / "defences.csv")
+    assert {(r["metric"], r["defence"], r["attack"]) for r in table} == {
+        ("cnniqa-live", "jpeg30", "ifgsm"),
+        ("cnniqa-live", "quant16", "ifgsm"),
+    }
+    summary = {r["case_id"]: r for r in _csv(tmp / "results" / "summary.csv")}
+    jpeg = next(r for r in table if r["defence"] == "jpeg30")
+    assert float(jpeg["adaptive_robust_abs_gain"]) == pytest.approx(
+        float(summary["ifgsm-jpeg30+cnniqa-live-msu5"]["robust_abs_gain"])
+    )
+    assert float(jpeg["nonadaptive_robust_abs_gain"]) == pytest.approx(
+        float(summary["ifgsm-nonadaptive-jpeg30+cnniqa-live-msu5"]["robust_abs_gain"])
+    )
+    page = (tmp / "results" / "report" / "index.html").read_text()
+    assert '<section id="defences">' in page
+    assert "jpeg30" in page
+    # the defence leaderboard from the MLflow store: the same numbers, ranked by the adaptive robust gain
+    out = tmp / "board"
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    assert cli(["leaderboard", "--defences", "--tracking-uri", uri, "--out", str(out), "--format", "json"]) == 0
+    import json
+
+    board = json.loads(capsys.readouterr().out)
+    assert [r["rank"] for r in board] == [1, 2]
+    gains = [r["adaptive_robust_abs_gain"] for r in board]
+    assert gains == sorted(gains)
+    by_defence = {r["defence"]: r for r in board}
+    assert by_defence["jpeg30"]["adaptive_robust_abs_gain"] == pytest.approx(float(jpeg["adaptive_robust_abs_gain"]))
+    assert (out / "defences_leaderboard.png").stat().st_size > 5000
+    # compare shows the defence scores too
+    assert cli(["compare", "latest", "latest", "--tracking-uri", uri, "--out", str(tmp / "cmp")]) == 0
+    assert "robust_abs_gain" in capsys.readouterr().out

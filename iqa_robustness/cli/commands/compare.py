@@ -45,6 +45,8 @@ COMPARED_SCORES = (
 )
 #: compared too when a session has subjective scores
 MOS_COMPARED = ("srocc_clean", "srocc_attacked")
+#: compared too when a session has defended metrics (``--defence``): METHODOLOGY "Defences"
+DEFENCE_COMPARED = ("robust_abs_gain", "nonpurified_abs_gain", "clean_consistency", "similarity")
 KEY_COLUMNS = ("metric", "attack", "dataset", "train_dataset", "amplitude")
 #: case params that must agree for two sessions' numbers of a case to be comparable
 COMPARABLE_PARAMS = ("image_size", "max_images", "max_frames", "seed", "image_shard")
@@ -215,6 +217,8 @@ def run(args: argparse.Namespace) -> int:
     scores = COMPARED_SCORES
     if any("srocc_attacked" in c.metrics for c in (*session_a.cases, *session_b.cases)):
         scores = (*COMPARED_SCORES, *MOS_COMPARED)  # sessions with subjective scores
+    if any("robust_abs_gain" in c.metrics for c in (*session_a.cases, *session_b.cases)):
+        scores = (*scores, *DEFENCE_COMPARED)  # sessions with defended metrics
     rows = compare_cases(session_a.cases, session_b.cases, scores)
     if not rows:
         raise CommandError(

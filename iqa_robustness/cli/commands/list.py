@@ -1,4 +1,4 @@
-"""``iqa-robustness list metrics|attacks|datasets``: what the registries hold, with their declared facts."""
+"""``iqa-robustness list metrics|attacks|datasets|defences``: what the registries hold, with their declared facts."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("list", help="list registered metrics, attacks or datasets")
-    p.add_argument("what", choices=["metrics", "attacks", "datasets"])
+    p = sub.add_parser("list", help="list registered metrics, attacks, datasets or defences")
+    p.add_argument("what", choices=["metrics", "attacks", "datasets", "defences"])
     p.add_argument("pattern", nargs="?", default=None, help="glob or comma list (default: all)")
     p.set_defaults(func=run)
 
@@ -21,6 +21,16 @@ def run(args: argparse.Namespace) -> int:
             direction = "lower-better" if s.lower_better else "higher-better"
             grad = "" if s.differentiable else " non-differentiable"
             print(f"{name:24s} {s.kind:9s} {direction:13s} bounds={s.bounds} source={s.source}{grad}")
+    elif args.what == "defences":
+        from iqa_robustness.defences import defence_class, list_defences
+
+        for name in list_defences():
+            cls = defence_class(name)
+            facts = ("differentiable" if cls.differentiable else "BPDA") + (", random (EoT)" if cls.random else "")
+            aliases = f" (also {', '.join(cls.aliases)})" if cls.aliases else ""
+            print(f"{name:16s} {facts:28s} {cls.description}{aliases}")
+            fields = ", ".join(f"{k}={_default(v)}" for k, v in cls.defaults().items())
+            print(f"{'':16s} {fields or 'no parameters'}")
     elif args.what == "datasets":
         from iqa_robustness.data.registry import dataset_info, list_datasets
 
