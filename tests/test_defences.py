@@ -295,3 +295,16 @@ def test_the_session_writes_the_defence_table_report_section_and_defence_leaderb
     # compare shows the defence scores too
     assert cli(["compare", "latest", "latest", "--tracking-uri", uri, "--out", str(tmp / "cmp")]) == 0
     assert "robust_abs_gain" in capsys.readouterr().out
+
+
+def test_the_differentiable_jpeg_has_a_real_gradient_and_stays_close_to_libjpeg(msu_test_images: Path) -> None:
+    from iqa_robustness.data.decode import load_image
+
+    image = load_image(sorted(msu_test_images.iterdir())[0])[None, :, :96, :96].contiguous()
+    diff, coded = parse_defence("diffjpeg(q=50)"), parse_defence("jpeg(q=50)")
+    assert diff.differentiable
+    x = image.clone().requires_grad_(True)
+    out = diff.transform(x, None)
+    out.mean().backward()
+    assert float(x.grad.abs().sum()) > 0
+    assert float((out.detach() - coded.transform(image, None)).abs().mean()) < 0.02  # a photo: close to libjpeg
