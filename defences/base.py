@@ -260,6 +260,11 @@ def defended_name(defence: Defence, metric: str) -> str:
 
 def defended_spec(defence: Defence, base: MetricSpec, eot: int = DEFAULT_EOT) -> MetricSpec:
     """The facts of ``defence + base``: the base's, differentiable through BPDA / EoT, named ``label+base``."""
+    if base.is_video:
+        raise DefenceSpecError(
+            f"{base.name} is a video metric, attacked clip by clip; defences go in front of image metrics: "
+            "leave it out of --metric or --defence"
+        )
     source = f"{defence.text} in front of {base.name}"
     scale = getattr(defence, "scale", None) if getattr(defence, "shrinks", False) else None
     min_side = base.min_side

@@ -68,6 +68,11 @@ def test_a_crop_smaller_than_the_metrics_minimum_side_is_refused_with_the_side_t
         register_defended(parse_defence("random-crop(side=64)"), "niqe")
 
 
+def test_a_video_metric_takes_no_defence() -> None:
+    with pytest.raises(DefenceSpecError, match="video metric"):
+        register_defended(parse_defence("jpeg"), "vsfa")
+
+
 def test_a_defended_metric_keeps_the_metrics_facts_and_a_shrinking_defence_raises_its_minimum_side() -> None:
     name = register_defended(parse_defence("resize(scale=0.5)"), "niqe")
     assert name == "resize0.5+niqe"
