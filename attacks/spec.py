@@ -146,24 +146,37 @@ class AttackSpec:
         return cls(base.name, {**base.kwargs, **{k: params[k] for k in fields if k in params}})
 
 
-def parse_attack_spec(text: str) -> AttackSpec:
-    """One spec, ``name`` or ``name(field=value,...)``; no globs (see :func:`parse_attack_specs`)."""
+def split_call(
+    text: str, error: type[ValueError] = AttackSpecError, what: str = "attack spec", noun: str = "field"
+) -> tuple[str, str | None, list[tuple[str, str]]]:
+    """``name(key=value,...)`` -> ``(name, body, [(key, raw value), ...])``, keys with ``_`` for ``-``.
+
+    Shared by attack and defence specs. Raises ``error`` for a text that is no call, an item without
+    ``=``, or a key given twice.
+    """
     match = _NAME.match(text)
     if match is None:
-        raise AttackSpecError(f"cannot read attack spec {text!r}: expected name or name(field=value,...)")
+        raise error(f"cannot read {what} {text!r}: expected name or name({noun}=value,...)")
     name, body = match.groups()
-    if any(ch in name for ch in GLOB_CHARACTERS):
-        raise AttackSpecError(f"{text!r}: a glob selects attacks by name and takes no values; name one attack")
-    cls = attack_class(name)
-    values: dict[str, Any] = {}
+    items: list[tuple[str, str]] = []
     for item in split_commas(body or ""):
         key, sep, raw = item.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not key or not raw.strip():
-            raise AttackSpecError(f"{text!r}: expected field=value inside the parentheses, got {item!r}")
-        if key in values:
-            raise AttackSpecError(f"{text!r}: {key} is given twice")
-        values[key] = coerce_values(cls, {key: parse_value(raw)}, shown=raw.strip())[key]
+            raise error(f"{text!r}: expected {noun}=value inside the parentheses, got {item!r}")
+        if key in dict(items):
+            raise error(f"{text!r}: {key} is given twice")
+        items.append((key, raw))
+    return name, body, items
+
+
+def parse_attack_spec(text: str) -> AttackSpec:
+    """One spec, ``name`` or ``name(field=value,...)``; no globs (see :func:`parse_attack_specs`)."""
+    name, _, items = split_call(text)
+    if any(ch in name for ch in GLOB_CHARACTERS):
+        raise AttackSpecError(f"{text!r}: a glob selects attacks by name and takes no values; name one attack")
+    cls = attack_class(name)
+    values = {key: coerce_values(cls, {key: parse_value(raw)}, shown=raw.strip())[key] for key, raw in items}
     return AttackSpec(cls.name, values)
 
 

@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import re
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import torch
 
-from iqa_robustness.attacks.spec import coerce_values, parse_value
+from iqa_robustness.attacks.spec import coerce_values, parse_value, split_call
 from iqa_robustness.metrics import Metric, MetricSpec, create_metric, get_spec, register_metric
 from iqa_robustness.registry import Registry, split_commas
 
@@ -41,8 +40,6 @@ SEPARATOR = "+"
 DEFAULT_EOT = 8
 #: the seed of a random defence's draws without gradients (scoring), unless the defence is given one
 EVAL_SEED = 0
-
-_NAME = re.compile(r"^\s*([^()\s]+)\s*(?:\((.*)\))?\s*$", re.DOTALL)
 
 
 class DefenceSpecError(ValueError):
@@ -145,21 +142,14 @@ def defence_class(name: str) -> type[Defence]:
 
 def parse_defence(text: str) -> Defence | None:
     """``jpeg``, ``jpeg(q=30)``, ``median(k=5)``; ``none`` gives ``None`` (the undefended metric)."""
-    match = _NAME.match(text)
-    if match is None:
-        raise DefenceSpecError(f"cannot read defence {text!r}: expected name or name(parameter=value,...)")
-    name, body = match.groups()
+    name, body, items = split_call(text, DefenceSpecError, "defence", "parameter")
     if name.lower() == NONE:
         if body:
             raise DefenceSpecError("`none` takes no parameters: it keeps the undefended metric")
         return None
     cls = defence_class(name)
     values: dict[str, Any] = {}
-    for item in split_commas(body or ""):
-        key, sep, raw = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key or not raw.strip():
-            raise DefenceSpecError(f"{text!r}: expected parameter=value inside the parentheses, got {item!r}")
+    for key, raw in items:
         if key not in cls.defaults():
             close = difflib.get_close_matches(key, list(cls.defaults()), n=1, cutoff=0.5)
             hint = f"; did you mean {close[0]!r}?" if close else ""

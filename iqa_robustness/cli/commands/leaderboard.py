@@ -77,6 +77,19 @@ def plot_leaderboard(rows: Sequence[dict[str, Any]], path: Path, title: str) -> 
     ax.set_xlabel("mean robustness score R over attacks (higher = more robust)")
     ax.set_title(title, fontsize=9)
     ax.margins(x=0.15)
+    return _save(fig, path)
+
+
+def _printed_as_data(args: argparse.Namespace, rows: Sequence[dict[str, Any]], csv_path: Path) -> bool:
+    """``--format json`` / ``csv``: the rows printed as data (True); ``table``: nothing printed yet (False)."""
+    if args.format == "json":
+        print(to_json(rows))
+    elif args.format == "csv":
+        print(csv_path.read_text(), end="")
+    return args.format != "table"
+
+
+def _save(fig: Any, path: Path) -> Path:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -119,10 +132,7 @@ def plot_defences(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Pat
     ax.set_xlabel("robust gain |c - d(x_adv)| / range, mean over attacks (lower = the defence holds)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return _save(fig, path)
 
 
 def _run_defences(args: argparse.Namespace, session: Any, cases: Sequence[Any]) -> int:
@@ -136,11 +146,7 @@ def _run_defences(args: argparse.Namespace, session: Any, cases: Sequence[Any]) 
         )
     csv_path = write_csv(rows, args.out / "defences_leaderboard.csv")
     png_path = plot_defences(rows, args.out / "defences_leaderboard.png", f"session {session.info.run_id[:8]}")
-    if args.format == "json":
-        print(to_json(rows))
-    elif args.format == "csv":
-        print(csv_path.read_text(), end="")
-    else:
+    if not _printed_as_data(args, rows, csv_path):
         print(f"session {describe_session(session)}")
         print("per metric, defences ranked by the adaptive robust gain (lower = the defence holds)")
         header = ["rank", "metric", "defence", "robust A", "robust NA", "recovered", "clean SRC", "similar", "attacks"]
@@ -184,11 +190,7 @@ def run(args: argparse.Namespace) -> int:
         title += " - random weights: not benchmark numbers"
     csv_path = write_csv(rows, args.out / "leaderboard.csv")
     png_path = plot_leaderboard(rows, args.out / "leaderboard.png", title)
-    if args.format == "json":
-        print(to_json(rows))
-    elif args.format == "csv":
-        print(csv_path.read_text(), end="")
-    else:
+    if not _printed_as_data(args, rows, csv_path):
         print(f"session {describe_session(session)}")
         if random:
             print("random weights in this session: these are not benchmark numbers")
