@@ -40,6 +40,8 @@ SEPARATOR = "+"
 DEFAULT_EOT = 8
 #: the seed of a random defence's draws without gradients (scoring), unless the defence is given one
 EVAL_SEED = 0
+#: registered defended metrics: name -> (defence label, undefended metric)
+_DEFENDED: dict[str, tuple[str, str]] = {}
 
 
 class DefenceSpecError(ValueError):
@@ -234,18 +236,12 @@ class DefendedMetric(Metric):
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         with self.base.reference(self._reference):
+            if not torch.is_grad_enabled():  # scoring: the seeded draw of every image
+                return self.base(self.defended_images(x))
             if not self.defence.random:
                 return self.base(self.defend(x))
-            if not torch.is_grad_enabled():  # each image its own fresh generator: the same draw for all
-                return torch.cat(
-                    [self.base(self.defend(x[i : i + 1], self.scoring_generator())) for i in range(len(x))]
-                )
             draws = [self.base(self.defend(x, self._draws)) for _ in range(self.eot)]
             return torch.stack(draws).mean(dim=0)
-
-
-def defended_name(defence: Defence, metric: str) -> str:
-    return f"{defence.label}{SEPARATOR}{get_spec(metric).name}"
 
 
 def defended_spec(defence: Defence, base: MetricSpec, eot: int = DEFAULT_EOT) -> MetricSpec:
@@ -276,7 +272,6 @@ def defended_spec(defence: Defence, base: MetricSpec, eot: int = DEFAULT_EOT) ->
     return dataclasses.replace(
         base,
         name=f"{defence.label}{SEPARATOR}{base.name}",
-        differentiable=base.differentiable,
         min_side=min_side,
         aliases=(),
         source=source,
@@ -295,16 +290,13 @@ def register_defended(defence: Defence, metric: str, eot: int = DEFAULT_EOT) -> 
         return DefendedMetric(spec_, base, defence, eot=eot)
 
     register_metric(spec, build)
+    _DEFENDED[spec.name] = (defence.label, base_spec.name)
     return spec.name
 
 
 def split_defended(name: str) -> tuple[str, str] | None:
     """``jpeg50+niqe`` -> ``("jpeg50", "niqe")`` for a registered defended metric; ``None`` for another metric."""
-    spec = get_spec(name)
-    if SEPARATOR not in spec.name or " in front of " not in spec.source:
-        return None
-    label, _, base = spec.name.partition(SEPARATOR)
-    return label, base
+    return _DEFENDED.get(get_spec(name).name)
 
 
 def base_metric(name: str) -> str:

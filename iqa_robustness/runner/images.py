@@ -54,7 +54,8 @@ class ImageCaseRunner:
         mos = res.mos(screened.dataset)
         out = Outcome()
         progress = Progress(case.id, len(screened.dataset))
-        targets = list(self.config.transfer_to or ())
+        user_targets = tuple(self.config.transfer_to or ())
+        targets = list(user_targets)
         if defended is not None:  # the undefended metric's scores of the clean and attacked images: c and a
             targets.append(case.base_metric)
         transfer = TransferScorer(res, case.metric, case.dataset, targets)
@@ -101,14 +102,15 @@ class ImageCaseRunner:
                     row["mos"] = mos[0].get(name, math.nan)
                 transfer.annotate(row, name, i, on_targets)
                 if defended is not None:  # the undefended metric's c and a, under the names the MSU CSV keeps
-                    row[UNDEFENDED_CLEAR] = row[clear_key(case.base_metric)]
-                    row[UNDEFENDED_ATTACKED] = row[attacked_key(case.base_metric)]
+                    take = row.get if case.base_metric in user_targets else row.pop  # no copy unless asked for
+                    row[UNDEFENDED_CLEAR] = take(clear_key(case.base_metric))
+                    row[UNDEFENDED_ATTACKED] = take(attacked_key(case.base_metric))
                     row.update({k: v[i] for k, v in defence.items()})
                 out.rows.append(row)
                 out.keep_pair(self.config.pairs_to_save, name, batch[i], adv[i], orient(a - c, metric.lower_better))
             progress.advance(len(names))
         out.frames = len(out.rows)
-        out.transfer = {t: v for t, v in transfer.results(out.rows).items() if t in (self.config.transfer_to or ())}
+        out.transfer = transfer.results(out.rows, user_targets)  # the defence's own target is no transfer
         universal = {"train_dataset": dataset_slug(case.train_dataset or ""), "amplitude": case.amplitude}
         for name in sorted(screened.skipped):
             out.rows.append(

@@ -102,10 +102,16 @@ class TransferScorer:
             scores = attacked.get(target)
             row[attacked_key(target)] = scores[index] if scores is not None and name in clean else math.nan
 
-    def results(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-        """``{target: scores}`` of the case (``{"error": why}`` for a target that failed or scored nothing)."""
+    def results(
+        self, rows: Sequence[Mapping[str, Any]], targets: Sequence[str] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """``{target: scores}`` of the case (``{"error": why}`` for a target that failed or scored nothing).
+
+        Args:
+            targets: the targets to score (default: all); the others' scores stay in the rows only.
+        """
         out: dict[str, dict[str, Any]] = {}
-        for target in self.targets:
+        for target in self.targets if targets is None else [t for t in self.targets if t in targets]:
             if target in self.errors:
                 out[target] = {"error": self.errors[target]}
                 continue

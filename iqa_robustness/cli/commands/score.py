@@ -85,7 +85,9 @@ def _registered(metric: str) -> str:
         get_spec(metric)
         return metric
     except (KeyError, ValueError):
-        label, plus, base = metric.partition("+")
+        from iqa_robustness.defences.base import SEPARATOR
+
+        label, plus, base = metric.partition(SEPARATOR)
         if plus and label and base:
             return base
         raise
@@ -171,23 +173,17 @@ def format_table(rows: Sequence[dict[str, Any]], caption: str = "") -> str:
 
 def format_defence_table(rows: Sequence[dict[str, Any]]) -> str:
     """The defence scores, one line per file (gains: |difference| / range; similarity: SSIM + PSNR / 40)."""
+    from iqa_robustness.cli.commands._store import format_table as fixed_width
     from iqa_robustness.scores.defences import DEFENCE_SCORES
 
     columns = [c for c in DEFENCE_SCORES if any(c in r for r in rows)]
-    short = {c: c.replace("_gain", "").replace("both_defended", "both").replace("_per_image", "") for c in columns}
-    header = ["file", *(short[c] for c in columns)]
+    short = [c.replace("_gain", "").replace("both_defended", "both").replace("_per_image", "") for c in columns]
     body = [[str(r["file"]), *(_number(float(r.get(c, math.nan))) for c in columns)] for r in rows]
-    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
-    lines = ["defence scores (robust = gain(c, da), nonpurified = gain(c, a), both = gain(dc, da)):"]
-    lines.append(
-        "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True)))
+    lines = fixed_width(["file", *short], body, right=range(1, len(columns) + 1))
+    return (
+        "\n".join(["defence scores (robust = gain(c, da), nonpurified = gain(c, a), both = gain(dc, da)):", *lines])
+        + "\n"
     )
-    lines.append("-" * len(lines[-1]))
-    for b in body:
-        lines.append(
-            "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(b, widths, strict=True)))
-        )
-    return "\n".join(lines) + "\n"
 
 
 def format_csv(rows: Sequence[dict[str, Any]]) -> str:
@@ -216,8 +212,13 @@ def format_csv_by_metric(parts: Sequence[tuple[str | None, bool, Sequence[dict[s
 def format_json(rows: Sequence[dict[str, Any]], metric: str | None, lower_better: bool) -> str:
     """``{"metric", "lower_better", "groups": [...]}``; undefined numbers are ``null``."""
     cols = columns_of(rows)
-    clean = [{c: (None if isinstance(r[c], float) and not math.isfinite(r[c]) else r[c]) for c in cols} for r in rows]
+    clean = [_nulls({c: r[c] for c in cols}) for r in rows]
     return json.dumps({"metric": metric, "lower_better": lower_better, "groups": clean}, indent=1) + "\n"
+
+
+def _nulls(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with its undefined numbers (nan, inf) as ``None``: JSON ``null``."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -235,11 +236,7 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         objects = [json.loads(format_json(rows, metric, lb)) for metric, lb, rows in parts]
         if defences:
-            clean = [
-                {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
-                for r in defences
-            ]
-            objects.append({"defences": clean})
+            objects.append({"defences": [_nulls(r) for r in defences]})
         out = json.dumps(objects[0] if len(objects) == 1 else objects, indent=1) + "\n"
     elif args.format == "csv":
         out = format_csv(parts[0][2]) if len(parts) == 1 else format_csv_by_metric(parts)
