@@ -4,7 +4,7 @@ A black-box attack sees only the metric's scores: it calls ``metric(x)`` (under 
 never a gradient, so it runs on every metric, differentiable or not, no-reference or full-reference
 (the oracle binds each candidate's own reference row, :meth:`~iqa_robustness.metrics.base.Metric.reference_rows`).
 It maximises the oriented score q, accepts a step only on strict improvement, counts every score of
-one image as one query and stops at its budget ``queries`` (METHODOLOGY.md, "Black-box attacks").
+one image as one query and stops at its budget ``queries`` (docs/methodology.md, "Black-box attacks").
 
 Randomness is per image: every image of a batch draws from its own ``torch.Generator`` seeded with the
 attack's ``seed``, so an image gets the same result in any batch, or alone.

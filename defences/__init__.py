@@ -1,7 +1,7 @@
 """Defences for quality metrics, by name: ``parse_defences("jpeg(q=50),median(k=3)")``; ``d + metric`` is a metric.
 
 Every module in this package registers its defence on import, so a new defence is one new file
-(METHODOLOGY "Defences"). :func:`register_defended` makes ``<label>+<metric>`` (``jpeg50+niqe``) a
+(docs/methodology.md, "Defences"). :func:`register_defended` makes ``<label>+<metric>`` (``jpeg50+niqe``) a
 metric of the registry, which every attack then attacks adaptively (:class:`DefendedMetric`: BPDA
 through a non-differentiable step, EoT over a random one).
 """

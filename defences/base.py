@@ -1,6 +1,6 @@
 """Defences as data, their registry, and the defended metric ``S_d(x) = S(d(x))`` every attack sees.
 
-A defence (METHODOLOGY "Defences", after the follow-up benchmark of defences for IQA metrics) is an input
+A defence (docs/methodology.md, "Defences", after the follow-up benchmark of defences for IQA metrics) is an input
 transformation in front of a metric. Each is a frozen dataclass whose fields are its parameters, and
 declares two facts the adaptive attacks read:
 

@@ -308,14 +308,14 @@ class TestSet:
     width: int
 
 
-#: The benchmark's test sets (METHODOLOGY.md): NIPS 2017 dev (299x299 crops), Vimeo-90k test
+#: The benchmark's test sets (docs/methodology.md): NIPS 2017 dev (299x299 crops), Vimeo-90k test
 #: triplets (7824 x 3 frames of 448x256), Derf's blue_sky (250 frames of 1920x1080).
 BENCHMARK_TEST_SETS: tuple[TestSet, ...] = (
     TestSet("nips2017", 1000, 299, 299),
     TestSet("vimeo-test", 7824 * 3, 256, 448),
     TestSet("derf-blue-sky", 250, 1080, 1920),
 )
-#: Universal training: epochs per attack (METHODOLOGY.md; cnn as its paper trains it).
+#: Universal training: epochs per attack (docs/methodology.md; cnn as its paper trains it).
 BENCHMARK_EPOCHS = {"uap": 5, "cumulative-uap": 5, "generative-uap": 1, "cnn": 200}
 
 

@@ -382,7 +382,7 @@ for _name, _repo in [("qrealign", "Mini-0.8B"), ("qrealign-mini", "Mini-0.8B"), 
 # fmt: on
 
 # -- full-reference: S(reference, distorted). The attacks perturb the distorted image (a JPEG copy of
-#    the clean one, see METHODOLOGY "Full-reference metrics") and the reference stays fixed. Facts
+#    the clean one, see docs/methodology.md, "Full-reference metrics") and the reference stays fixed. Facts
 #    checked on pyiqa 0.1.16 on CPU as for the NR table (random weights where a network has any):
 #    min_side is the smallest square side that scores; differentiable=False where the input
 #    gradient is detached. The classical ones need no parameter file, so CI runs them for real.

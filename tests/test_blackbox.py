@@ -1,7 +1,7 @@
 """Query-based (black-box) attacks: they raise q from scores alone, keep their budgets and query limits,
 give every image the same result in any batch, and run on every metric in the suite.
 
-METHODOLOGY.md, "Black-box attacks": square (Andriushchenko et al., ECCV 2020), parsimonious (Moon et
+docs/methodology.md, "Black-box attacks": square (Andriushchenko et al., ECCV 2020), parsimonious (Moon et
 al., ICML 2019), onepixel (Su et al., 2019), patch-rs (Croce et al., AAAI 2022), nes (Ilyas et al.,
 ICML 2018) and the universal square-uap.
 """

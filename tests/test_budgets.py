@@ -1,6 +1,6 @@
 """Threat-model budgets (``--eps``): the derivation rule per attack, the budget axis of the grid, its scores.
 
-For a budget b (METHODOLOGY.md, "Threat-model budgets"): attacks with an L-inf field take ``eps = b``
+For a budget b (docs/methodology.md, "Threat-model budgets"): attacks with an L-inf field take ``eps = b``
 (I-FGSM and MI-FGSM also ``alpha = b / iters``); universal attacks take b as their bound at amplitude
 1; korhonen and madc, which have no L-inf field, are projected onto the L-inf ball of radius b after
 every step. ``gain_auc`` is the trapezoidal area under the normalised absolute gain against budget

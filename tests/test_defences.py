@@ -1,4 +1,4 @@
-"""Defences (METHODOLOGY "Defences"): specs and labels, BPDA and EoT, the defence scores, the grid and a session."""
+"""Defences (docs/methodology.md, "Defences"): specs, labels, BPDA and EoT, the defence scores, the grid, a session."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Full-reference metrics: S(reference, distorted) attacked through the distorted input only.
 
-METHODOLOGY.md, "Full-reference metrics and JPEG inputs" (the MSU benchmark's code): the distorted
+docs/methodology.md, "Full-reference metrics and JPEG inputs" (the MSU benchmark's code): the distorted
 input is a JPEG copy of the clean image, ``clear = S(x0, jpeg)``, the attack perturbs the JPEG with
 the reference fixed, ``attacked = S(x0, adv)``, rows are named ``<image>-jpeg<q>`` and PSNR / SSIM /
 MSE compare the JPEG with its attacked copy.

@@ -1,4 +1,4 @@
-"""The JPEG step of full-reference cases against its specification (METHODOLOGY.md, "Full-reference metrics").
+"""The JPEG step of full-reference cases against its specification (docs/methodology.md, "Full-reference metrics").
 
 The reference is an independent encoder: Pillow's JPEG writer and reader. The benchmark's step is
 Pillow's JPEG of the image with R and B swapped, swapped back; a correct RGB JPEG is Pillow's JPEG

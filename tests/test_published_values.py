@@ -134,7 +134,7 @@ class ReleaseDemo:
 #: SPAQ (h4nwei/SPAQ BL_demo.py), VSFA and MDTVSFA (lidq92/VSFA, lidq92/MDTVSFA test_demo.py) publish
 #: none; PaQ-2-PiQ is checked through pyiqa's calibration table.
 RELEASE_DEMOS = (
-    # The reference folder's METHODOLOGY.md ("Reference material"): data/cnniqa/I03_01_1.bmp scores
+    # docs/methodology.md, "Reference material": data/cnniqa/I03_01_1.bmp scores
     # about 18.1 with CNNIQA-LIVE.pth. The image is the demo image of lidq92/CNNIQA's test_demo.py, which
     # reads it with PIL's convert("L") (the adapter's luma) and averages the scores of its 32x32 patches.
     ReleaseDemo(
@@ -146,7 +146,7 @@ RELEASE_DEMOS = (
         value=18.1,
         atol=0.05,
         rtol=0.0,
-        source="about 18.1, the reference folder's METHODOLOGY.md",
+        source="about 18.1, docs/methodology.md, 'Reference material'",
     ),
     # README of github.com/lidq92/LinearityIQA, "Test Demo": `python test_demo.py --img_path
     # data/1000.JPG --resize -arch resnext101_32x8d --trained_model_file checkpoints/p1q2.pth` prints

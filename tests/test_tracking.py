@@ -2,7 +2,7 @@
 
 One ``mlflow server`` (SQLite backend, served artefacts, a free port on 127.0.0.1) serves the
 module. Two synthetic sessions of case results with scores computed from their per-image numbers
-as METHODOLOGY.md defines them are logged to it; ``compare`` must report exactly the differences
+as docs/methodology.md defines them are logged to it; ``compare`` must report exactly the differences
 put in, and ``leaderboard`` the order the numbers imply.
 """
 
@@ -68,7 +68,7 @@ COMPARED = (
 
 
 def _group_scores(clear: np.ndarray, attacked: np.ndarray) -> dict[str, float]:
-    """The scores of METHODOLOGY.md for higher-is-better metrics, with a 95% t interval for gains."""
+    """The scores of docs/methodology.md for higher-is-better metrics, with a 95% t interval for gains."""
     s_c = (clear - clear.min()) / (clear.max() - clear.min())
     s_a = (attacked - clear.min()) / (clear.max() - clear.min())
     gain = attacked - clear

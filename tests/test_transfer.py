@@ -1,6 +1,6 @@
 """Transferability (``--transfer-to``, ``iqa-robustness transfer``): adversarial images scored by other metrics.
 
-METHODOLOGY "Transferability": per source x target the normalised absolute gain and R on the
+docs/methodology.md, "Transferability": per source x target the normalised absolute gain and R on the
 target, min-max scaled on the target's own clean scores; published perturbations are sources
 without a model. Zhang et al. (NeurIPS 2022) and Ran et al. (2024) report that IQA perturbations
 transfer poorly.

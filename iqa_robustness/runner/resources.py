@@ -186,7 +186,7 @@ class Resources:
     # -- data -----------------------------------------------------------------------------
     def jpeg_qualities(self, metric: str) -> tuple[int, ...] | None:
         """The JPEG qualities ``metric`` is tested at: ``--jpeg-quality``, else 80 for a full-reference
-        metric (METHODOLOGY "Full-reference metrics": its distorted inputs are JPEG copies), else none."""
+        metric (docs/methodology.md, "Full-reference metrics": its distorted inputs are JPEG copies), else none."""
         if self.config.jpeg_quality:
             return tuple(self.config.jpeg_quality)
         return (DEFAULT_QUALITY,) if get_spec(metric).is_full_reference else None

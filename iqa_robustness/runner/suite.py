@@ -5,7 +5,7 @@ The :class:`Suite` is what the pytest plugin keeps for a session. It composes th
 perturbations), one :class:`~iqa_robustness.runner.cases.CaseRunner` per kind of input (image
 batches, or whole clips for a video metric on a video set), and the
 :class:`~iqa_robustness.runner.artefacts.ArtefactWriter`; from a runner's rows it computes the
-group scores of METHODOLOGY.md (on the scored rows; skipped inputs keep their rows and reasons)
+group scores of docs/methodology.md (on the scored rows; skipped inputs keep their rows and reasons)
 and assembles the case's result with its parameters.
 """
 

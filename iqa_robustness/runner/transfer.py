@@ -1,6 +1,6 @@
 """``--transfer-to``: a case's adversarial images scored by other metrics, batch by batch as the attack makes them.
 
-METHODOLOGY "Transferability": each target's clean scores of the source's inputs are computed once
+docs/methodology.md, "Transferability": each target's clean scores of the source's inputs are computed once
 per target and dataset (:meth:`Resources.transfer_clean
 <iqa_robustness.runner.resources.Resources.transfer_clean>`) and shared by every case; its scores
 of the adversarial images come from the same batches the source scored, a full-reference target

@@ -1,4 +1,4 @@
-"""Defence scores (METHODOLOGY "Defences"), from a defended case's per-image rows.
+"""Defence scores (docs/methodology.md, "Defences"), from a defended case's per-image rows.
 
 A defended case (metric ``d+m``) scores every image four ways: ``c = S(x)`` and ``a = S(x_adv)`` by the
 undefended metric (the rows' ``undefended_clear`` and ``undefended_attacked``), ``dc = S(d(x))`` and

@@ -1,6 +1,6 @@
 """Transferability: the adversarial images made against a source metric, scored by other (target) metrics.
 
-METHODOLOGY "Transferability": per source x target, the normalised absolute gain and the robustness
+docs/methodology.md, "Transferability": per source x target, the normalised absolute gain and the robustness
 score R on the target, each with the target's own min-max scaling fitted on its clean scores of the
 same inputs (:func:`~iqa_robustness.scores.formulas.score_group`), with 95% Student-t intervals.
 A published perturbation (the benchmark's MANIQA ``.npy`` files, the CVIU paper's PNGs) is a

@@ -45,7 +45,7 @@ COMPARED_SCORES = (
 )
 #: compared too when a session has subjective scores
 MOS_COMPARED = ("srocc_clean", "srocc_attacked")
-#: compared too when a session has defended metrics (``--defence``): METHODOLOGY "Defences"
+#: compared too when a session has defended metrics (``--defence``): docs/methodology.md, "Defences"
 DEFENCE_COMPARED = ("robust_abs_gain", "nonpurified_abs_gain", "clean_consistency", "similarity")
 KEY_COLUMNS = ("metric", "attack", "dataset", "train_dataset", "amplitude")
 #: case params that must agree for two sessions' numbers of a case to be comparable

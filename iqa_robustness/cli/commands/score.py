@@ -94,7 +94,7 @@ def _registered(metric: str) -> str:
 
 
 def defence_rows(files: Sequence[Any], lower_better_flag: bool | None) -> list[dict[str, Any]]:
-    """The defence scores of every file of a defended metric (METHODOLOGY "Defences"), one row per file."""
+    """The defence scores of every file of a defended metric (docs/methodology.md, "Defences"), one row per file."""
     from iqa_robustness.metrics import get_spec
     from iqa_robustness.scores.defences import UNDEFENDED_CLEAR, defence_scores
 
