@@ -53,7 +53,7 @@ case "${1:-}" in
     mkdir -p "$folder"
     # the training step's perturbations, where the shard finds them instead of training again
     if [ -d "$results/train/perturbations" ] && [ ! -d "$folder/perturbations" ]; then
-      cp -r "$results/train/perturbations" "$folder/"
+      cp -rp "$results/train/perturbations" "$folder/"
     fi
     exec "$pytest" --pyargs iqa_robustness.robustness_tests "${grid[@]}" --shard "$k/$n" --resume \
       --results-dir "$folder"
