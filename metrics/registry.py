@@ -120,6 +120,14 @@ def get_spec(name: str) -> MetricSpec:
     return _METRICS[name].spec
 
 
+def metric_module(name: str) -> str:
+    """The module whose builder makes the metric: where its code lives (``iqa_robustness.metrics.vsfa``).
+
+    :mod:`iqa_robustness.ci.changes` reads it to tell which files a metric is built from.
+    """
+    return _METRICS[name].builder.__module__
+
+
 def list_metrics(patterns: str | Iterable[str] | None = None, **facts: object) -> list[str]:
     """Registered metric names, sorted, optionally filtered.
 
