@@ -337,15 +337,14 @@ class SessionLogger:
 
     def _adopt_case_runs(self) -> None:
         for run in child_runs(self._client, self.experiment_id, self.run_id):
-            case_id = run.data.tags.get("case_id")
-            if run.info.status == RUNNING or not case_id or case_id in self.logged:
-                self._client.delete_run(run.info.run_id)
-            else:
-                self.logged[case_id] = run.info.run_id
+            case_id, run_id = run.data.tags.get("case_id"), run.info.run_id
+            if run.info.status != RUNNING and case_id and self.logged.setdefault(case_id, run_id) == run_id:
+                continue
+            self._client.delete_run(run_id)  # cut short, or a second run of a case
 
     def _reconnect(self) -> None:
         """The one attempt of an offline logger: the store answers again, and the parent is taken up again."""
-        with self._guard(f"{self.uri} failed during the session and did not answer again at its end"):
+        with self._guard(f"{self.uri} failed during the session ({self._failure}) and did not answer again at its end"):
             self._client = open_client(self.uri)
             if self.run_id is not None:
                 self._adopt_case_runs()
@@ -365,17 +364,19 @@ class SessionLogger:
             with no_url_printing(), bounded_requests():
                 yield
         except Exception as exc:  # whatever the store raises (HTTP, SQL, disk), the same advice
+            # the failure itself, for the end's message; its advice is given once, in the message
+            failure = str(exc).split(". ")[0] if isinstance(exc, TrackingError) else f"{type(exc).__name__}: {exc}"
             if isinstance(exc, TrackingError):
                 cause = str(exc)
             else:
                 cause = (
-                    f"MLflow logging to {self.uri} failed: {type(exc).__name__}: {exc}. Check that the store is "
+                    f"MLflow logging to {self.uri} failed: {failure}. Check that the store is "
                     "reachable and writable (pytest --mlflow-uri, --tracking-uri, MLFLOW_TRACKING_URI)"
                 )
             message = f"{f'{context}: ' if context else ''}{cause}. {kept}{later}."
             if not self.offline:
                 log.warning("MLflow is off until the session ends (one more attempt then): %s", message)
-                self._failure = cause
+                self._failure = failure
             self.offline = message
             raise TrackingError(message) from exc
 

@@ -299,13 +299,20 @@ def _environment(name: str, value: str) -> Iterator[None]:
 def bounded_requests() -> Iterator[None]:
     """MLflow's HTTP calls within the block retry and wait as :data:`SESSION_HTTP_LIMITS` says.
 
-    Variables the environment already sets are left as they are: whoever set them chose.
+    Variables the environment already sets are left as they are: whoever set them chose. urllib3's
+    warning per retry is held back: a call that fails in the end is reported once, by the caller.
     """
+    retries = logging.getLogger("urllib3.connectionpool")
+    level = retries.level
     with contextlib.ExitStack() as stack:
         for name, value in SESSION_HTTP_LIMITS.items():
             if name not in os.environ:
                 stack.enter_context(_environment(name, value))
-        yield
+        retries.setLevel(max(level, logging.ERROR))
+        try:
+            yield
+        finally:
+            retries.setLevel(level)
 
 
 def no_url_printing() -> contextlib.AbstractContextManager[None]:
