@@ -4,11 +4,13 @@ Only the controller process (the one process of a plain run, the controller unde
 writes the MLflow store, so a SQLite store has one writer. The parent run is created when the
 grid's first case is about to run (under xdist: when the workers have collected) and ends
 FINISHED, FAILED or KILLED; each case's run is logged as soon as its report reaches the
-controller, from the JSON file the case wrote. On SIGTERM (a GitLab job timeout or cancel) or
-Ctrl-C the session stops at once: the finished cases are already in MLflow; the summary,
-per-image CSVs and table are written for them; the case that was running is recorded as
-``interrupted`` (xdist workers get the signal passed on and record their own); ``--resume``
-continues from there.
+controller, from the JSON file the case wrote. A store that fails takes the session offline: no
+more MLflow calls, one attempt at the end, else ``iqa-robustness upload`` (docs/tracking.md).
+
+On SIGTERM (a GitLab job timeout or cancel) or Ctrl-C the session stops at once: the finished
+cases are already in MLflow; the summary, per-image CSVs and table are written for them; the case
+that was running is recorded as ``interrupted`` (xdist workers get the signal passed on and record
+their own); ``--resume`` continues from there.
 
 Nothing here imports torch until a grid case has run: the plugin loads this module in every
 pytest run of an environment that has the package.
