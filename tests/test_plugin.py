@@ -144,6 +144,54 @@ def test_a_misspelt_attack_fails_the_run_with_a_suggestion(tmp_path, torch_home)
     assert "'ifgsm'" in output
 
 
+@pytest.mark.parametrize("where", ["under a file", "a file"])
+def test_a_results_dir_that_cannot_be_made_stops_the_run_before_any_case_naming_it_and_why(tmp_path, torch_home, where):
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    results_dir = tmp_path / "notes.txt" / "results" if where == "under a file" else tmp_path / "notes.txt"
+    proc = run_suite(tmp_path, torch_home, "--metric", "niqe", "--attack", "fgsm", "--results-dir", str(results_dir))
+    output = proc.stdout + proc.stderr
+
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR, output
+    assert f"results folder {results_dir}" in output
+    assert f"{tmp_path / 'notes.txt'} is a file, not a folder" in output
+    assert "INTERNALERROR" not in output
+    assert "Traceback" not in output
+    assert "passed" not in output
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into any folder: run as another user to check this")
+def test_a_read_only_results_dir_stops_the_run_before_any_case(tmp_path, torch_home):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    proc = run_suite(tmp_path, torch_home, "--metric", "niqe", "--results-dir", str(locked / "results"))
+    output = proc.stdout + proc.stderr
+
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR, output
+    assert f"{locked} is not writable by this user" in output
+
+
+def test_the_default_results_dir_is_checked_once_grid_cases_are_collected(tmp_path, torch_home):
+    (tmp_path / "results").write_text("a file where the default results folder would go")
+    proc = run_suite(tmp_path, torch_home, "--dataset", "msu5", "-k", "fgsm-niqe")  # no grid option given
+    output = proc.stdout + proc.stderr
+
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR, output
+    assert "results folder results is a file, not a folder; choose another --results-dir" in output
+    assert "INTERNALERROR" not in output
+
+
+def test_an_unrelated_pytest_run_does_not_check_the_results_dir(tmp_path, torch_home):
+    (tmp_path / "results").write_text("a project's own file")
+    (tmp_path / "test_own.py").write_text("def test_own():\n    assert True\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "test_own.py"]
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 passed" in proc.stdout
+
+
 def test_the_learned_marker_selects_the_attacks_that_train_a_generator(tmp_path, torch_home):
     items = collected(run_suite(tmp_path, torch_home, "--collect-only", "-q", "-m", "learned", "--metric", "niqe"))
 

@@ -1,4 +1,5 @@
-"""Long sessions: live MLflow, a SIGTERM in the middle, ``--resume``, grid and image shards, ``merge``.
+"""Long sessions: live MLflow, a SIGTERM in the middle, ``--resume``, grid and image shards, ``merge``, a
+tracking server that goes away in the middle.
 
 Every session is a real ``pytest robustness_tests`` process on the benchmark's 5 test images
 (CNNIQA with its LIVE weights, small images, CPU) with a real SQLite MLflow store, read back by
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow_server import MlflowServer
 
 from iqa_robustness.conventions import DEFAULT_EXPERIMENT
 
@@ -348,3 +350,68 @@ def test_image_shards_of_a_case_merge_to_the_scores_of_the_whole_case(tmp_path, 
     for case in found:  # the joined rows are the whole case's: the same images in the same layout
         assert found[case]["n"] == "5"
     assert_same_summary(found, expected)
+
+
+# A small, quick grid (NIQE needs 96 px) for the tracking server outage.
+OUTAGE_GRID = ("--metric", "niqe", "--attack", "fgsm,ifgsm,mifgsm,amifgsm", "--dataset", "msu5", "--image-size", "96")
+OUTAGE_CASES = {f"{attack}-niqe-msu5" for attack in ("fgsm", "ifgsm", "mifgsm", "amifgsm")}
+#: how much longer than without MLflow the session may take: MLflow's import and the first case's logging,
+#: the failed call's two quick retries, on a machine shared with other work (one call with MLflow's own
+#: retries would take about four minutes)
+OUTAGE_SECONDS = 30
+
+
+def timed_session(workdir: Path, weights: Path, torch_home: Path, *args: str, **env: str) -> tuple[str, float]:
+    """Run the outage grid in ``workdir``; its output and wall time (it must pass)."""
+    workdir.mkdir(parents=True)
+    command = [sys.executable, "-m", "pytest", str(SUITE), "-p", "no:cacheprovider", "-q", *OUTAGE_GRID]
+    command += ["--weights-dir", str(weights), *args]
+    env = {**_env(torch_home), "PYTHONPATH": str(Path(__file__).parent), **env}
+    start = time.monotonic()
+    proc = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+    seconds = time.monotonic() - start
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout + proc.stderr, seconds
+
+
+def test_a_server_that_stops_after_the_first_case_costs_seconds_and_upload_completes_the_session_run(
+    tmp_path, weights, torch_home, capsys
+):
+    from mlflow.tracking import MlflowClient
+
+    from iqa_robustness.tracking import TrackingError, find_session
+
+    _, without = timed_session(tmp_path / "no-mlflow", weights, torch_home, "--no-mlflow")
+    server = MlflowServer(tmp_path / "server")
+    try:
+        server.start()
+        stop = {"STOP_MLFLOW_SERVER_PGID": str(server.proc.pid), "STOP_MLFLOW_SERVER_PORT": str(server.port)}
+        args = ("--mlflow-uri", server.uri, "-p", "stop_mlflow_server")
+        output, stopped = timed_session(tmp_path / "stopped", weights, torch_home, *args, **stop)
+        assert stopped < without + OUTAGE_SECONDS, (stopped, without)
+        results = tmp_path / "stopped" / "results"
+        assert set(summary_rows(results / "summary.csv")) == OUTAGE_CASES  # nothing lost
+        assert output.count("MLflow logging failed") == 1
+        assert "did not answer again at its end" in output
+        assert "`iqa-robustness upload results`" in output
+
+        client = MlflowClient(server.store_uri)  # the server's own store, read while it is down
+        (parent,) = sessions(client)
+        assert parent.info.status == "RUNNING"  # nobody could end it
+        (first,) = children(client, parent.info.run_id)  # the case before the server went away
+        assert first.data.tags["case_id"] in OUTAGE_CASES
+        with pytest.raises(TrackingError, match="no 'latest' session"):
+            find_session(client, DEFAULT_EXPERIMENT, "latest")  # the gate never compares with a partial session
+
+        server.start()
+        proc = run_cli(capsys, "upload", str(results))
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert f"session run {parent.info.run_id} (the session's own run)" in proc.stdout
+        client = MlflowClient(server.uri)
+        run = client.get_run(parent.info.run_id)
+        assert run.info.status == "FINISHED"
+        assert run.info.start_time == parent.info.start_time
+        assert {c.data.tags["case_id"] for c in children(client, run.info.run_id)} == OUTAGE_CASES
+        assert find_session(client, DEFAULT_EXPERIMENT, "latest").info.run_id == run.info.run_id
+    finally:
+        server.stop()

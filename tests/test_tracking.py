@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import datetime as _dt
 import json
+import logging
 import math
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,19 +26,26 @@ import mlflow
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
+from mlflow_server import MlflowServer, env_without_mlflow, free_port
 from PIL import Image
 from scipy import stats
 
 from iqa_robustness.cli.main import main as cli
 from iqa_robustness.conventions import default_tracking_uri
+from iqa_robustness.runner.sessions import SessionRecord
 from iqa_robustness.scores.results import CaseResult
 from iqa_robustness.tracking import (
+    FINISHED,
+    KILLED,
     KIND_CASE,
     KIND_SESSION,
     PARAM_VALUE_LIMIT,
+    SessionLogger,
     TrackingError,
     case_params,
+    find_session,
     log_session,
+    open_client,
     session_tags,
 )
 
@@ -155,18 +162,6 @@ def _artefacts(folder: Path) -> dict[str, str]:
     return {**{n: str(folder / n) for n in names}, "gone.png": str(folder / "gone.png")}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env_without_mlflow() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env["MLFLOW_DISABLE_TELEMETRY"] = "true"  # offline machines: no usage reports attempted
-    return env
-
-
 @contextlib.contextmanager
 def _tracking_uri(uri: str):
     """``mlflow.search_runs`` reads the global tracking URI: set it for a moment, then put it back."""
@@ -186,47 +181,13 @@ def _tracking_uri(uri: str):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
     """A real MLflow tracking server on a free local port, stopped (its process group) at teardown."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    uri = f"http://127.0.0.1:{port}"
-    command = [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-        "--artifacts-destination", str(root / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
-    # The tracking API only: no background job runner (seven more processes to start and stop).
-    env = {**_env_without_mlflow(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    log_path = root / "server.log"
-    with log_path.open("w") as log_file:
-        proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-    def stop() -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-
-    deadline = time.monotonic() + 120
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"mlflow server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=1) as answer:
-                if answer.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            stop()
-            pytest.fail(f"mlflow server did not answer on {uri} within 120 s:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.25)
-    yield SimpleNamespace(uri=uri, root=root)
-    stop()
+    proc = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
+    try:
+        proc.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    yield proc
+    proc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -528,7 +489,7 @@ def test_a_server_that_is_down_gives_a_clear_error_and_keeps_the_results(server,
         r.save_json(results_dir / "cases" / "s1" / f"{r.case_id}.json")
     (results_dir / "summary.csv").write_text("case_id\n")
     before = _snapshot(results_dir)
-    down = f"http://127.0.0.1:{_free_port()}"
+    down = f"http://127.0.0.1:{free_port()}"
     start = time.monotonic()
     with pytest.raises(TrackingError) as info:
         log_session(results, uri=down, experiment=EXPERIMENT, tags={}, results_dir=results_dir)
@@ -538,7 +499,7 @@ def test_a_server_that_is_down_gives_a_clear_error_and_keeps_the_results(server,
     assert "mlflow server" in message
     assert str(results_dir) in message
     assert "iqa-robustness upload" in message
-    assert any(rec.levelname == "ERROR" for rec in caplog.records)
+    assert [rec.levelname for rec in caplog.records if rec.name.startswith("iqa_robustness")] == ["WARNING"]
     assert _snapshot(results_dir) == before
     # what the message says to do works: log the kept results once a server answers
     assert cli(["upload", str(results_dir), "--tracking-uri", server.uri, "--experiment", "uploaded"]) == 0
@@ -547,6 +508,202 @@ def test_a_server_that_is_down_gives_a_clear_error_and_keeps_the_results(server,
     experiment_id = client.get_experiment_by_name("uploaded").experiment_id
     children = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}'")
     assert sorted(c.data.tags["case_id"] for c in children) == sorted(r.case_id for r in results)
+
+
+def test_a_server_that_fails_mid_session_is_called_no_more_and_gets_what_it_missed_when_back(tmp_path, caplog):
+    server = MlflowServer(tmp_path / "server")
+    try:
+        server.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    cases = _session(seed=4, boost=1.0)[:4]
+    logger = SessionLogger(server.uri, EXPERIMENT, {"git_commit": COMMIT_A}, tmp_path / "results")
+    try:
+        parent = logger.start()
+        logger.log_case(cases[0])
+        server.stop()
+        start = time.monotonic()
+        with pytest.raises(TrackingError, match="iqa-robustness upload"):
+            logger.log_case(cases[1])
+        failed_in = time.monotonic() - start
+        start = time.monotonic()
+        assert logger.log_case(cases[2]) is None  # offline: no call at all
+        assert time.monotonic() - start < 0.5
+        assert failed_in < 15, failed_in  # MLflow's own retries wait about four minutes
+        warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]  # not one per retry either
+        assert len(warnings) == 1, [r.getMessage() for r in warnings]
+        assert server.uri in warnings[0].getMessage()
+
+        server.start()  # back before the session ends: its one attempt logs what the server missed
+        assert logger.finish(cases, FINISHED) == parent
+        assert "Connection refused" in logger.missed
+        client = MlflowClient(server.uri)
+        run = client.get_run(parent)
+        children = client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
+    finally:
+        server.stop()
+    assert (run.info.status, run.data.metrics["n_cases"]) == ("FINISHED", len(cases))
+    assert sorted(c.data.tags["case_id"] for c in children) == sorted(r.case_id for r in cases)
+    assert {c.info.status for c in children} == {"FINISHED"}
+
+
+def test_a_session_whose_store_stays_away_makes_one_short_attempt_at_its_end(tmp_path):
+    down = f"http://127.0.0.1:{free_port()}"
+    logger = SessionLogger(down, EXPERIMENT, {}, tmp_path / "results")
+    with pytest.raises(TrackingError):
+        logger.start()
+    assert logger.log_case(_session(seed=5, boost=1.0)[0]) is None
+    start = time.monotonic()
+    with pytest.raises(TrackingError) as info:
+        logger.finish(_session(seed=5, boost=1.0)[:2])
+    assert time.monotonic() - start < 10
+    assert "did not answer again at its end" in str(info.value)
+    assert f"iqa-robustness upload {tmp_path / 'results'}" in str(info.value)
+
+
+def _record_session(results_dir: Path, cases: list[CaseResult], run_id: str, uri: str, status: str) -> SessionRecord:
+    """A results folder as a session leaves it: its cases and its record naming its MLflow run."""
+    record = SessionRecord("s0123456789a", tags={"git_commit": COMMIT_B}, mlflow_run_id=run_id, tracking_uri=uri)
+    for r in cases:
+        r.save_json(record.cases_dir(results_dir) / f"{r.case_id}.json")
+    record.end(results_dir, status)
+    return record
+
+
+def test_upload_completes_the_sessions_own_run_with_its_missing_cases_status_and_end_time(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cases = _session(seed=6, boost=1.0)[:4]
+    # what a session leaves when its store goes away after its first case, in the middle of the second
+    logger = SessionLogger(uri, EXPERIMENT, {"git_commit": COMMIT_B}, tmp_path / "results")
+    run_id = logger.start()
+    logger.log_case(cases[0])
+    client = MlflowClient(uri)
+    cut_short = client.create_run(
+        logger.experiment_id, tags={"mlflow.parentRunId": run_id, "case_id": cases[1].case_id, "run_kind": "case"}
+    ).info.run_id
+    time.sleep(1.1)  # the record's end time (whole seconds) is after the run's start
+    record = _record_session(tmp_path / "results", cases, run_id, uri, "failed")
+    with pytest.raises(TrackingError, match="no 'latest' session"):
+        find_session(client, EXPERIMENT, "latest")  # partial: no `latest` names it
+
+    assert cli(["upload", str(tmp_path / "results")]) == 0  # no --tracking-uri: the session's own store
+    out = capsys.readouterr().out
+    assert f"session run {run_id} (the session's own run)" in out
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED"  # as the session ended, though every case passed
+    assert run.info.end_time == int(_dt.datetime.fromisoformat(record.finished).timestamp() * 1000)
+    assert run.data.metrics["n_cases"] == len(cases)
+    children = client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}'")
+    assert sorted(c.data.tags["case_id"] for c in children) == sorted(r.case_id for r in cases)
+    assert {c.info.status for c in children} == {"FINISHED"}
+    assert client.get_run(cut_short).info.lifecycle_stage == "deleted"
+    assert find_session(client, EXPERIMENT, "latest").info.run_id == run_id
+
+    assert cli(["upload", str(tmp_path / "results")]) == 0  # whole now: nothing is logged twice
+    again = client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}'")
+    assert len(again) == len(cases)
+
+
+def test_upload_makes_a_new_session_run_when_the_store_has_not_the_sessions_own(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'other.db'}"
+    cases = _session(seed=7, boost=1.0)[:2]
+    _record_session(tmp_path / "results", cases, "f" * 32, "http://gone.example:5000", "finished")
+    assert cli(["upload", str(tmp_path / "results"), "--tracking-uri", uri, "--experiment", EXPERIMENT]) == 0
+    assert "(a new session run)" in capsys.readouterr().out
+    client = MlflowClient(uri)
+    (session,) = client.search_runs(
+        [client.get_experiment_by_name(EXPERIMENT).experiment_id], "tags.run_kind = 'session'"
+    )
+    assert session.data.tags["git_commit"] == COMMIT_B  # the session's own tags, from its record
+    assert session.info.status == "FINISHED"
+
+
+def test_latest_previous_a_commit_and_a_branch_name_only_whole_sessions(tmp_path, caplog):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cases = _session(seed=8, boost=1.0)[:2]
+    main_a, main_b = {"git_commit": COMMIT_A, "git_branch": "main"}, {"git_commit": COMMIT_B, "git_branch": "main"}
+    whole = log_session(cases, uri=uri, experiment=EXPERIMENT, tags=main_a)
+    # newer sessions of the same branch that are partial: still running, stopped, cut short
+    running = SessionLogger(uri, EXPERIMENT, main_b)
+    running.start()
+    running.log_case(cases[0])
+    log_session(cases[:1], uri=uri, experiment=EXPERIMENT, tags=main_b, status=KILLED)
+    broken = SessionLogger(uri, EXPERIMENT, main_b)
+    broken.start()
+    broken.close()
+    client = MlflowClient(uri)
+    assert client.get_run(broken.run_id).info.status == "FAILED"
+    for ref in ("latest", "main", "branch:main", COMMIT_A[:8]):
+        assert find_session(client, EXPERIMENT, ref).info.run_id == whole, ref
+    with pytest.raises(TrackingError, match="1 whole session"):
+        find_session(client, EXPERIMENT, "previous")
+    with pytest.raises(TrackingError, match="names no session"):
+        find_session(client, EXPERIMENT, COMMIT_B[:8])
+    assert find_session(client, EXPERIMENT, running.run_id).info.run_id == running.run_id  # a run id names any
+    assert "is partial (status RUNNING" in caplog.text
+
+
+LOG_AT_ONCE = """
+import os, sys, time
+from pathlib import Path
+from iqa_robustness.scores.results import CaseResult
+from iqa_robustness.tracking import log_session, session_tags
+store, cases, go = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+results = [CaseResult.load_json(p) for p in sorted(cases.glob("*.json"))]
+tags = session_tags(device="cpu", weights_mode="pretrained")
+(go.parent / f"ready-{os.getpid()}").touch()
+while not go.exists():  # every process has imported MLflow: they open the store within milliseconds
+    time.sleep(0.002)
+print(log_session(results, uri=f"sqlite:///{store}", experiment="at-once", tags=tags))
+"""
+
+
+def _sessions_at_once(tmp_path: Path, store: Path, count: int) -> list[str]:
+    """``count`` processes log a session each to ``store``, released at the same moment; their run ids."""
+    go = tmp_path / "gate" / "go"
+    go.parent.mkdir()
+    procs = []
+    for i in range(count):
+        cases = tmp_path / f"cases{i}"
+        for r in _session(seed=20 + i, boost=1.0)[:2]:
+            r.save_json(cases / f"{r.case_id}.json")
+        command = [sys.executable, "-c", LOG_AT_ONCE, str(store), str(cases), str(go)]
+        pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+        procs.append(subprocess.Popen(command, cwd=tmp_path, env=env_without_mlflow(), **pipes))
+    deadline = time.monotonic() + 300
+    while len(list(go.parent.glob("ready-*"))) < count and time.monotonic() < deadline:
+        assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+        time.sleep(0.05)
+    go.touch()
+    run_ids = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        run_ids.append(out.strip().splitlines()[-1])
+    return run_ids
+
+
+def _assert_logged_whole(store: Path, run_ids: list[str]) -> None:
+    client = MlflowClient(f"sqlite:///{store}")
+    experiment = client.get_experiment_by_name("at-once")
+    sessions = client.search_runs([experiment.experiment_id], "tags.run_kind = 'session'")
+    assert sorted(s.info.run_id for s in sessions) == sorted(run_ids)
+    assert {s.info.status for s in sessions} == {"FINISHED"}
+    for run_id in run_ids:
+        children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}'")
+        assert len(children) == 2
+
+
+def test_three_sessions_log_to_an_existing_sqlite_store_at_once(tmp_path):
+    store = tmp_path / "mlflow.db"
+    open_client(f"sqlite:///{store}")  # the store exists, with its tables
+    _assert_logged_whole(store, _sessions_at_once(tmp_path, store, 3))
+
+
+def test_two_sessions_that_create_a_new_sqlite_store_at_once_both_log(tmp_path):
+    store = tmp_path / "mlflow.db"
+    _assert_logged_whole(store, _sessions_at_once(tmp_path, store, 2))
+    assert (tmp_path / "mlflow.db.lock").exists()  # creation was serialised by the lock beside the store
 
 
 def test_readers_do_not_create_a_store_that_is_not_there(tmp_path, capsys):
@@ -579,7 +736,7 @@ def test_two_processes_log_to_a_fresh_sqlite_store_one_after_the_other(tmp_path)
             r.save_json(cases / f"{r.case_id}.json")
         done = subprocess.run(
             [sys.executable, "-c", LOG_ONE_SESSION, str(store), str(cases)],
-            cwd=tmp_path, env=_env_without_mlflow(), capture_output=True, text=True, timeout=120,
+            cwd=tmp_path, env=env_without_mlflow(), capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr[-3000:]
         run_ids.append(done.stdout.strip().splitlines()[-1])

@@ -250,6 +250,8 @@ def pytest_configure(config: pytest.Config) -> None:
         from iqa_robustness.plugin.session import SessionController
 
         controller = SessionController(config, config.stash[STASH_SESSION])
+        if _grid_options_given(config) or config.getoption("--results-dir") != "results":
+            controller.check_results_dir()
         config.stash[STASH_CONTROLLER] = controller
         config.pluginmanager.register(controller, "iqa-robustness-session")
     else:

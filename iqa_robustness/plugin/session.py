@@ -4,11 +4,13 @@ Only the controller process (the one process of a plain run, the controller unde
 writes the MLflow store, so a SQLite store has one writer. The parent run is created when the
 grid's first case is about to run (under xdist: when the workers have collected) and ends
 FINISHED, FAILED or KILLED; each case's run is logged as soon as its report reaches the
-controller, from the JSON file the case wrote. On SIGTERM (a GitLab job timeout or cancel) or
-Ctrl-C the session stops at once: the finished cases are already in MLflow; the summary,
-per-image CSVs and table are written for them; the case that was running is recorded as
-``interrupted`` (xdist workers get the signal passed on and record their own); ``--resume``
-continues from there.
+controller, from the JSON file the case wrote. A store that fails takes the session offline: no
+more MLflow calls, one attempt at the end, else ``iqa-robustness upload`` (docs/tracking.md).
+
+On SIGTERM (a GitLab job timeout or cancel) or Ctrl-C the session stops at once: the finished
+cases are already in MLflow; the summary, per-image CSVs and table are written for them; the case
+that was running is recorded as ``interrupted`` (xdist workers get the signal passed on and record
+their own); ``--resume`` continues from there.
 
 Nothing here imports torch until a grid case has run: the plugin loads this module in every
 pytest run of an environment that has the package.
@@ -110,6 +112,19 @@ class SessionController:
         self._workers: list[int] = []  # pytest-xdist worker processes
 
     # -- start ----------------------------------------------------------------------------
+    def check_results_dir(self) -> None:
+        """Stop the run with a usage error, before any case, when ``--results-dir`` cannot be written.
+
+        Raises:
+            pytest.UsageError: the folder is a file, lies under one, or is not writable; the message says which.
+        """
+        from iqa_robustness.runner.sessions import check_results_dir
+
+        try:
+            check_results_dir(self.results_dir)
+        except ValueError as exc:
+            raise pytest.UsageError(f"--results-dir: {exc}; choose another --results-dir") from None
+
     def begin(self) -> None:
         """Record the session and create its MLflow parent run (once); a stop signal waits until both are done.
 
@@ -117,6 +132,7 @@ class SessionController:
         """
         if self.record is not None or self.config.option.collectonly:
             return
+        self.check_results_dir()
         with self.critical():
             self._begin()
 
@@ -149,17 +165,12 @@ class SessionController:
         uri = self.mlflow_uri or default_tracking_uri(Path.cwd())
         kind = KIND_SHARD if (self.record.shard or self.record.image_shard) else KIND_SESSION
         self.logger = SessionLogger(uri, opt("--experiment"), tags, self.results_dir, kind=kind)
+        self.record.tracking_uri = uri  # the store `iqa-robustness upload` completes the session in
         try:
             self.record.mlflow_run_id = self.logger.start()
-            self.record.tracking_uri = uri
-            self.record.save(self.results_dir)
-        except TrackingError as exc:
-            self._tracking_failed(exc)
-
-    def _tracking_failed(self, exc: Exception) -> None:
-        self.tracking_error = str(exc)
-        self.logger = None
-        log.warning("MLflow is off for the rest of this session: %s", exc)
+        except TrackingError as exc:  # the logger warned once and is offline: no call until the end
+            self.tracking_error = str(exc)
+        self.record.save(self.results_dir)
 
     # -- hooks ----------------------------------------------------------------------------
     def pytest_collection_finish(self, session: pytest.Session) -> None:
@@ -182,14 +193,19 @@ class SessionController:
         elif report.when == "teardown":
             self.running.pop(case_id, None)
             path = self.cases_dir / f"{case_id}.json"
-            if self.logger is not None and path.is_file():
+            if self.logger is not None and not self.logger.offline and path.is_file():
                 from iqa_robustness.tracking import TrackingError
 
                 with self.critical():
                     try:
                         self.logger.log_case(CaseResult.load_json(path))
-                    except TrackingError as exc:
-                        self._tracking_failed(exc)
+                    except TrackingError as exc:  # the logger warned once and is offline: no call until the end
+                        self.tracking_error = str(exc)
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        """A run that broke off before :meth:`finish` (an internal error) leaves no session run RUNNING."""
+        if self.logger is not None:
+            self.logger.close()
 
     # -- stopping -------------------------------------------------------------------------
     def _install_signal_handlers(self) -> None:
@@ -282,6 +298,9 @@ class SessionController:
 
             try:
                 self.logger.finish(finished, status, tags=end_tags, interrupted=interrupted, report=report)
+                self.record.mlflow_run_id, self.tracking_error = self.logger.run_id or "", ""
+                if self.logger.missed:
+                    write(f"MLflow failed during the session and answered again at its end: {self.logger.missed}")
                 write(
                     f"MLflow: experiment {self.logger.experiment!r}, {self.logger.kind} run {self.logger.run_id} "
                     f"({status}, {len(finished)} case runs) at {self.logger.uri}"

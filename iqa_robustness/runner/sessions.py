@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -111,3 +112,29 @@ def latest_session(results_dir: Path) -> SessionRecord:
             "as a pytest session of the suite writes them)"
         )
     return max(records, key=lambda r: r.started)
+
+
+def check_results_dir(path: str | Path) -> Path:
+    """``path`` if a session can write its results folder there (checked without creating anything).
+
+    Walks up to the nearest folder that exists: it must be a folder (not a file), writable and
+    searchable by this user, on a file system mounted read-write.
+
+    Raises:
+        ValueError: ``path`` is a file, lies under a file, or cannot be written; the message names
+            the path in the way and why.
+    """
+    path = Path(path).expanduser()
+    target = path.absolute()
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    where = "is" if existing == target else f"cannot be created: {existing} is"
+    if not existing.is_dir():
+        raise ValueError(f"results folder {path} {where} a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        mode = existing.stat().st_mode & 0o777
+        read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+        why = "on a read-only file system" if read_only else f"not writable by this user (mode {mode:o})"
+        raise ValueError(f"results folder {path} {where} {why}")
+    return path

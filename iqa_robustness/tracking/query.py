@@ -1,4 +1,11 @@
-"""Reading sessions back: a session by run id, commit, branch or ``latest``/``previous``, and its cases."""
+"""Reading sessions back: a session by run id, commit, branch or ``latest``/``previous``, and its cases.
+
+``latest``, ``previous``, a commit and a branch name only sessions that ended with all their cases
+logged (FINISHED or FAILED, see :func:`~iqa_robustness.tracking.store.session_complete`): a session
+still running, one stopped before its end (KILLED) and one whose store went away mid-way are
+partial, and a comparison or the regression gate against one would miss cases. A run id names
+any session (docs/tracking.md).
+"""
 
 from __future__ import annotations
 
@@ -15,13 +22,16 @@ from mlflow.tracking import MlflowClient
 
 from iqa_robustness.scores.msu_csv import read_msu_csv
 from iqa_robustness.tracking.store import (
+    COUNT_METRIC,
     KIND_SESSION,
     PARENT_TAG,
+    RUNNING,
     TAG_BRANCH,
     TAG_COMMIT,
     TAG_KIND,
     TrackingError,
     no_progress_bars,
+    session_complete,
 )
 
 log = logging.getLogger(__name__)
@@ -82,6 +92,18 @@ def _search(client: MlflowClient, experiment_id: str, filter_string: str, max_re
             return runs[:max_results] if max_results is not None else runs
 
 
+def child_runs(client: MlflowClient, experiment_id: str, parent_id: str) -> list[Run]:
+    """The case runs nested under the session run ``parent_id``, newest first."""
+    return _search(client, experiment_id, f"tags.`{PARENT_TAG}` = '{parent_id}'")
+
+
+#: the sessions ``latest``, ``previous``, a commit or a branch may name: whole ones (see the module docstring)
+WHOLE_SESSIONS = (
+    f"tags.{TAG_KIND} = '{KIND_SESSION}' and attributes.status != '{RUNNING}' and attributes.status != 'KILLED' "
+    f"and metrics.{COUNT_METRIC} >= 0"
+)
+
+
 def _has_metric(client: MlflowClient, session: Run, metric: str) -> bool:
     found = client.search_runs(
         [session.info.experiment_id],
@@ -96,8 +118,8 @@ def _quoted(text: str) -> str:
 
 
 def _sessions(client: MlflowClient, experiment_id: str, extra: str, count: int, metric: str | None) -> list[Run]:
-    """The newest ``count`` sessions matching ``extra``; with ``metric``, only those that ran it."""
-    filter_string = f"tags.{TAG_KIND} = '{KIND_SESSION}'" + (f" and {extra}" if extra else "")
+    """The newest ``count`` whole sessions matching ``extra``; with ``metric``, only those that ran it."""
+    filter_string = WHOLE_SESSIONS + (f" and {extra}" if extra else "")
     if metric is None:
         return _search(client, experiment_id, filter_string, max_results=count)
     found: list[Run] = []
@@ -135,15 +157,25 @@ def find_session(client: MlflowClient, experiment: str, ref: str, uri: str = "",
         runs = _sessions(client, experiment_id, "", 2, metric)
         if len(runs) <= index:
             raise TrackingError(
-                f"experiment {experiment!r} has {len(runs)} session(s){having}: there is no {word!r} session; "
-                "run the suite (again) first"
+                f"experiment {experiment!r} has {len(runs)} whole session(s){having}: there is no {word!r} "
+                "session; run the suite (again) first (sessions still running, stopped, or cut short by their "
+                "store are not counted: `iqa-robustness upload RESULTS` completes one, a run id names any)"
             )
         return runs[index]
     if re.fullmatch(r"[0-9a-f]{32}", word):
         with contextlib.suppress(MlflowException):
             run = client.get_run(word)
             parent = run.data.tags.get(PARENT_TAG)
-            return client.get_run(parent) if parent else run
+            session = client.get_run(parent) if parent else run
+            if not session_complete(session):
+                log.warning(
+                    "session run %s is partial (status %s, %s): it holds the cases logged so far; "
+                    "`iqa-robustness upload RESULTS` completes it from its results folder",
+                    session.info.run_id,
+                    session.info.status,
+                    "with its counts" if COUNT_METRIC in session.data.metrics else "without its counts",
+                )
+            return session
     if re.fullmatch(r"[0-9a-f]{4,40}", word):
         runs = _sessions(client, experiment_id, f"tags.{TAG_COMMIT} LIKE '{word}%'", 1, metric)
         if runs:
@@ -163,7 +195,7 @@ def find_session(client: MlflowClient, experiment: str, ref: str, uri: str = "",
 
 def load_session_cases(client: MlflowClient, session: Run) -> list[LoggedCase]:
     """Every case run nested under ``session``."""
-    runs = _search(client, session.info.experiment_id, f"tags.`{PARENT_TAG}` = '{session.info.run_id}'")
+    runs = child_runs(client, session.info.experiment_id, session.info.run_id)
     cases = []
     for run in runs:
         params, tags = run.data.params, run.data.tags

@@ -10,6 +10,8 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from iqa_robustness.conventions import DEFAULT_EXPERIMENT, dataset_slug
@@ -24,13 +26,17 @@ from iqa_robustness.scores.summary import (
     write_summary,
 )
 from iqa_robustness.tracking.cases import captioned_pairs, case_metrics, case_params, case_tags, plot_case
+from iqa_robustness.tracking.query import child_runs
 from iqa_robustness.tracking.store import (
+    COUNT_METRIC,
     KIND_SESSION,
     PARENT_TAG,
+    RUNNING,
     TAG_COMMIT,
     TAG_KIND,
     TAG_VALUE_LIMIT,
     TrackingError,
+    bounded_requests,
     cut_text,
     ensure_experiment,
     log_batch,
@@ -38,6 +44,7 @@ from iqa_robustness.tracking.store import (
     mlflow_key,
     no_url_printing,
     open_client,
+    session_complete,
 )
 
 log = logging.getLogger(__name__)
@@ -139,13 +146,19 @@ def result_tags(results: Sequence[CaseResult]) -> dict[str, str]:
 class SessionLogger:
     """One session in MLflow as it happens: the parent run at the start, each case's run as it finishes.
 
-    :meth:`start` creates the parent run (status RUNNING); :meth:`log_case` adds one nested case
-    run (a case logged once is not logged again); :meth:`finish` logs what is still missing, the
-    counts and the summary CSV, and ends the parent FINISHED, FAILED or KILLED. Only one process
-    should write a session (the pytest controller), so a SQLite store has one writer.
+    :meth:`start` creates the parent run (status RUNNING), or :meth:`attach` takes over one logged
+    earlier; :meth:`log_case` adds one nested case run (a case logged once is not logged again);
+    :meth:`finish` logs what is still missing, the counts and the summary CSV, and ends the parent
+    FINISHED, FAILED or KILLED. Only one process should write a session (the pytest controller).
 
-    Every method raises :class:`TrackingError` with advice on what to do; nothing in
-    ``results_dir`` is changed, so a failure loses only the MLflow copy.
+    Every call is bounded (:func:`~iqa_robustness.tracking.store.bounded_requests`). The first one
+    that fails logs one warning, raises :class:`TrackingError`, and takes the logger offline: later
+    :meth:`log_case` calls make no call at all (the cases stay in ``results_dir``), and
+    :meth:`finish` makes one short attempt (a server gets
+    :data:`~iqa_robustness.tracking.store.PROBE_SECONDS` to answer): if the store is back, what
+    it missed goes to the same parent run; if not, :class:`TrackingError` names ``iqa-robustness
+    upload``. A server outage so costs a session seconds, not MLflow's minutes of retries per call
+    (docs/tracking.md). Nothing in ``results_dir`` is changed.
 
     Args:
         uri: tracking URI (see :func:`iqa_robustness.conventions.default_tracking_uri`).
@@ -155,6 +168,10 @@ class SessionLogger:
             and error messages point at it.
         kind: the parent's ``run_kind`` tag: ``session``, or ``shard`` for one shard of a grid
             (``compare`` and ``leaderboard`` read sessions only; a merged session holds the shards).
+
+    Attributes:
+        offline: why the store was given up on (empty while it answers).
+        missed: the first failure of a session whose store answered again at its end (empty otherwise).
     """
 
     def __init__(
@@ -173,6 +190,10 @@ class SessionLogger:
         self.run_id: str | None = None
         self.experiment_id: str | None = None
         self.logged: dict[str, str] = {}  # case id -> its run id
+        self.offline = ""
+        self.missed = ""
+        self.ended = False
+        self._failure = ""
         self._client: MlflowClient | None = None
         self._uploaded: dict[Path, str] = {}
         self._tmp = tempfile.TemporaryDirectory(prefix="iqa-robustness-mlflow-")
@@ -192,12 +213,39 @@ class SessionLogger:
         log.info("MLflow: session run %s started at %s", self.run_id, self.where)
         return self.run_id
 
-    def log_case(self, result: CaseResult) -> str:
-        """Log one finished case as a nested run (once per case id); returns the case run's id."""
-        if self.run_id is None:
-            self.start()
+    def attach(self, run_id: str) -> Run | None:
+        """Take over the session run ``run_id`` (logged while the session ran), to complete it.
+
+        Its ended case runs count as logged; a case run left RUNNING (its logging was cut short) is
+        deleted, to be logged again whole.
+
+        Returns:
+            The run as the store has it, or None when the store has no such run (another store,
+            or deleted): :meth:`start` then makes a new one.
+        """
+        with self._guard():
+            self._client = open_client(self.uri)
+            try:
+                run = self._client.get_run(run_id)
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                return None
+            if run.info.lifecycle_stage == "deleted":
+                return None
+            self.run_id, self.experiment_id = run_id, run.info.experiment_id
+            self.experiment = self._client.get_experiment(self.experiment_id).name
+            self._adopt_case_runs()
+        return run
+
+    def log_case(self, result: CaseResult) -> str | None:
+        """Log one finished case as a nested run (once per case id); returns its run id (None while offline)."""
         if result.case_id in self.logged:
             return self.logged[result.case_id]
+        if self.offline:
+            return None
+        if self.run_id is None:
+            self.start()
         with self._guard():
             run_id = _log_case(
                 self._client, self.experiment_id, self.run_id, result, Path(self._tmp.name), self._uploaded
@@ -210,10 +258,13 @@ class SessionLogger:
         results: list[CaseResult],
         status: str = FINISHED,
         tags: Mapping[str, str] | None = None,
-        interrupted: list[str] = (),
+        interrupted: Sequence[str] = (),
         report: Path | None = None,
+        ended: _dt.datetime | None = None,
     ) -> str:
         """Log the cases not logged yet, the counts and the summary, and end the parent with ``status``.
+
+        Offline, this first makes the one attempt at the store (see the class docstring).
 
         Args:
             results: every finished case of the session (an interrupted one is not a case run).
@@ -221,14 +272,17 @@ class SessionLogger:
             tags: more session tags known only at the end (devices, weights modes).
             interrupted: ids of cases that were running when the session was stopped.
             report: the folder of the session's HTML report, logged under ``report/``.
+            ended: when the session ended (default: now), the parent's end time.
         """
-        if self.run_id is None:
-            self.start()
         try:
+            if self.offline:
+                self._reconnect()
+            if self.run_id is None:
+                self.start()
             for result in results:
                 self.log_case(result)
             with self._guard():
-                counts = {"n_cases": len(results), "n_interrupted": len(interrupted)}
+                counts = {COUNT_METRIC: len(results), "n_interrupted": len(interrupted)}
                 for name in ("passed", "failed", "error", "skipped"):
                     counts[f"n_{name}"] = sum(r.status == name for r in results)
                 end_tags = {mlflow_key(k): cut_text(v, TAG_VALUE_LIMIT) for k, v in (tags or {}).items()}
@@ -243,10 +297,12 @@ class SessionLogger:
                     self._client.log_artifact(self.run_id, str(budgets))
                 if report is not None and Path(report).is_dir():
                     self._client.log_artifacts(self.run_id, str(report), artifact_path="report")
-                self._client.set_terminated(self.run_id, status)
+                end_time = int(ended.timestamp() * 1000) if ended is not None else None
+                self._client.set_terminated(self.run_id, status, end_time=end_time)
+            self.ended = True
         except BaseException:
-            with contextlib.suppress(Exception):
-                self._client.set_terminated(self.run_id, FAILED if status == FINISHED else status)
+            if not self.offline:  # not the store's failure (a stop, a bug): it still answers
+                self.close(FAILED if status == FINISHED else status)
             raise
         finally:
             self._tmp.cleanup()
@@ -260,6 +316,18 @@ class SessionLogger:
         )
         return self.run_id
 
+    def close(self, status: str = FAILED) -> None:
+        """End a parent run that :meth:`finish` did not end (the session broke off), without its counts.
+
+        Without them the run reads as partial: no ``latest`` names it, and ``iqa-robustness upload``
+        completes it. Nothing is called when it has ended, was never made, or the store is offline.
+        """
+        if self.run_id is None or self.ended or self.offline:
+            return
+        with contextlib.suppress(TrackingError), self._guard():
+            self._client.set_terminated(self.run_id, status)
+            self.ended = True
+
     # -- helpers --------------------------------------------------------------------------
     @property
     def where(self) -> str:
@@ -267,26 +335,49 @@ class SessionLogger:
             return f"{self.uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
         return self.uri
 
+    def _adopt_case_runs(self) -> None:
+        for run in child_runs(self._client, self.experiment_id, self.run_id):
+            case_id, run_id = run.data.tags.get("case_id"), run.info.run_id
+            if run.info.status != RUNNING and case_id and self.logged.setdefault(case_id, run_id) == run_id:
+                continue
+            self._client.delete_run(run_id)  # cut short, or a second run of a case
+
+    def _reconnect(self) -> None:
+        """The one attempt of an offline logger: the store answers again, and the parent is taken up again."""
+        with self._guard(f"{self.uri} failed during the session ({self._failure}) and did not answer again at its end"):
+            self._client = open_client(self.uri)
+            if self.run_id is not None:
+                self._adopt_case_runs()
+        self.offline, self.missed = "", self._failure
+        log.info("MLflow: %s answers again; logging what it missed", self.uri)
+
     @contextlib.contextmanager
-    def _guard(self) -> Iterator[None]:
-        """Any failure of the store becomes a :class:`TrackingError` that says what to do."""
+    def _guard(self, context: str = "") -> Iterator[None]:
+        """Bounded calls; a failure takes the logger offline and becomes a :class:`TrackingError` saying what to do.
+
+        Only the first failure is logged (a warning); ``context`` prefixes a later one's message.
+        """
         results_dir = self.results_dir
         kept = f"The results are kept in {results_dir}" if results_dir else "The results are not lost"
         later = f"; log them later with `iqa-robustness upload {results_dir}`" if results_dir else ""
         try:
-            with no_url_printing():
+            with no_url_printing(), bounded_requests():
                 yield
-        except TrackingError as exc:
-            message = f"{exc}. {kept}{later}."
-            log.error("MLflow logging failed: %s", message)
-            raise TrackingError(message) from exc
         except Exception as exc:  # whatever the store raises (HTTP, SQL, disk), the same advice
-            message = (
-                f"MLflow logging to {self.uri} failed: {type(exc).__name__}: {exc}. Check that the store is "
-                "reachable and writable (pytest --mlflow-uri, --tracking-uri, MLFLOW_TRACKING_URI). "
-                f"{kept}{later}."
-            )
-            log.error("%s", message)
+            # the failure itself, for the end's message; its advice is given once, in the message
+            failure = str(exc).split(". ")[0] if isinstance(exc, TrackingError) else f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, TrackingError):
+                cause = str(exc)
+            else:
+                cause = (
+                    f"MLflow logging to {self.uri} failed: {failure}. Check that the store is "
+                    "reachable and writable (pytest --mlflow-uri, --tracking-uri, MLFLOW_TRACKING_URI)"
+                )
+            message = f"{f'{context}: ' if context else ''}{cause}. {kept}{later}."
+            if not self.offline:
+                log.warning("MLflow is off until the session ends (one more attempt then): %s", message)
+                self._failure = failure
+            self.offline = message
             raise TrackingError(message) from exc
 
 
@@ -298,19 +389,46 @@ def log_session(
     tags: Mapping[str, str] | None = None,
     results_dir: str | Path | None = None,
     kind: str = KIND_SESSION,
+    run_id: str | None = None,
+    status: str | None = None,
+    ended: _dt.datetime | None = None,
+    report: Path | None = None,
 ) -> str:
     """Log a whole session at once: a parent run with the session tags and summary CSV, one nested run per case.
 
     Nothing in ``results_dir`` is changed or removed, so a failure here loses only the MLflow copy.
-    The parent ends FAILED when a case failed or raised, else FINISHED. See :class:`SessionLogger`
-    (the same, case by case, while a session runs) for the arguments.
+    See :class:`SessionLogger` (the same, case by case, while a session runs) for the arguments.
+
+    Args:
+        results: the session's cases; interrupted ones are named on the parent, not logged as runs.
+        run_id: the parent run the session made while it ran (its record's ``mlflow_run_id``): when
+            the store still has it, it is completed (its missing case runs, counts, end status and
+            end time; its start time stays) instead of a new run being made. A whole one is left as it is.
+        status: how the session ended (default: :func:`session_status` of ``results``).
+        ended: when the session ended (default: now).
+        report: the session's HTML report folder.
 
     Returns:
-        The parent run id.
+        The parent run id: ``run_id`` when it was completed, else a new run's.
 
     Raises:
         TrackingError: the store is unreachable or refused the data; the message says what to do.
     """
     logger = SessionLogger(uri, experiment, tags, results_dir, kind=kind)
-    logger.start()
-    return logger.finish(results, session_status(results))
+    if run_id:
+        run = logger.attach(run_id)
+        if run is not None and session_complete(run):
+            log.info("MLflow: session run %s already holds its session; nothing logged", run_id)
+            return run_id
+        if run is not None:
+            log.info("MLflow: completing session run %s (%d case runs logged before)", run_id, len(logger.logged))
+    finished = [r for r in results if r.status != "interrupted"]
+    interrupted = [r.case_id for r in results if r.status == "interrupted"]
+    return logger.finish(
+        finished,
+        status or session_status(results),
+        tags=result_tags(finished) if run_id else None,
+        interrupted=interrupted,
+        report=report,
+        ended=ended,
+    )

@@ -5,10 +5,12 @@ The logged numbers are the scores of the MSU Metrics Robustness Benchmark (Antsi
 attacks", AAAI 2024): every case run holds its group scores, the per-image CSV in the benchmark's
 layout, the mean image similarity and the attack time, so sessions can be compared commit by commit.
 
-Only the pytest controller process writes the store, at the end of a session, from the
-:class:`~iqa_robustness.scores.results.CaseResult` files the workers left in the results folder: two processes
-never create a fresh SQLite store at the same moment, and a store that cannot be reached costs the
-MLflow copy only, never the results on disk.
+Only the pytest controller process writes the store, from the
+:class:`~iqa_robustness.scores.results.CaseResult` files the workers left in the results folder. Sessions
+of other processes may share a SQLite store: its creation is serialised by a lock file beside the
+database (:func:`store_lock`). A store that cannot be reached costs the MLflow copy only, never the
+results on disk, and only seconds: every call is bounded (:func:`bounded_requests`), and a session
+stops calling after its first failure (docs/tracking.md).
 
 This module holds the store itself (client, experiment, batch calls, MLflow's limits); the rest
 of the package: :mod:`.tags` (where a session's numbers come from), :mod:`.cases` (what one case
@@ -31,6 +33,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import filelock
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -55,7 +58,23 @@ KEY_LIMIT = 250
 _BATCH_PARAMS_TAGS = 100
 _BATCH_METRICS = 1000
 
-# Continuous-integration variables recorded as session tags (lower-cased), when set.
+#: How a session's HTTP calls to a tracking server are bounded, unless the environment sets these
+#: variables itself (MLflow reads them at each call): two quick retries and a 20 s socket timeout
+#: instead of MLflow's seven retries with back-off (about four minutes per call on a server that is down).
+SESSION_HTTP_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+#: Seconds the one look at a server gets before a session that went offline gives up for good.
+PROBE_SECONDS = 5.0
+#: Seconds a process waits for another one to finish creating a SQLite store.
+STORE_LOCK_SECONDS = 300.0
+#: The session counts that :meth:`~iqa_robustness.tracking.SessionLogger.finish` logs last, before
+#: ending the parent: a session run without them was cut short (see :func:`session_complete`).
+COUNT_METRIC = "n_cases"
+#: MLflow's status of a run that has not ended.
+RUNNING = "RUNNING"
 
 
 class TrackingError(RuntimeError):
@@ -63,6 +82,16 @@ class TrackingError(RuntimeError):
 
 
 # -- where the store is ----------------------------------------------------------------------------
+
+
+def session_complete(run: Any) -> bool:
+    """Whether a session run holds its whole session: ended, with the counts its logger logs last.
+
+    A run still RUNNING (a session under way, or one whose store went away before its end) or
+    ended without its counts (its logging was cut short) is partial: ``iqa-robustness upload``
+    completes it, and ``latest``, ``previous``, a commit or a branch never name it.
+    """
+    return run.info.status != RUNNING and COUNT_METRIC in run.data.metrics
 
 
 def default_artifact_location(uri: str, experiment: str) -> str | None:
@@ -73,9 +102,9 @@ def default_artifact_location(uri: str, experiment: str) -> str | None:
     ``mlartifacts/<experiment>`` next to the database file instead. Servers and file stores choose
     their own location (``None``).
     """
-    if not uri.startswith("sqlite:///"):
+    db = _sqlite_file(uri)
+    if db is None:
         return None
-    db = Path(uri[len("sqlite:///") :]).expanduser()
     slug = re.sub(r"[^\w.-]+", "_", experiment).strip("_") or "default"
     return (db.resolve().parent / "mlartifacts" / slug).as_uri()
 
@@ -113,7 +142,7 @@ def finite_or_none(value: Any) -> float | None:
 # -- writing ---------------------------------------------------------------------------------------
 
 
-def _probe(uri: str, timeout: float = 5.0) -> None:
+def _probe(uri: str, timeout: float = PROBE_SECONDS) -> None:
     """Fail fast on an HTTP server that does not answer (MLflow's own client retries for minutes)."""
     if not uri.startswith(("http://", "https://")):
         return
@@ -132,8 +161,46 @@ def _probe(uri: str, timeout: float = 5.0) -> None:
         ) from exc
 
 
+def _sqlite_file(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///") :]).expanduser() if uri.startswith("sqlite:///") else None
+
+
+@contextlib.contextmanager
+def store_lock(db: Path, seconds: float = STORE_LOCK_SECONDS) -> Iterator[None]:
+    """Hold ``<db>.lock`` beside a SQLite store while MLflow creates or upgrades its tables.
+
+    MLflow creates the tables of a new store when the first client opens it, without any lock: two
+    processes opening a new store at the same moment both create them, and one fails (``table ...
+    already exists``). The lock is an OS file lock (filelock: ``fcntl.flock`` on POSIX), released when
+    its holder exits, however it exits; a left-over lock file is harmless. Where the lock file cannot
+    be written (a read-only folder, which no writer could use either), MLflow is left to answer.
+
+    Raises:
+        TrackingError: another process held the lock for ``seconds``.
+    """
+    lock = filelock.FileLock(db.with_name(db.name + ".lock"), timeout=seconds)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise TrackingError(
+            f"another process has been creating the MLflow store {db} for {seconds:.0f} s (it holds "
+            f"{lock.lock_file}); wait for it to end, or use another store"
+        ) from None
+    except OSError as exc:
+        log.debug("no lock beside %s (%s): opening it without one", db, exc)
+        lock = None
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
 def open_client(uri: str, *, create: bool = True) -> MlflowClient:
     """A client for ``uri``, after checking that an HTTP server answers at all.
+
+    A SQLite store is opened under its :func:`store_lock`, so that sessions of several processes
+    may create a new store at the same moment.
 
     Args:
         uri: tracking URI.
@@ -144,14 +211,18 @@ def open_client(uri: str, *, create: bool = True) -> MlflowClient:
         TrackingError: the server is down or unreachable, or the SQLite file is missing.
     """
     _probe(uri)
-    if not create and uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///") :]).expanduser()
-        if not db.is_file():
-            raise TrackingError(
-                f"no MLflow store at {db}: run the suite first, or pass --tracking-uri "
-                "(or set MLFLOW_TRACKING_URI) to the store the sessions were logged to"
-            )
-    return MlflowClient(tracking_uri=uri)
+    db = _sqlite_file(uri)
+    if db is None:
+        return MlflowClient(tracking_uri=uri)
+    if not create and not db.is_file():
+        raise TrackingError(
+            f"no MLflow store at {db}: run the suite first, or pass --tracking-uri "
+            "(or set MLFLOW_TRACKING_URI) to the store the sessions were logged to"
+        )
+    if not db.parent.is_dir():
+        return MlflowClient(tracking_uri=uri)  # MLflow's own error names the missing folder
+    with store_lock(db):
+        return MlflowClient(tracking_uri=uri)  # creates the tables of a new store, once per process
 
 
 def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
@@ -224,6 +295,26 @@ def _environment(name: str, value: str) -> Iterator[None]:
             os.environ[name] = old
 
 
+@contextlib.contextmanager
+def bounded_requests() -> Iterator[None]:
+    """MLflow's HTTP calls within the block retry and wait as :data:`SESSION_HTTP_LIMITS` says.
+
+    Variables the environment already sets are left as they are: whoever set them chose. urllib3's
+    warning per retry is held back: a call that fails in the end is reported once, by the caller.
+    """
+    retries = logging.getLogger("urllib3.connectionpool")
+    level = retries.level
+    with contextlib.ExitStack() as stack:
+        for name, value in SESSION_HTTP_LIMITS.items():
+            if name not in os.environ:
+                stack.enter_context(_environment(name, value))
+        retries.setLevel(max(level, logging.ERROR))
+        try:
+            yield
+        finally:
+            retries.setLevel(level)
+
+
 def no_url_printing() -> contextlib.AbstractContextManager[None]:
     """MLflow prints a "View run" link to stdout per finished run on a server: one log line instead."""
     return _environment("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
@@ -232,6 +323,3 @@ def no_url_printing() -> contextlib.AbstractContextManager[None]:
 def no_progress_bars() -> contextlib.AbstractContextManager[None]:
     """MLflow draws a progress bar per downloaded file on stderr: none, for commands that download many."""
     return _environment("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-
-#: Files larger than this are uploaded once per session (a cnn generator is ~220 MB); later runs tag where.
