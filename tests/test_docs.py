@@ -146,7 +146,7 @@ def test_every_page_cited_in_the_repository_exists_with_the_section_it_names():
             if not page.is_file():
                 wrong.append(f"{where}: docs/{match.group(1)} does not exist")
             elif section and not any(h.lower().startswith(section.strip().lower()) for h in headings(page)):
-                wrong.append(f"{where}: docs/{match.group(1)} has no section {section!r}; its headings: {headings(page)}")
+                wrong.append(f"{where}: docs/{match.group(1)} has no section {section!r}; headings: {headings(page)}")
 
     assert not wrong, "\n".join(wrong)
 
