@@ -16,7 +16,7 @@ passes of the metric on the same batch. For one metric, device, image size and b
   does it (one image at a time with gradients recorded, the clean score recomputed per attack).
 
 Every figure is the median of ``repeats`` timed runs after ``warmup`` untimed ones, with the
-device synchronised around each.
+device synchronised around each. docs/speed.md shows the command, measured figures and the projection.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ In the manner of timm's model registry (a thing registers itself where it is def
 lists for selection, and one error class per registry so callers can catch what they expect.
 
 A registry may also resolve names it does not hold yet (``resolve_missing``): the metrics registry
-uses it for ``module:Name`` specs, entry points and pyiqa's own metric list.
+uses it for ``module:Name`` specs, entry points and pyiqa's own metric list. docs/architecture.md,
+"How a piece registers itself", lists what registers where.
 """
 
 from __future__ import annotations

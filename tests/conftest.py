@@ -24,7 +24,7 @@ def shared_dir() -> Path:
     from iqa_robustness.data import shared_folder
 
     path = shared_folder()
-    if not (path / "METHODOLOGY.md").is_file() and not (path / "data").is_dir():
+    if not (path / "data").is_dir() and not (path / "weights").is_dir():
         pytest.skip(
             f"reference folder {path} not found: these tests need the benchmark's reference data and "
             "weights; set IQA_ROBUSTNESS_SHARED to its location"

@@ -10,7 +10,7 @@ selected chain; a change to a metric's own files runs that metric's chain; anyth
 The change is the difference between a base commit and the working tree (``git diff`` from the
 merge base, so a branch behind its target is not charged with the target's own changes).
 :func:`gitlab_comparison` picks the base from GitLab's predefined variables the way GitLab's own
-``rules:changes`` does for a pipeline of the parent project (``docs/ci.md``, "Which chains run"):
+``rules:changes`` does for a pipeline of the parent project (``docs/ci.md``, "Which chains a pipeline runs"):
 GitLab evaluates ``rules:changes`` of a child pipeline differently (always true outside a merge
 request), so the selection is made here, in the job that generates the child pipeline.
 """

@@ -16,6 +16,7 @@ Student-t interval, so a later session of the same grid fails when it reports a 
 robustness. With ``margin = 1`` the bounds are the interval itself (what another sample of
 images could explain); the default 0.25 suits reruns of the same images, which are
 deterministic up to floating-point differences between machines (``min_margin`` covers those).
+docs/results.md, "Baselines", says which baselines are committed and how to accept a new one.
 """
 
 from __future__ import annotations

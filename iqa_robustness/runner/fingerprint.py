@@ -8,7 +8,8 @@ attacks, the amplitude, the seed, the suite options that change scores and the s
 Device, batch size and timing do not enter: they do not change a result beyond float noise.
 
 Content checksums are computed once per file per process (keyed by path, size and modification
-time), so a session of many cases over one dataset reads each file once.
+time), so a session of many cases over one dataset reads each file once. docs/results.md, "Long runs",
+says how ``--resume``, shards and ``merge`` use it.
 """
 
 from __future__ import annotations

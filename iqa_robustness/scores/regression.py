@@ -1,5 +1,7 @@
 """Did a metric become less robust? A paired test of one case's per-image scores in two sessions.
 
+How to run it, and what its table says: docs/results.md, "Regression gate".
+
 The regression gate (``iqa-robustness compare A B --fail-on-regression``) asks, for each case that
 both sessions ran (same metric, attack with its hyperparameters, dataset [, train set, amplitude]),
 whether B is less robust than A beyond noise. The evidence is per image: each session's per-image

@@ -8,7 +8,8 @@ whose robustness differs beyond them fails its cases, with the numbers in the me
 
 Accepting a new baseline on purpose (a metric became more or less robust, and that is the
 intended change): run the grid, write the file from that session over the committed one, and
-commit it with the change, so the review shows the old and the new thresholds side by side.
+commit it with the change, so the review shows the old and the new thresholds side by side
+(docs/results.md, "Baselines").
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``iqa-robustness bench``: attack speed against the metric's own limit and a one-image-at-a-time loop.
 
-See :mod:`iqa_robustness.bench` for what is measured. The table goes to stdout; ``--output`` also
-writes it as CSV (``--format csv`` prints the CSV instead of the table).
+See :mod:`iqa_robustness.bench` for what is measured, and docs/speed.md for measured figures. The table
+goes to stdout; ``--output`` also writes it as CSV (``--format csv`` prints the CSV instead of the table).
 """
 
 from __future__ import annotations

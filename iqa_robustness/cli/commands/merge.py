@@ -5,7 +5,7 @@ its newest session is taken. The output folder gets what one unsharded session w
 written: the case JSON files, ``summary.csv``, the per-image CSVs and a session record, with the
 scores of image-sharded cases computed on the union of their images. With a tracking URI (the
 option or ``MLFLOW_TRACKING_URI``) the merged session is logged to MLflow as one parent run
-with a nested run per case.
+with a nested run per case. docs/results.md, "Long runs", shows the whole chain (train, shards, merge).
 """
 
 from __future__ import annotations

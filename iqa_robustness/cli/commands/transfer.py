@@ -7,7 +7,8 @@ attack averaged over its amplitudes, or a published perturbation by its file) an
 target metric; each cell is the normalised absolute gain on the target, min-max scaled on the
 target's own clean scores (positive = the target was fooled too, near 0 = the perturbation did
 not transfer). The cell of the source's own metric (the diagonal) is the source's own gain.
-Printed, and written as ``transfer_matrix.csv`` and ``transfer_matrix.png`` into ``--out``.
+Printed, and written as ``transfer_matrix.csv`` and ``transfer_matrix.png`` into ``--out``
+(docs/transfer.md).
 """
 
 from __future__ import annotations
