@@ -378,17 +378,35 @@ def test_the_session_writes_the_defence_table_report_section_and_defence_leaderb
     assert "robust_abs_gain" in capsys.readouterr().out
 
 
-def test_the_differentiable_jpeg_has_a_real_gradient_and_stays_close_to_libjpeg(msu_test_images: Path) -> None:
-    from iqa_robustness.data.decode import load_image
+@pytest.mark.parametrize("q", [10, 50, 90])
+def test_the_differentiable_jpeg_is_a_real_jpeg_forward_with_the_differentiable_codecs_gradient(
+    msu_test_images: Path, q: int
+) -> None:
+    import io
 
-    image = load_image(sorted(msu_test_images.iterdir())[0])[None, :, :96, :96].contiguous()
-    diff, coded = parse_defence("diffjpeg(q=50)"), parse_defence("jpeg(q=50)")
-    assert diff.differentiable
-    x = image.clone().requires_grad_(True)
-    out = diff.transform(x, None)
-    out.mean().backward()
+    from kornia.enhance import jpeg_codec_differentiable
+    from PIL import Image
+
+    def pil_jpeg(array: np.ndarray) -> torch.Tensor:  # libjpeg through Pillow: the standard tables, 4:2:0
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, "JPEG", quality=q, subsampling="4:2:0")
+        return torch.from_numpy(np.array(Image.open(buffer).convert("RGB"))).permute(2, 0, 1)[None] / 255.0
+
+    photo = np.array(Image.open(sorted(msu_test_images.iterdir())[0]).convert("RGB"))  # 299 x 299: no multiple of 16
+    x = (torch.from_numpy(photo).permute(2, 0, 1)[None] / 255.0).requires_grad_(True)
+    out = parse_defence(f"diffjpeg(q={q})").transform(x, None)
+    assert float((out.detach() - pil_jpeg(photo)).abs().max()) <= 1 / 255
+    # a float image is coded as its 8-bit rounding
+    noisy = (x.detach() + torch.rand(x.shape, generator=torch.Generator().manual_seed(q)) / 255).clamp(0, 1)
+    rounded = torch.round(noisy * 255).to(torch.uint8)[0].permute(1, 2, 0).numpy()
+    assert float((parse_defence(f"diffjpeg(q={q})").transform(noisy, None) - pil_jpeg(rounded)).abs().max()) <= 1 / 255
+    # the gradient is the differentiable codec's (a surrogate: its forward is no JPEG)
+    weights = torch.rand(out.shape, generator=torch.Generator().manual_seed(0))
+    (out * weights).sum().backward()
+    y = x.detach().requires_grad_(True)
+    (jpeg_codec_differentiable(y, torch.tensor([float(q)])) * weights).sum().backward()
     assert float(x.grad.abs().sum()) > 0
-    assert float((out.detach() - coded.transform(image, None)).abs().mean()) < 0.02  # a photo: close to libjpeg
+    torch.testing.assert_close(x.grad, y.grad)
 
 
 @pytest.fixture(scope="module")
