@@ -137,6 +137,64 @@ def test_the_defence_receives_the_8_bit_image_unless_float32_and_the_gradient_pa
     torch.testing.assert_close(x.grad, at.grad)
 
 
+# The source benchmark's defences (metrics/defences/<name>/run.py of msu-video-group/adversarial-defenses-for-iqa),
+# as the torch and torchvision calls they make on a batch in [0, 1].
+def _source_resize(x: torch.Tensor, scale: float) -> torch.Tensor:
+    from torchvision import transforms
+
+    new_size = torch.tensor(x.shape[-2:]) * scale
+    return transforms.Resize((int(new_size[0]), int(new_size[1])))(x)
+
+
+def _source_median(x: torch.Tensor, k: int) -> torch.Tensor:
+    padded = torch.nn.functional.pad(x, (k // 2,) * 4, mode="reflect")
+    windows = padded.unfold(2, k, 1).unfold(3, k, 1).reshape(x.shape[0], x.shape[1], -1, k * k)
+    return torch.median(windows, dim=-1).values.reshape(x.shape)
+
+
+def _source_jpeg(x: torch.Tensor, q: int) -> torch.Tensor:
+    from torchvision.io import decode_jpeg, encode_jpeg
+
+    return torch.cat([decode_jpeg(encode_jpeg((i * 255).type(torch.uint8), q))[None] for i in x]) / 255
+
+
+def _source_blur(k: int, sigma: float):
+    from torchvision.transforms import GaussianBlur
+
+    return GaussianBlur(k, sigma)
+
+
+SOURCE = {
+    "jpeg(q=10)": lambda x: _source_jpeg(x, 10),
+    "jpeg(q=70)": lambda x: _source_jpeg(x, 70),
+    "gaussian-blur(k=3)": lambda x: _source_blur(3, 0.3 * ((3 - 1) * 0.5 - 1) + 0.8)(x),
+    "gaussian-blur(k=9)": lambda x: _source_blur(9, 0.3 * ((9 - 1) * 0.5 - 1) + 0.8)(x),
+    "median-blur(k=5)": lambda x: _source_median(x, 5),
+    "unsharp(k=5)": lambda x: torch.clip(x + (x - _source_blur(5, 1.0)(x)) * 1, 0, 1),
+    "quantize(levels=5)": lambda x: torch.round(x * 4) / 4,
+    "flip": lambda x: torch.flip(x, [2, 3]),
+    "resize(scale=0.1)": lambda x: _source_resize(x, 0.1),  # 299 * 0.1 = 29.9: 29 rows, not 30
+    "resize(scale=0.75)": lambda x: _source_resize(x, 0.75),
+    "upscale(scale=0.1)": lambda x: torch.nn.Upsample(size=x.shape[-2:], mode="bilinear")(_source_resize(x, 0.1)),
+}
+
+
+@pytest.mark.parametrize("spec", sorted(SOURCE))
+def test_a_deterministic_defence_equals_the_source_benchmarks_pixel_for_pixel(msu_test_images: Path, spec: str) -> None:
+    from iqa_robustness.data.decode import load_image
+
+    photos = torch.stack([load_image(p) for p in sorted(msu_test_images.iterdir())[:2]])  # 299 x 299, 8 bits
+    got = parse_defence(spec).transform(photos, None)
+    assert torch.equal(got, SOURCE[spec](photos))
+
+
+def test_upscale_goes_back_to_the_input_size_which_is_the_sources_fixed_384_by_512_on_koniq_images() -> None:
+    koniq = pixels(1, 3, 384, 512)
+    source = torch.nn.Upsample(size=(384, 512), mode="bilinear")(_source_resize(koniq, 0.25))
+    assert torch.equal(parse_defence("upscale(scale=0.25)").transform(koniq, None), source)
+    assert parse_defence("upscale").transform(pixels(1, 3, 299, 301), None).shape[-2:] == (299, 301)
+
+
 def random_defended(spec: str, eot: int = 3) -> DefendedMetric:
     metric = create_metric(register_defended(parse_defence(spec), random_cnniqa(), eot=eot), weights="random")
     assert isinstance(metric, DefendedMetric)
