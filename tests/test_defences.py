@@ -195,6 +195,24 @@ def test_upscale_goes_back_to_the_input_size_which_is_the_sources_fixed_384_by_5
     assert parse_defence("upscale").transform(pixels(1, 3, 299, 301), None).shape[-2:] == (299, 301)
 
 
+@pytest.mark.parametrize("spec", ["random-crop(side=48)", "random-rotate(angle=15)"])
+def test_a_random_defence_draws_and_transforms_as_the_sources_torchvision_transform_from_the_same_state(
+    msu_test_images: Path, spec: str
+) -> None:
+    from torchvision import transforms
+
+    from iqa_robustness.data.decode import load_image
+
+    photo = load_image(sorted(msu_test_images.iterdir())[0])[None]
+    source = transforms.RandomCrop(48) if spec.startswith("random-crop") else transforms.RandomRotation(15)
+    defence = parse_defence(spec)
+    for seed in range(3):
+        torch.manual_seed(seed)  # the source seeds torch's global generator before each batch
+        expected = source(photo)
+        draw = defence.draw(photo[0], torch.Generator().manual_seed(seed))
+        assert torch.equal(defence.apply(photo[0], draw)[None], expected)
+
+
 def random_defended(spec: str, eot: int = 3) -> DefendedMetric:
     metric = create_metric(register_defended(parse_defence(spec), random_cnniqa(), eot=eot), weights="random")
     assert isinstance(metric, DefendedMetric)
