@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-from torchvision.transforms.v2 import functional as F
+from torchvision.transforms import functional as F  # the one the source's GaussianBlur calls: its kernels bit for bit
 
 from .base import Defence, register_defence
 

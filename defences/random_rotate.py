@@ -1,14 +1,20 @@
-"""A random rotation by an angle uniform in ``[-angle, angle]`` degrees, bilinear, each image its own (torchvision)."""
+"""A random rotation by an angle uniform in ``[-angle, angle]`` degrees, nearest neighbour, corners filled black.
+
+As torchvision's ``RandomRotation(angle)`` of the source benchmark: the angle drawn by ``uniform_``, the
+image rotated about its centre by nearest-neighbour interpolation, the size kept. Each image its own
+angle (:mod:`iqa_robustness.defences.base`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import torch
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from .base import Defence, register_defence
+from .base import Defence, Draw, register_defence
 
 
 @register_defence
@@ -21,15 +27,12 @@ class RandomRotate(Defence):
     label_field = "angle"
     random = True
     aliases = ("rotate",)
-    description = "random rotation within +-angle degrees"
+    description = "random rotation within +-angle degrees, nearest neighbour"
 
     angle: float = 15.0
 
-    def transform(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        angles = (torch.rand(x.shape[0], generator=generator) * 2 - 1) * self.angle
-        return torch.stack(
-            [
-                F.rotate(image, float(a), interpolation=InterpolationMode.BILINEAR)
-                for image, a in zip(x, angles, strict=True)
-            ]
-        )
+    def draw(self, image: torch.Tensor, generator: torch.Generator | None) -> dict[str, Any]:
+        return {"angle": float(torch.empty(1).uniform_(-self.angle, self.angle, generator=generator))}
+
+    def apply(self, image: torch.Tensor, draw: Draw) -> torch.Tensor:
+        return F.rotate(image, float(draw["angle"]), interpolation=InterpolationMode.NEAREST)

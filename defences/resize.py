@@ -1,4 +1,8 @@
-"""Downscaling: the metric sees the image resized by ``scale`` (bilinear, antialiased; differentiable)."""
+"""Downscaling: the metric sees the image resized by ``scale`` (bilinear, antialiased; differentiable).
+
+As the source benchmark: the new size is ``int(h * scale) x int(w * scale)``, the product taken in float32
+(torch's) and truncated, then torchvision's ``Resize`` with its defaults.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ from .base import Defence, register_defence
 
 
 def scaled_size(x: torch.Tensor, scale: float) -> list[int]:
-    return [max(1, round(x.shape[-2] * scale)), max(1, round(x.shape[-1] * scale))]
+    """``[int(h * scale), int(w * scale)]`` as the source computes it (float32 product, truncated), at least 1."""
+    return [max(1, int(side)) for side in (torch.tensor(x.shape[-2:]) * scale).tolist()]
 
 
 @register_defence

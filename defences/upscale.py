@@ -1,4 +1,8 @@
-"""Down and up again: resized by ``scale``, then bilinear back to the input size (differentiable)."""
+"""Down and up again: resized by ``scale`` as ``resize`` does, then bilinear back to the input size (differentiable).
+
+The source benchmark upsamples to a fixed 384 x 512 (``torch.nn.Upsample``, bilinear): the size of its
+KonIQ-10k images, so there the same as the input size, which is what this goes back to on any image.
+"""
 
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ from iqa_robustness.cli.main import main as cli
 from iqa_robustness.defences import (
     DefenceSpecError,
     DefendedMetric,
+    ImageDraws,
     list_defences,
     parse_defence,
     parse_defences,
@@ -52,7 +53,7 @@ def test_specs_read_parameters_as_data_and_name_the_defended_metrics() -> None:
     ("text", "message"),
     [
         ("jpge", "jpeg"),  # unknown defence: the close name
-        ("jpeg(quality=30)", r"no parameter 'quality' \(its parameters: q=50\)"),
+        ("jpeg(quality=30)", r"no parameter 'quality' \(its parameters: q=50, float32=false\)"),
         ("jpeg(q=0)", "from 1 to 100"),
         ("median(k=4)", "odd kernel"),
         ("none(q=1)", "takes no parameters"),
@@ -87,13 +88,18 @@ def test_a_defended_metric_keeps_the_metrics_facts_and_a_shrinking_defence_raise
 # --- BPDA and EoT ----------------------------------------------------------------------------------------
 
 
+def pixels(*shape: int, seed: int = 1) -> torch.Tensor:
+    """A random 8-bit image batch (values k / 255): the 8-bit round trip leaves it as it is."""
+    return torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(seed)).float() / 255
+
+
 @pytest.mark.parametrize("spec", ["jpeg(q=30)", "quantize(levels=5)"])
 def test_bpda_passes_the_gradient_straight_through_a_non_differentiable_defence(spec: str) -> None:
     defence = parse_defence(spec)
     metric = create_metric(register_defended(defence, random_cnniqa()), weights="random")
     assert isinstance(metric, DefendedMetric)
     base = metric.base
-    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+    x = pixels(2, 3, 64, 64).requires_grad_(True)
     metric(x).sum().backward()
     # BPDA: d/dx S(d(x)) is S's gradient at d(x), as if d were the identity
     at_defended = defence.transform(x.detach(), None).requires_grad_(True)
@@ -112,38 +118,184 @@ def test_bpda_passes_the_gradient_straight_through_a_non_differentiable_defence(
         assert y.grad is None or float(y.grad.abs().sum()) == 0
 
 
-def test_eot_scores_the_mean_of_n_draws_and_its_gradient_is_their_mean_gradient() -> None:
-    defence = parse_defence("random-noise(sigma=0.05)")
-    n = 5
-    metric = create_metric(register_defended(defence, random_cnniqa(), eot=n), weights="random")
-    x = torch.rand(2, 3, 48, 48, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
-    score = metric(x)
-    score.sum().backward()
+def test_the_defence_receives_the_8_bit_image_unless_float32_and_the_gradient_passes_the_rounding() -> None:
+    x = torch.rand(2, 3, 48, 48, generator=torch.Generator().manual_seed(4)).requires_grad_(True)
+    eight_bit = torch.round(x.detach() * 255) / 255
+    assert not torch.equal(eight_bit, x.detach())
+    rounded = create_metric(register_defended(parse_defence("flip"), random_cnniqa()), weights="random")
+    exact = create_metric(register_defended(parse_defence("flip(float32=true)"), random_cnniqa()), weights="random")
+    assert (rounded.name, exact.name) == ("flip+cnniqa", "flip-float32+cnniqa")
+    exact.base.load_state_dict(rounded.base.state_dict())
+    assert torch.equal(rounded.defended_images(x), torch.flip(eight_bit, dims=(-2, -1)))  # bit for bit
+    assert torch.equal(exact.defended_images(x), torch.flip(x.detach(), dims=(-2, -1)))
+    with torch.no_grad():
+        torch.testing.assert_close(rounded(x), exact(eight_bit))
+        assert not torch.allclose(rounded(x), exact(x))
+    rounded(x).sum().backward()  # straight through the rounding: S's gradient at the rounded image
+    at = eight_bit.clone().requires_grad_(True)
+    exact(at).sum().backward()
+    torch.testing.assert_close(x.grad, at.grad)
 
-    draws = torch.Generator().manual_seed(metric.seed + 1)  # the defended metric's gradient draws
+
+# The source benchmark's defences (metrics/defences/<name>/run.py of msu-video-group/adversarial-defenses-for-iqa),
+# as the torch and torchvision calls they make on a batch in [0, 1].
+def _source_resize(x: torch.Tensor, scale: float) -> torch.Tensor:
+    from torchvision import transforms
+
+    new_size = torch.tensor(x.shape[-2:]) * scale
+    return transforms.Resize((int(new_size[0]), int(new_size[1])))(x)
+
+
+def _source_median(x: torch.Tensor, k: int) -> torch.Tensor:
+    padded = torch.nn.functional.pad(x, (k // 2,) * 4, mode="reflect")
+    windows = padded.unfold(2, k, 1).unfold(3, k, 1).reshape(x.shape[0], x.shape[1], -1, k * k)
+    return torch.median(windows, dim=-1).values.reshape(x.shape)
+
+
+def _source_jpeg(x: torch.Tensor, q: int) -> torch.Tensor:
+    from torchvision.io import decode_jpeg, encode_jpeg
+
+    return torch.cat([decode_jpeg(encode_jpeg((i * 255).type(torch.uint8), q))[None] for i in x]) / 255
+
+
+def _source_blur(k: int, sigma: float):
+    from torchvision.transforms import GaussianBlur
+
+    return GaussianBlur(k, sigma)
+
+
+SOURCE = {
+    "jpeg(q=10)": lambda x: _source_jpeg(x, 10),
+    "jpeg(q=70)": lambda x: _source_jpeg(x, 70),
+    "gaussian-blur(k=3)": lambda x: _source_blur(3, 0.3 * ((3 - 1) * 0.5 - 1) + 0.8)(x),
+    "gaussian-blur(k=9)": lambda x: _source_blur(9, 0.3 * ((9 - 1) * 0.5 - 1) + 0.8)(x),
+    "median-blur(k=5)": lambda x: _source_median(x, 5),
+    "unsharp(k=5)": lambda x: torch.clip(x + (x - _source_blur(5, 1.0)(x)) * 1, 0, 1),
+    "quantize(levels=5)": lambda x: torch.round(x * 4) / 4,
+    "flip": lambda x: torch.flip(x, [2, 3]),
+    "resize(scale=0.1)": lambda x: _source_resize(x, 0.1),  # 299 * 0.1 = 29.9: 29 rows, not 30
+    "resize(scale=0.75)": lambda x: _source_resize(x, 0.75),
+    "upscale(scale=0.1)": lambda x: torch.nn.Upsample(size=x.shape[-2:], mode="bilinear")(_source_resize(x, 0.1)),
+}
+
+
+@pytest.mark.parametrize("spec", sorted(SOURCE))
+def test_a_deterministic_defence_equals_the_source_benchmarks_pixel_for_pixel(msu_test_images: Path, spec: str) -> None:
+    from iqa_robustness.data.decode import load_image
+
+    photos = torch.stack([load_image(p) for p in sorted(msu_test_images.iterdir())[:2]])  # 299 x 299, 8 bits
+    got = parse_defence(spec).transform(photos, None)
+    assert torch.equal(got, SOURCE[spec](photos))
+
+
+def test_upscale_goes_back_to_the_input_size_which_is_the_sources_fixed_384_by_512_on_koniq_images() -> None:
+    koniq = pixels(1, 3, 384, 512)
+    source = torch.nn.Upsample(size=(384, 512), mode="bilinear")(_source_resize(koniq, 0.25))
+    assert torch.equal(parse_defence("upscale(scale=0.25)").transform(koniq, None), source)
+    assert parse_defence("upscale").transform(pixels(1, 3, 299, 301), None).shape[-2:] == (299, 301)
+
+
+@pytest.mark.parametrize("spec", ["random-crop(side=48)", "random-rotate(angle=15)"])
+def test_a_random_defence_draws_and_transforms_as_the_sources_torchvision_transform_from_the_same_state(
+    msu_test_images: Path, spec: str
+) -> None:
+    from torchvision import transforms
+
+    from iqa_robustness.data.decode import load_image
+
+    photo = load_image(sorted(msu_test_images.iterdir())[0])[None]
+    source = transforms.RandomCrop(48) if spec.startswith("random-crop") else transforms.RandomRotation(15)
+    defence = parse_defence(spec)
+    for seed in range(3):
+        torch.manual_seed(seed)  # the source seeds torch's global generator before each batch
+        expected = source(photo)
+        draw = defence.draw(photo[0], torch.Generator().manual_seed(seed))
+        assert torch.equal(defence.apply(photo[0], draw)[None], expected)
+
+
+def random_defended(spec: str, eot: int = 3) -> DefendedMetric:
+    metric = create_metric(register_defended(parse_defence(spec), random_cnniqa(), eot=eot), weights="random")
+    assert isinstance(metric, DefendedMetric)
+    return metric
+
+
+def test_four_images_get_four_draws_and_each_image_its_own_draw_in_any_batch_and_session() -> None:
+    crop, rotate = random_defended("random-crop(side=16,flip=true)"), random_defended("random-rotate(angle=15)")
+    batch = pixels(4, 3, 40, 40)
+    names = ("a.png", "b.png", "c.png", "d.png")
+    with ImageDraws(names, seed=0).bound():
+        crops, angles = crop.scoring_draws(batch), rotate.scoring_draws(batch)
+        defended = crop.defended_images(batch)
+        with torch.no_grad():
+            scores = rotate(batch)
+    assert len({(d["top"], d["left"]) for d in crops}) == 4  # four positions
+    assert len({d["angle"] for d in angles}) == 4
+    assert all(abs(d["angle"]) <= 15 for d in angles)
+    assert max(abs(d["angle"]) for d in angles) > 1  # not one near-zero angle for all
+    for i, draw in enumerate(crops):  # what is scored is what the rows record
+        expected = batch[i, :, draw["top"] : draw["top"] + 16, draw["left"] : draw["left"] + 16]
+        assert torch.equal(defended[i], torch.flip(expected, dims=(-1,)) if draw["flip"] else expected)
+    # the same image: the same draw in another binding (another session), alone, or in another order
+    with ImageDraws(("c.png",), seed=0).bound():
+        assert crop.scoring_draws(batch[2:3]) == crops[2:3]
+        with torch.no_grad():
+            torch.testing.assert_close(rotate(batch[2:3]), scores[2:3])
+    with ImageDraws(names[::-1], seed=0).bound():
+        assert rotate.scoring_draws(batch.flip(0)) == angles[::-1]
+    # the name, not the pixels, decides: an attacked copy of an image is scored with its clean draw
+    with ImageDraws(("a.png", "a.png"), seed=0).bound():
+        assert crop.scoring_draws(batch[1:3]) == [crops[0], crops[0]]
+    with ImageDraws(names, seed=1).bound():  # another session seed, other draws
+        assert rotate.scoring_draws(batch) != angles
+
+
+def test_scoring_more_rows_than_the_bound_images_is_refused() -> None:
+    rotate = random_defended("random-rotate")
+    with ImageDraws(("a.png",)).bound(), pytest.raises(RuntimeError, match="bind ImageDraws"):
+        rotate.defended_images(pixels(2, 3, 32, 32))
+
+
+def test_eot_scores_the_mean_of_n_fresh_draws_per_image_and_its_gradient_is_their_mean_gradient() -> None:
+    n = 5
+    metric = random_defended("random-noise(sigma=0.05)", eot=n)
+    x = pixels(2, 3, 48, 48, seed=2).requires_grad_(True)
+    names = ("a.png", "b.png")
+    with ImageDraws(names, seed=7, attack=True).bound():
+        score = metric(x)
+        score.sum().backward()
+        second = metric(x.detach())  # the next step: fresh draws again
+
+    streams = ImageDraws(names, seed=7, attack=True)  # the same streams, drawn by hand
+    gens = [streams.generator(name, "eot") for name in names]
     values, grads = [], []
     for _ in range(n):
         xi = x.detach().requires_grad_(True)
-        s = metric.base(defence.transform(xi, draws))
+        drawn = [metric.defence.draw(image, g) for image, g in zip(xi, gens, strict=True)]
+        s = metric.base(metric.defence.apply_draws(xi, drawn))
         s.sum().backward()
         values.append(s.detach())
         grads.append(xi.grad)
     torch.testing.assert_close(score.detach(), torch.stack(values).mean(0))
     torch.testing.assert_close(x.grad, torch.stack(grads).mean(0))
     assert not torch.allclose(values[0], values[1])  # the draws differ
+    assert not torch.allclose(second, score.detach())
 
 
-def test_scoring_gives_every_image_the_same_draw_whatever_the_batch() -> None:
-    defence = parse_defence("random-crop(side=16,flip=true)")
-    metric = create_metric(register_defended(defence, random_cnniqa(), eot=3), weights="random")
-    index = torch.arange(3 * 40 * 40, dtype=torch.float32).reshape(1, 3, 40, 40) / (3 * 40 * 40)
-    batch = torch.cat([index, index, index * 0.5])
-    crops = metric.defended_images(batch)
-    assert torch.equal(crops[0], crops[1])
-    assert torch.equal(crops[2], crops[0] * 0.5)
-    assert torch.equal(metric.defended_images(batch[2:]), crops[2:])  # alone or in a batch: the same crop
-    with torch.no_grad():
-        assert torch.equal(metric(batch), metric(batch))  # scoring is repeatable
+def test_a_query_attack_sees_a_fresh_draw_per_query_from_the_queried_images_own_stream() -> None:
+    from iqa_robustness.attacks.queries import Oracle
+
+    metric = random_defended("random-rotate(angle=30)")
+    x = pixels(2, 3, 48, 48, seed=3)
+    candidates = torch.cat([x[1:2]] * 3 + [x[0:1]])  # three queries of image 1, one of image 0
+    with ImageDraws(("a.png", "b.png"), seed=0, attack=True).bound():
+        q = Oracle(metric, 2, budget=10)(candidates, owners=[1, 1, 1, 0])
+    assert len(set(q[:3].tolist())) == 3  # the same image queried three times: three draws
+    with ImageDraws(("b.png",), seed=0, attack=True).bound():  # image b alone: the same stream
+        alone = Oracle(metric, 1, budget=10)(x[1:2].expand(3, -1, -1, -1), owners=[0, 0, 0])
+    torch.testing.assert_close(alone, q[:3])
+    with ImageDraws(("a.png", "b.png"), seed=0).bound():  # scoring draws none of those
+        scored = metric.quality(x)
+    assert float(scored[1]) not in q[:3].tolist()
 
 
 # --- the scores ------------------------------------------------------------------------------------------
@@ -302,14 +454,66 @@ def test_the_session_writes_the_defence_table_report_section_and_defence_leaderb
     assert "robust_abs_gain" in capsys.readouterr().out
 
 
-def test_the_differentiable_jpeg_has_a_real_gradient_and_stays_close_to_libjpeg(msu_test_images: Path) -> None:
-    from iqa_robustness.data.decode import load_image
+@pytest.mark.parametrize("q", [10, 50, 90])
+def test_the_differentiable_jpeg_is_a_real_jpeg_forward_with_the_differentiable_codecs_gradient(
+    msu_test_images: Path, q: int
+) -> None:
+    import io
 
-    image = load_image(sorted(msu_test_images.iterdir())[0])[None, :, :96, :96].contiguous()
-    diff, coded = parse_defence("diffjpeg(q=50)"), parse_defence("jpeg(q=50)")
-    assert diff.differentiable
-    x = image.clone().requires_grad_(True)
-    out = diff.transform(x, None)
-    out.mean().backward()
+    from kornia.enhance import jpeg_codec_differentiable
+    from PIL import Image
+
+    def pil_jpeg(array: np.ndarray) -> torch.Tensor:  # libjpeg through Pillow: the standard tables, 4:2:0
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, "JPEG", quality=q, subsampling="4:2:0")
+        return torch.from_numpy(np.array(Image.open(buffer).convert("RGB"))).permute(2, 0, 1)[None] / 255.0
+
+    photo = np.array(Image.open(sorted(msu_test_images.iterdir())[0]).convert("RGB"))  # 299 x 299: no multiple of 16
+    x = (torch.from_numpy(photo).permute(2, 0, 1)[None] / 255.0).requires_grad_(True)
+    out = parse_defence(f"diffjpeg(q={q})").transform(x, None)
+    assert float((out.detach() - pil_jpeg(photo)).abs().max()) <= 1 / 255
+    # a float image is coded as its 8-bit rounding
+    noisy = (x.detach() + torch.rand(x.shape, generator=torch.Generator().manual_seed(q)) / 255).clamp(0, 1)
+    rounded = torch.round(noisy * 255).to(torch.uint8)[0].permute(1, 2, 0).numpy()
+    assert float((parse_defence(f"diffjpeg(q={q})").transform(noisy, None) - pil_jpeg(rounded)).abs().max()) <= 1 / 255
+    # the gradient is the differentiable codec's (a surrogate: its forward is no JPEG)
+    weights = torch.rand(out.shape, generator=torch.Generator().manual_seed(0))
+    (out * weights).sum().backward()
+    y = x.detach().requires_grad_(True)
+    (jpeg_codec_differentiable(y, torch.tensor([float(q)])) * weights).sum().backward()
     assert float(x.grad.abs().sum()) > 0
-    assert float((out.detach() - coded.transform(image, None)).abs().mean()) < 0.02  # a photo: close to libjpeg
+    torch.testing.assert_close(x.grad, y.grad)
+
+
+@pytest.fixture(scope="module")
+def random_sessions(tmp_path_factory, torch_home, original_weights):
+    """Two sessions of random defences on the five MSU images: one batch of five, then batches of two."""
+    out = []
+    for batch_size in ("5", "2"):
+        tmp = tmp_path_factory.mktemp(f"random-defences-{batch_size}")
+        proc = run_suite(
+            tmp, torch_home, "--metric", "cnniqa-live", "--attack", "ifgsm", "--dataset", "msu5",
+            "--defence", "random-rotate,random-crop(side=48)", "--image-size", "64", "--batch-size", batch_size,
+            "--weights-dir", str(original_weights), "--results-dir", str(tmp / "results"), "--no-mlflow",
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        out.append(tmp / "results" / "per_image")
+    return out
+
+
+@pytest.mark.parametrize(("defence", "columns"), [("rotate15", ["draw_angle"]), ("crop48", ["draw_top", "draw_left"])])
+def test_each_image_records_its_own_draw_and_a_second_session_draws_the_same(random_sessions, defence, columns):
+    first, second = random_sessions
+    draws = {}
+    for folder in (first, second):
+        for attack in ("ifgsm", "ifgsm-nonadaptive"):
+            rows = read_msu_csv(folder / f"{attack}_{defence}+cnniqa-live_test.csv").rows
+            draws[folder, attack] = {r["image_name"]: tuple(r[c] for c in columns) for r in rows}
+    seen = draws[first, "ifgsm"]
+    assert len(seen) == 5
+    assert len(set(seen.values())) == 5  # five images, five draws
+    if defence.startswith("rotate"):
+        assert all(abs(a) <= 15 for (a,) in seen.values())
+        assert max(abs(a) for (a,) in seen.values()) > 1
+    # the other evaluation of the same images, and the second session in other batches: the same draws
+    assert all(d == seen for d in draws.values())

@@ -106,7 +106,10 @@ class _Resources:
     def transfer_clean(self, target: str, source: str, dataset: str) -> dict[str, float]:
         return {"a": 0.0, "b": 1.0}
 
-    def run_batched(self, name, fn, batch, reference=None):
+    def image_draws(self, names, attack=False):
+        return None
+
+    def run_batched(self, name, fn, batch, reference=None, draws=None):
         return batch.mean(dim=(1, 2, 3))
 
 

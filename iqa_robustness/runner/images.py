@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 import torch
 
@@ -24,14 +25,14 @@ from iqa_robustness.attacks.budget import active_budgets, changed_pixels
 from iqa_robustness.attacks.perturbation import Perturbation
 from iqa_robustness.attacks.queries import QueryRecord, recording_queries
 from iqa_robustness.conventions import dataset_slug, orient
-from iqa_robustness.defences import DefendedMetric
+from iqa_robustness.defences import DefendedMetric, ImageDraws
 from iqa_robustness.progress import Progress
 from iqa_robustness.runner.cases import Outcome
 from iqa_robustness.runner.config import SuiteConfig, sync_device
 from iqa_robustness.runner.grid import CaseSpec
 from iqa_robustness.runner.resources import Resources
 from iqa_robustness.runner.transfer import TransferScorer
-from iqa_robustness.scores.defences import DEFENCE_SECONDS, UNDEFENDED_ATTACKED, UNDEFENDED_CLEAR
+from iqa_robustness.scores.defences import DEFENCE_SECONDS, DRAW_PREFIX, UNDEFENDED_ATTACKED, UNDEFENDED_CLEAR
 from iqa_robustness.scores.formulas import image_distortion
 from iqa_robustness.scores.rows import skipped_row
 from iqa_robustness.scores.transfer import attacked_key, clear_key
@@ -67,20 +68,22 @@ class ImageCaseRunner:
             if perturbation is not None:
                 adv = attack.apply(perturbation, batch, case.amplitude, clamp=self.config.clamp_uap)
             else:
-                with recording_queries() as query_log:
-                    adv = res.run_batched(case.victim, lambda x: attack(victim, x), batch, reference)
+                with recording_queries() as query_log:  # a random defence draws afresh for the attack
+                    attacking = res.image_draws(names, attack=True)
+                    adv = res.run_batched(case.victim, lambda x: attack(victim, x), batch, reference, attacking)
                 records = query_log.records[-len(names) :]  # a retried (out-of-memory) call logs again
             sync_device(res.device)
             out.seconds += time.perf_counter() - start
+            scoring = res.image_draws(names)  # a random defence: each image the draw its clean copy had
             with torch.no_grad():
-                attacked = res.run_batched(case.metric, metric, adv, reference).float().cpu().tolist()
+                attacked = res.run_batched(case.metric, metric, adv, reference, scoring).float().cpu().tolist()
             out.max_linf = max(out.max_linf, float((adv - batch).abs().max()))
             on_targets = transfer.score_batch(screened.dataset, names, adv)
             if l0_bounded:
                 out.max_l0 = max(out.max_l0 or 0.0, float(changed_pixels(batch, adv).max()))
             out.queries.extend(records)
             sim = image_distortion(batch, adv)
-            defence = self._defence_columns(defended, batch, adv) if defended is not None else {}
+            defence = self._defence_columns(defended, batch, adv, scoring) if defended is not None else {}
             for i, name in enumerate(names):
                 c, a = clean[name], attacked[i]
                 row = {
@@ -125,25 +128,33 @@ class ImageCaseRunner:
         return out
 
     @staticmethod
-    def _defence_columns(metric: DefendedMetric, batch: torch.Tensor, adv: torch.Tensor) -> dict[str, list[float]]:
-        """Per image: how close ``d(x_adv)`` and ``d(x)`` stay to ``x`` (PSNR, SSIM), and the defence's time.
+    def _defence_columns(
+        metric: DefendedMetric, batch: torch.Tensor, adv: torch.Tensor, draws: ImageDraws
+    ) -> dict[str, list[Any]]:
+        """Per image: how close ``d(x_adv)`` and ``d(x)`` stay to ``x`` (PSNR, SSIM), the defence's time and,
+        for a random defence, the image's draw (``draw_angle``, ``draw_top``, ...: the one both were scored with).
 
         A defence that changes the size (resize, crop) is compared after bilinear resizing of its output
         to the input's size (ours: the source compares images of one size).
         """
-        start = time.perf_counter()
-        defended_clean = metric.defended_images(batch)
-        seconds = (time.perf_counter() - start) / max(batch.shape[0], 1)
-        defended_adv = metric.defended_images(adv)
+        with draws.bound():
+            start = time.perf_counter()
+            defended_clean = metric.defended_images(batch)
+            seconds = (time.perf_counter() - start) / max(batch.shape[0], 1)
+            defended_adv = metric.defended_images(adv)
+            drawn = metric.scoring_draws(batch)
         fit = [_same_size(defended_adv, batch), _same_size(defended_clean, batch)]
         attacked, clear = image_distortion(batch, fit[0].clamp(0, 1)), image_distortion(batch, fit[1].clamp(0, 1))
-        return {
+        columns: dict[str, list[Any]] = {
             "defended_psnr": list(attacked["psnr"]),
             "defended_ssim": list(attacked["ssim"]),
             "clear_defended_psnr": list(clear["psnr"]),
             "clear_defended_ssim": list(clear["ssim"]),
             DEFENCE_SECONDS: [seconds] * batch.shape[0],
         }
+        for key in dict.fromkeys(k for draw in drawn for k in draw):
+            columns[DRAW_PREFIX + key] = [draw.get(key, math.nan) for draw in drawn]
+        return columns
 
 
 def _same_size(images: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

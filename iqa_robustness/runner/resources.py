@@ -9,11 +9,12 @@ infinite clean score) are set aside with their reasons instead of failing every 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from iqa_robustness.data.jpeg import DEFAULT_QUALITY, JpegItem, compress, jpeg_d
 from iqa_robustness.data.mos import dataset_mos
 from iqa_robustness.data.registry import is_video_dataset, resolve_any_dataset
 from iqa_robustness.data.video_sets import VideoDataset
+from iqa_robustness.defences import ImageDraws
 from iqa_robustness.metrics import Metric, create_metric, get_spec
 from iqa_robustness.metrics.frames import FramesAsClips, as_image_metric
 from iqa_robustness.progress import Progress
@@ -42,17 +44,21 @@ def call_in_chunks(
     chunk: int,
     metric: Metric | None = None,
     reference: torch.Tensor | None = None,
+    draws: ImageDraws | None = None,
 ) -> torch.Tensor:
     """``fn`` over ``batch`` in slices of at most ``chunk`` images, concatenated.
 
     With a ``reference`` batch (a full-reference ``metric``), each slice runs with the matching
-    slice of the reference bound to the metric.
+    slice of the reference bound to the metric; with ``draws`` (the batch's image names, for a
+    random defence's draws), with the matching slice of the names bound.
     """
 
     def one(start: int, stop: int) -> torch.Tensor:
-        if reference is None or metric is None:
-            return fn(batch[start:stop])
-        with metric.reference(reference[start:stop]):
+        with contextlib.ExitStack() as stack:
+            if reference is not None and metric is not None:
+                stack.enter_context(metric.reference(reference[start:stop]))
+            if draws is not None:
+                stack.enter_context(draws.rows(start, stop).bound())
             return fn(batch[start:stop])
 
     n = batch.shape[0]
@@ -136,18 +142,20 @@ class Resources:
         fn: Callable[[torch.Tensor], torch.Tensor],
         batch: torch.Tensor,
         reference: torch.Tensor | None = None,
+        draws: ImageDraws | None = None,
     ):
         """``fn(batch)``; on CUDA out-of-memory, retried in halves (remembered for the metric) down to 1 image.
 
         Attacks and scores are per image (losses are summed over the batch), so slicing a batch
         does not change any result. ``reference``: the reference images of a full-reference
-        metric, bound to it (slice by slice) while ``fn`` runs.
+        metric, bound to it (slice by slice) while ``fn`` runs; ``draws``: whose images the rows are,
+        for a random defence (:meth:`image_draws`), bound likewise.
         """
         metric = self.metric(metric_name) if reference is not None else None
         while True:
             chunk = self._chunk.get(metric_name, batch.shape[0])
             try:
-                return call_in_chunks(fn, batch, chunk, metric, reference)
+                return call_in_chunks(fn, batch, chunk, metric, reference, draws)
             except torch.cuda.OutOfMemoryError:
                 if chunk <= 1:
                     raise
@@ -159,6 +167,16 @@ class Resources:
                     min(chunk, batch.shape[0]),
                     self._chunk[metric_name],
                 )
+
+    def image_draws(self, names: Sequence[str], attack: bool = False) -> ImageDraws:
+        """Whose images a batch's rows are, for the draws of a random defence: seeded by the session seed
+        and each image's name, so any batch, shard or worker draws alike (:mod:`iqa_robustness.defences.base`).
+
+        Args:
+            names: the image of each row.
+            attack: the calls attack the images (fresh draws) rather than score them (each image's own draw).
+        """
+        return ImageDraws(tuple(names), self.config.seed, attack)
 
     def effective_batch_size(self, metric_name: str) -> int:
         """The batch size the metric's cases actually ran with (smaller after an out-of-memory split)."""
@@ -339,15 +357,16 @@ class Resources:
         with torch.no_grad():
             for names, batch, reference in self.metric_batches(dataset, metric_name):
                 progress.advance(len(names))
+                draws = self.image_draws(names)
                 try:
-                    raw = self.run_batched(metric_name, metric, batch, reference).float().cpu().tolist()
+                    raw = self.run_batched(metric_name, metric, batch, reference, draws).float().cpu().tolist()
                 except _PER_IMAGE_ERRORS as exc:
                     if not skip or isinstance(exc, torch.cuda.OutOfMemoryError):
                         raise
                     for i, name in enumerate(names):
                         try:
                             one = None if reference is None else reference[i : i + 1]
-                            with metric.reference(one):
+                            with metric.reference(one), draws.rows(i, i + 1).bound():
                                 scores[name] = float(metric(batch[i : i + 1]).float().cpu()[0])
                         except _PER_IMAGE_ERRORS as one:
                             if isinstance(one, torch.cuda.OutOfMemoryError):

@@ -279,8 +279,8 @@ class Suite:
         metric = self.resources.metric(case.metric)
         if isinstance(metric, DefendedMetric):
             params.update(metric.defence.params(), base_metric=case.base_metric, defence_mode=case.defence_mode)
-            if metric.defence.random:
-                params["eot"] = metric.eot
+            if metric.defence.random:  # each image's draw comes from this seed and its name
+                params.update(eot=metric.eot, draw_seed=self.config.seed)
         if attack.iterations_attr == "queries":  # the spec's own budget, before --queries
             own = case.run_spec.create().iterations
             params["query_limit"] = self.config.query_limit(own, self.device)[1]

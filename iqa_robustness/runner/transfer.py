@@ -71,16 +71,19 @@ class TransferScorer:
                 reference = None
                 if self.full_reference[target]:
                     reference = self.resources.reference_batch(items, names, target)
-                out[target] = self._scores(target, adversarial, reference)
+                out[target] = self._scores(target, adversarial, reference, names)
             except Exception as exc:  # see __init__
                 self._fail(target, exc)
         return out
 
-    def _scores(self, target: str, batch: torch.Tensor, reference: torch.Tensor | None) -> list[float]:
+    def _scores(
+        self, target: str, batch: torch.Tensor, reference: torch.Tensor | None, names: Sequence[str]
+    ) -> list[float]:
         metric = self.resources.metric(target)
+        draws = self.resources.image_draws(names)  # a defended target: each image its own draw
         with torch.no_grad():
             try:
-                return self.resources.run_batched(target, metric, batch, reference).float().cpu().tolist()
+                return self.resources.run_batched(target, metric, batch, reference, draws).float().cpu().tolist()
             except (ValueError, RuntimeError, AssertionError) as exc:
                 if isinstance(exc, torch.cuda.OutOfMemoryError):
                     raise
@@ -88,7 +91,7 @@ class TransferScorer:
             for i in range(batch.shape[0]):  # one image can sink a batch: the others keep their scores
                 one = None if reference is None else reference[i : i + 1]
                 try:
-                    with metric.reference(one):
+                    with metric.reference(one), draws.rows(i, i + 1).bound():
                         scores.append(float(metric(batch[i : i + 1]).float().cpu()[0]))
                 except (ValueError, AssertionError, RuntimeError):
                     scores.append(math.nan)

@@ -38,6 +38,8 @@ UNDEFENDED_CLEAR, UNDEFENDED_ATTACKED = "undefended_clear", "undefended_attacked
 SIMILARITY_COLUMNS = ("defended_psnr", "defended_ssim", "clear_defended_psnr", "clear_defended_ssim")
 DEFENCE_SECONDS = "defence_seconds"
 DEFENCE_COLUMNS = (UNDEFENDED_CLEAR, UNDEFENDED_ATTACKED, *SIMILARITY_COLUMNS, DEFENCE_SECONDS)
+#: a random defence's per-image columns start so: the image's draw (``draw_angle``, ``draw_top``, ``draw_noise_seed``)
+DRAW_PREFIX = "draw_"
 #: the scores, in the order tables show them
 DEFENCE_SCORES = (
     "robust_abs_gain",

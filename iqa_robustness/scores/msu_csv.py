@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from iqa_robustness.scores.defences import DEFENCE_COLUMNS, UNDEFENDED_CLEAR
+from iqa_robustness.scores.defences import DEFENCE_COLUMNS, DRAW_PREFIX, UNDEFENDED_CLEAR
 from iqa_robustness.scores.formulas import group_scores
 from iqa_robustness.scores.rows import SKIP_REASON, is_skipped
 
@@ -177,7 +177,8 @@ def read_msu_csv(path: str | Path, attack: str | None = None, metric: str | None
                     f"{path}, line 1: missing column(s) {', '.join(missing)}; the {kind} MSU layout is "
                     f"{','.join(layout)}"
                 )
-            extra = tuple(c for c in (MOS, *DEFENCE_COLUMNS, SKIP_REASON) if c in header)
+            draws = tuple(c for c in header if c.startswith(DRAW_PREFIX))
+            extra = tuple(c for c in (MOS, *DEFENCE_COLUMNS, *draws, SKIP_REASON) if c in header)
             index = {c: header.index(c) for c in (*layout, *extra)}
             for fields in reader:
                 line = reader.line_num
@@ -193,7 +194,7 @@ def read_msu_csv(path: str | Path, attack: str | None = None, metric: str | None
                         text = ""  # the last column of a scored row may be left off
                     if text is None:
                         raise ValueError(f"{where}: missing value for column {col!r} (too few fields)")
-                    numeric = col in NUMERIC_COLUMNS or col in DEFENCE_COLUMNS
+                    numeric = col in NUMERIC_COLUMNS or col in DEFENCE_COLUMNS or col in draws
                     row[col] = _parse_number(text, col, where) if numeric else text
                 rows.append(row)
     except csv.Error as exc:
@@ -229,7 +230,8 @@ def write_msu_csv(path: str | Path, rows: Iterable[Mapping[str, Any]], universal
         universal: force the layout; default: universal when any row has ``train_dataset`` or
             ``amplitude``. A ``mos`` column (subjective scores) is added when any row has one,
             the defence columns (:data:`~iqa_robustness.scores.defences.DEFENCE_COLUMNS`) for a
-            defended metric's rows, and a trailing ``skip_reason`` column when any row has one.
+            defended metric's rows, then a random defence's draw columns (``draw_*``), and a
+            trailing ``skip_reason`` column when any row has one.
 
     Returns:
         The path written.
@@ -243,6 +245,7 @@ def write_msu_csv(path: str | Path, rows: Iterable[Mapping[str, Any]], universal
         layout = (*layout, MOS)
     if any(UNDEFENDED_CLEAR in r for r in rows):  # a defended metric's case: what the defence scores need
         layout = (*layout, *DEFENCE_COLUMNS)
+    layout = (*layout, *dict.fromkeys(k for r in rows for k in r if k.startswith(DRAW_PREFIX)))
     if any(is_skipped(r) for r in rows):
         layout = (*layout, SKIP_REASON)
     path = Path(path)
