@@ -18,12 +18,12 @@ from iqa_robustness.scores.certificate import (
     ACHIEVED_BY,
     ACHIEVED_CHANGE,
     CERTIFIED_CHANGE,
-    CERTIFIED_LOWER,
-    CERTIFIED_UPPER,
     RESAMPLED_CHANGE,
+    Certificate,
     CertificateError,
     certificate_breaches,
     certificate_ranks,
+    certificate_row,
     certified_case_scores,
     certify_samples,
     smallest_samples,
@@ -145,23 +145,24 @@ def test_the_smoothed_score_is_the_lower_median() -> None:
         smoothed_median([1.0, float("nan"), 2.0])
 
 
-def row(name: str, clear: float, attacked: float, lower: float, upper: float, **extra: object) -> dict:
-    return {
-        "image_name": name,
-        "clear": clear,
-        "attacked": attacked,
-        CERTIFIED_LOWER: lower,
-        CERTIFIED_UPPER: upper,
-        CERTIFIED_CHANGE: max(upper - clear, clear - lower),
-        ACHIEVED_CHANGE: abs(attacked - clear),
-        RESAMPLED_CHANGE: 0.5,
-        ACHIEVED_BY: "ifgsm",
-        **extra,
-    }
+def row(name: str, clear: float, lower: float, upper: float, resampled: float, **smoothed: float) -> dict:
+    return {"image_name": name, **certificate_row(Certificate(clear, lower, upper), smoothed, resampled)}
+
+
+def test_an_images_row_names_the_attack_that_moved_its_smoothed_score_most() -> None:
+    certified = row("a", 10.0, 6.0, 14.0, 10.5, ifgsm=11.0, certify=8.5)
+
+    assert certified["attacked"] == 8.5
+    assert (certified[ACHIEVED_BY], certified[ACHIEVED_CHANGE], certified[CERTIFIED_CHANGE]) == ("certify", 1.5, 4.0)
+    assert certified[RESAMPLED_CHANGE] == 0.5
+    assert certified["smoothed@ifgsm"] == 11.0
+    bare = row("b", 10.0, 6.0, 14.0, 10.5)
+    assert bare[ACHIEVED_BY] == ""
+    assert math.isnan(bare["attacked"])
 
 
 def test_case_scores_scale_every_change_by_the_span_of_the_smoothed_clean_scores() -> None:
-    rows = [row("a", 10.0, 11.0, 6.0, 14.0, **{"achieved@ifgsm": 1.0}), row("b", 30.0, 29.0, 27.0, 35.0)]
+    rows = [row("a", 10.0, 6.0, 14.0, 10.5, ifgsm=11.0), row("b", 30.0, 27.0, 35.0, 30.5, ifgsm=29.0, certify=32.0)]
     rows.append({"image_name": "c", "clear": math.nan, "attacked": math.nan, "skip_reason": "too small"})
 
     scaled, scores = certified_case_scores(rows, lower_better=True)
@@ -171,21 +172,25 @@ def test_case_scores_scale_every_change_by_the_span_of_the_smoothed_clean_scores
     assert scores[CERTIFIED_CHANGE] == pytest.approx((4.0 + 5.0) / 2)
     assert scores["certified_change_scaled"] == pytest.approx((4.0 + 5.0) / 2 / 20)
     assert scores["certified_change_scaled_max"] == pytest.approx(5.0 / 20)
-    assert scores["achieved_change_scaled"] == pytest.approx(1.0 / 20)
+    assert scores["achieved_change_scaled"] == pytest.approx((1.0 + 2.0) / 2 / 20)
     assert scores["achieved_change_scaled/ifgsm"] == pytest.approx(1.0 / 20)
-    assert scores["achieved_ratio_max"] == pytest.approx(1.0 / 4.0)
+    assert scores["achieved_change_scaled/certify"] == pytest.approx(2.0 / 20)  # the image it ran on
+    assert scores["resampled_change_scaled"] == pytest.approx(0.5 / 20)
+    assert scores["achieved_ratio_max"] == pytest.approx(2.0 / 5.0)
     assert scores["certificate_breaches"] == 0
     assert [r.get("certified_change_scaled") for r in scaled] == pytest.approx([0.2, 0.25, None])
     assert "certified_change_scaled" not in rows[0], "the rows given are left as they were"
 
 
-def test_a_smoothed_attacked_score_outside_its_interval_is_a_breach_named_by_image() -> None:
-    rows = [row("fine", 10.0, 12.0, 6.0, 14.0), row("broken", 10.0, 15.0, 6.0, 14.0)]
+def test_every_smoothed_score_outside_its_interval_is_a_breach_named_by_image() -> None:
+    # the largest change stays inside (upper is far); a smaller one falls below the closer lower bound
+    rows = [row("fine", 10.0, 6.0, 14.0, 10.1, ifgsm=12.0), row("broken", 10.0, 9.0, 14.0, 8.0, ifgsm=13.0, pgd=8.5)]
 
     breaches = certificate_breaches(rows)
     _, scores = certified_case_scores(rows, lower_better=False)
 
-    assert len(breaches) == 1
-    assert breaches[0].startswith("broken: the smoothed score after ifgsm is 15")
-    assert scores["certificate_breaches"] == 1
-    assert scores["achieved_ratio_max"] == pytest.approx(5.0 / 4.0)
+    assert breaches == [
+        "broken: the smoothed score after pgd is 8.5, outside the certified [9, 14] around 10",
+        "broken: the smoothed score of the clean image estimated again is 8, outside the certified [9, 14] around 10",
+    ]
+    assert scores["certificate_breaches"] == 2

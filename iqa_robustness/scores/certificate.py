@@ -40,21 +40,19 @@ from scipy import stats
 from iqa_robustness.scores.formulas import MinMaxScale, orient
 from iqa_robustness.scores.rows import nothing_to_score, scored_rows
 
-#: the source's parameters: noise of standard deviation 0.12, L2 radius 0.05, confidence 0.999, 1000 samples
-DEFAULT_SIGMA, DEFAULT_EPS, DEFAULT_ALPHA, DEFAULT_SAMPLES = 0.12, 0.05, 0.001, 1000
-
 #: per-image columns of a certify case (raw metric units; ``_scaled``: the group's min-max units)
 CERTIFIED_LOWER, CERTIFIED_UPPER = "certified_lower", "certified_upper"
 CERTIFIED_CHANGE, ACHIEVED_CHANGE, RESAMPLED_CHANGE = "certified_change", "achieved_change", "resampled_change"
-ACHIEVED_BY, ACHIEVED_L2, BASE_CLEAR = "achieved_by", "achieved_l2", "base_clear"
-#: the per-image ``achieved_change`` of one attack: ``achieved@ifgsm``
-ACHIEVED_PREFIX = "achieved@"
+ACHIEVED_BY, ACHIEVED_L2, BASE_CLEAR, RESAMPLED = "achieved_by", "achieved_l2", "base_clear", "resampled"
+#: the smoothed score of an image after one attack: ``smoothed@ifgsm`` (the case JSON's rows)
+SMOOTHED_PREFIX = "smoothed@"
 _CHANGES = (CERTIFIED_CHANGE, ACHIEVED_CHANGE, RESAMPLED_CHANGE)
 #: the columns the per-image CSV keeps for a certify case, in order
 CERTIFY_COLUMNS: tuple[str, ...] = (
     BASE_CLEAR,
     CERTIFIED_LOWER,
     CERTIFIED_UPPER,
+    RESAMPLED,
     *(c for change in _CHANGES for c in (change, f"{change}_scaled")),
     ACHIEVED_BY,
     ACHIEVED_L2,
@@ -89,7 +87,7 @@ class Ranks:
         return (self.n + 1) // 2
 
 
-def certificate_ranks(n: int, sigma: float, eps: float, alpha: float = DEFAULT_ALPHA) -> Ranks:
+def certificate_ranks(n: int, sigma: float, eps: float, alpha: float) -> Ranks:
     """The ranks ``q_l`` and ``q_u`` of the percentile bounds at L2 radius ``eps``, each at confidence ``1 - alpha``.
 
     ``q_u`` is the smallest rank with ``P(Bin(n, pu) <= q_u - 1) >= 1 - alpha`` and ``q_l`` the largest
@@ -127,7 +125,7 @@ def certificate_ranks(n: int, sigma: float, eps: float, alpha: float = DEFAULT_A
     return Ranks(n=n, lower=int(lower[-1]) + 1, upper=int(upper[0]) + 1, p_lower=p_lower, p_upper=p_upper)
 
 
-def smallest_samples(sigma: float, eps: float, alpha: float = DEFAULT_ALPHA) -> int:
+def smallest_samples(sigma: float, eps: float, alpha: float) -> int:
     """The fewest samples per image for which :func:`certificate_ranks` finds finite bounds.
 
     The largest sample bounds ``h_pu`` when ``1 - pu^n >= 1 - alpha``, i.e. ``n >= log(alpha) / log(pu)``.
@@ -198,34 +196,72 @@ def _finite_samples(samples: Sequence[float] | np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- a case's rows
 
 
+def certificate_row(certificate: Certificate, smoothed: Mapping[str, float], resampled: float) -> dict[str, Any]:
+    """The certify columns of one image's row, in raw metric units.
+
+    Args:
+        certificate: the image's certificate (its median is the row's ``clear``).
+        smoothed: attack label -> the smoothed score of the image that attack made (estimated
+            with fresh noise); may be empty.
+        resampled: the smoothed score of the clean image estimated again with fresh noise: how much
+            the estimate moves with no attack at all.
+
+    Returns:
+        ``clear``, ``attacked`` (the smoothed score after the attack that moved it most, ``nan``
+        without one), the interval, the certified change, ``achieved_change`` and ``achieved_by``
+        (that attack, ``""`` without one), ``resampled`` and ``resampled_change``, and one
+        ``smoothed@<attack>`` per attack.
+    """
+    changes = {label: abs(value - certificate.median) for label, value in smoothed.items()}
+    worst = max(changes, key=lambda label: changes[label], default="")
+    return {
+        "clear": certificate.median,
+        "attacked": smoothed[worst] if worst else math.nan,
+        CERTIFIED_LOWER: certificate.lower,
+        CERTIFIED_UPPER: certificate.upper,
+        CERTIFIED_CHANGE: certificate.change,
+        ACHIEVED_CHANGE: changes[worst] if worst else math.nan,
+        ACHIEVED_BY: worst,
+        RESAMPLED: resampled,
+        RESAMPLED_CHANGE: abs(resampled - certificate.median),
+        **{f"{SMOOTHED_PREFIX}{label}": value for label, value in smoothed.items()},
+    }
+
+
 def is_certified(rows: Iterable[Mapping[str, Any]]) -> bool:
     """Whether the rows are a certify case's (they carry the certified interval)."""
     return any(CERTIFIED_LOWER in row for row in rows)
 
 
-def achieved_columns(rows: Iterable[Mapping[str, Any]]) -> list[str]:
-    """The ``achieved@<attack>`` columns of the rows, in order of first appearance."""
-    return list(dict.fromkeys(k for row in rows for k in row if k.startswith(ACHIEVED_PREFIX)))
+def attack_labels(rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The attacks of the rows' ``smoothed@<attack>`` columns, in order of first appearance."""
+    return list(
+        dict.fromkeys(k.removeprefix(SMOOTHED_PREFIX) for row in rows for k in row if k.startswith(SMOOTHED_PREFIX))
+    )
 
 
 def certificate_breaches(rows: Iterable[Mapping[str, Any]]) -> list[str]:
-    """Every scored row whose smoothed attacked score left its certified interval, as a sentence each.
+    """Every smoothed score of a scored row outside that row's certified interval, as a sentence each.
 
-    An attack's change beyond the certified change (``achieved_change > certified_change``) is a
-    breach too. The rows of any other case have none.
+    Checked: the score after each attack (``smoothed@<attack>``) and the clean image's fresh estimate
+    (``resampled``). The rows of any other case have none.
     """
     out = []
     for row in scored_rows(rows):
         if CERTIFIED_LOWER not in row:
             continue
-        lower, upper, attacked = (float(row[k]) for k in (CERTIFIED_LOWER, CERTIFIED_UPPER, "attacked"))
-        achieved, certified = float(row[ACHIEVED_CHANGE]), float(row[CERTIFIED_CHANGE])
-        if not lower <= attacked <= upper or achieved > certified:
-            out.append(
-                f"{row['image_name']}: the smoothed score after {row.get(ACHIEVED_BY) or 'the attack'} is "
-                f"{attacked:.6g} against the certified [{lower:.6g}, {upper:.6g}] "
-                f"(change {achieved:.4g}, certified {certified:.4g})"
-            )
+        lower, upper = float(row[CERTIFIED_LOWER]), float(row[CERTIFIED_UPPER])
+        measured = {
+            f"after {k.removeprefix(SMOOTHED_PREFIX)}": v for k, v in row.items() if k.startswith(SMOOTHED_PREFIX)
+        }
+        measured["of the clean image estimated again"] = row.get(RESAMPLED, math.nan)
+        for what, value in measured.items():
+            value = float(value)
+            if math.isfinite(value) and not lower <= value <= upper:
+                out.append(
+                    f"{row['image_name']}: the smoothed score {what} is {value:.6g}, outside the certified "
+                    f"[{lower:.6g}, {upper:.6g}] around {float(row['clear']):.6g}"
+                )
     return out
 
 
@@ -239,18 +275,18 @@ def certified_case_scores(
     a distance).
 
     Args:
-        rows: the case's rows (skipped ones keep their reasons and get no scaled values), each scored
-            row with ``clear``, ``attacked``, the certified interval and the changes in raw units.
+        rows: the case's rows (skipped ones keep their reasons and get no scaled values); each scored
+            row with the columns of :func:`certificate_row`.
         lower_better: the metric's orientation.
 
     Returns:
         The rows with ``<change>_scaled`` columns, and the scores: ``n``; for each of
         ``certified_change``, ``achieved_change`` and ``resampled_change`` its mean (raw), the mean
         and the largest value scaled (``_scaled``, ``_scaled_max``); per attack the mean scaled
-        ``achieved_change_scaled/<attack>``; ``achieved_ratio_max`` (the largest achieved / certified
-        change over the images); ``certificate_breaches`` (images outside their interval; 0 unless
-        something is wrong); ``smoothing_shift`` (mean ``|h(x) - f(x)|`` scaled: what smoothing alone
-        moves the score); ``scale_span``.
+        change ``achieved_change_scaled/<attack>``; ``achieved_ratio_max`` (the largest achieved over
+        certified change of an image); ``certificate_breaches`` (smoothed scores outside their
+        interval: 0 unless something is wrong, docs/certify.md); ``smoothing_shift`` (mean
+        ``|h(x) - f(x)|`` scaled: how far smoothing alone moves the score); ``scale_span``.
 
     Raises:
         NothingToScoreError: no scored row.
@@ -269,24 +305,32 @@ def certified_case_scores(
     done = scored_rows(out_rows)
     scores: dict[str, float] = {"n": float(len(done))}
     for key in _CHANGES:
-        raw = np.array([float(r.get(key, math.nan)) for r in done])
-        scaled = raw / scale.span
+        raw = _column(done, key)
         scores[key] = _mean(raw)
-        scores[f"{key}_scaled"] = _mean(scaled)
-        scores[f"{key}_scaled_max"] = float(np.nanmax(scaled)) if np.isfinite(scaled).any() else math.nan
-    for column in achieved_columns(done):
-        values = np.array([float(r.get(column, math.nan)) for r in done]) / scale.span
-        scores[f"{ACHIEVED_CHANGE}_scaled/{column.removeprefix(ACHIEVED_PREFIX)}"] = _mean(values)
-    ratios = [float(r[ACHIEVED_CHANGE]) / float(r[CERTIFIED_CHANGE]) for r in done if float(r[CERTIFIED_CHANGE]) > 0]
-    scores["achieved_ratio_max"] = max(ratios) if ratios else math.nan
+        scores[f"{key}_scaled"] = _mean(raw / scale.span)
+        scores[f"{key}_scaled_max"] = _max(raw / scale.span)
+    clear = _column(done, "clear")
+    for label in attack_labels(done):
+        change = np.abs(_column(done, f"{SMOOTHED_PREFIX}{label}") - clear)
+        scores[f"{ACHIEVED_CHANGE}_scaled/{label}"] = _mean(change / scale.span)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a certified change of 0 has no ratio
+        scores["achieved_ratio_max"] = _max(_column(done, ACHIEVED_CHANGE) / _column(done, CERTIFIED_CHANGE))
     scores["certificate_breaches"] = float(len(certificate_breaches(done)))
     if all(BASE_CLEAR in r for r in done):
-        shift = np.array([abs(float(r["clear"]) - float(r[BASE_CLEAR])) for r in done]) / scale.span
-        scores["smoothing_shift"] = _mean(shift)
+        scores["smoothing_shift"] = _mean(np.abs(clear - _column(done, BASE_CLEAR)) / scale.span)
     scores["scale_span"] = scale.span
     return out_rows, scores
+
+
+def _column(rows: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
+    return np.array([float(r.get(key, math.nan)) for r in rows], dtype=np.float64)
 
 
 def _mean(values: np.ndarray) -> float:
     finite = values[np.isfinite(values)]
     return float(np.mean(finite)) if finite.size else math.nan
+
+
+def _max(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(np.max(finite)) if finite.size else math.nan
