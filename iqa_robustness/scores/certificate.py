@@ -44,6 +44,8 @@ from iqa_robustness.scores.rows import nothing_to_score, scored_rows
 CERTIFIED_LOWER, CERTIFIED_UPPER = "certified_lower", "certified_upper"
 CERTIFIED_CHANGE, ACHIEVED_CHANGE, RESAMPLED_CHANGE = "certified_change", "achieved_change", "resampled_change"
 ACHIEVED_BY, ACHIEVED_L2, BASE_CLEAR, RESAMPLED = "achieved_by", "achieved_l2", "base_clear", "resampled"
+#: seconds the image's certificate took (its n noisy copies scored), apart from the attacks and their estimates
+CERTIFICATE_SECONDS = "certificate_seconds"
 #: the smoothed score of an image after one attack: ``smoothed@ifgsm`` (the case JSON's rows)
 SMOOTHED_PREFIX = "smoothed@"
 _CHANGES = (CERTIFIED_CHANGE, ACHIEVED_CHANGE, RESAMPLED_CHANGE)
@@ -56,6 +58,7 @@ CERTIFY_COLUMNS: tuple[str, ...] = (
     *(c for change in _CHANGES for c in (change, f"{change}_scaled")),
     ACHIEVED_BY,
     ACHIEVED_L2,
+    CERTIFICATE_SECONDS,
 )
 #: the text columns among them
 CERTIFY_TEXT_COLUMNS = frozenset({ACHIEVED_BY})
@@ -286,7 +289,8 @@ def certified_case_scores(
         change ``achieved_change_scaled/<attack>``; ``achieved_ratio_max`` (the largest achieved over
         certified change of an image); ``certificate_breaches`` (smoothed scores outside their
         interval: 0 unless something is wrong, docs/certify.md); ``smoothing_shift`` (mean
-        ``|h(x) - f(x)|`` scaled: how far smoothing alone moves the score); ``scale_span``.
+        ``|h(x) - f(x)|`` scaled: how far smoothing alone moves the score); ``scale_span``; and
+        ``certificate_seconds_per_image`` when the rows have their timing.
 
     Raises:
         NothingToScoreError: no scored row.
@@ -319,6 +323,8 @@ def certified_case_scores(
     if all(BASE_CLEAR in r for r in done):
         scores["smoothing_shift"] = _mean(np.abs(clear - _column(done, BASE_CLEAR)) / scale.span)
     scores["scale_span"] = scale.span
+    if any(CERTIFICATE_SECONDS in r for r in done):
+        scores[f"{CERTIFICATE_SECONDS}_per_image"] = _mean(_column(done, CERTIFICATE_SECONDS))
     return out_rows, scores
 
 
