@@ -70,6 +70,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "(default: no budget axis, the benchmark's hyperparameters)",
     )
     g.addoption(
+        "--certify",
+        action="store_true",
+        help="add the certify case kind: per metric and dataset, each image's median-smoothing certificate against "
+        "L2 perturbations, beside what the session's image attacks and an L2 PGD on the smoothed metric achieve "
+        "(parameters: --attack 'certify(sigma=0.12,n=1000,eps=0.05,alpha=0.001)'; docs/certify.md)",
+    )
+    g.addoption(
         "--dataset",
         action="append",
         default=None,
@@ -268,6 +275,7 @@ def _grid_options_given(config: pytest.Config) -> bool:
         or config.getoption("--attack") != "all"
         or config.getoption("--eps") is not None
         or config.getoption("--defence") is not None
+        or config.getoption("--certify")
     )
 
 

@@ -44,6 +44,7 @@ GRID_TESTS = ("test_image_specific_attack", "test_universal_attack")
 SETTING_OPTIONS = (
     "metric",
     "attack",
+    "certify",
     "dataset",
     "train_dataset",
     "amplitude",
