@@ -119,4 +119,3 @@ class Certify(Attack):
             (grad,) = torch.autograd.grad(metric.loss(self.noisy(x)).sum(), x)
             total += grad
         return total / self.eot
-

@@ -34,6 +34,7 @@ MARKERS = {
     "gpu": "cases impractically slow without a GPU",
     "weights": "cases that need real (pretrained) metric weights",
     "slow": "cases that train a perturbation or run a heavy metric",
+    "certify": "median-smoothing certificates against L2 perturbations (--certify, or --attack certify(...))",
 }
 STASH_SUITE = pytest.StashKey["object"]()
 STASH_SESSION = pytest.StashKey[str]()
@@ -435,30 +436,31 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+#: the grid's test fixtures, and the kind of case each one takes (:func:`iqa_robustness.runner.grid.case_kind`)
+KIND_FIXTURES = {"image_case": "image", "universal_case": "universal", "certify_case": "certify"}
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "image_case" in metafunc.fixturenames:
-        fixture, universal = "image_case", False
-    elif "universal_case" in metafunc.fixturenames:
-        fixture, universal = "universal_case", True
-    else:
+    fixture = next((f for f in KIND_FIXTURES if f in metafunc.fixturenames), None)
+    if fixture is None:
         return
-    from iqa_robustness.attacks import parse_attack_specs
     from iqa_robustness.data.registry import is_video_dataset
     from iqa_robustness.metrics import get_spec
-    from iqa_robustness.runner.grid import build_grid, unbudgeted_reason
+    from iqa_robustness.runner.grid import build_grid, case_kind, grid_attacks, unbudgeted_reason
 
     _register_attack_markers(metafunc.config)
     opt = metafunc.config.getoption
-    attacks = [a for a in parse_attack_specs(opt("--attack")) if a.cls.universal == universal]
+    specs = grid_attacks(opt("--attack"), opt("--certify"))
     budgets = budgets_option(metafunc.config)
     grid = build_grid(
         metrics=grid_metrics(metafunc.config),
-        attacks=attacks,
+        attacks=[a for a in specs if case_kind(a) == KIND_FIXTURES[fixture]],
         datasets=opt("--dataset") or list(DEFAULT_DATASETS),
         amplitudes=[float(a) for a in _csv(opt("--amplitude"))],
         # a published perturbation names its own provenance: its file stands in for the training set
         train_datasets=[opt("--uap-file")] if opt("--uap-file") else opt("--train-dataset") or list(DEFAULT_DATASETS),
         budgets=budgets,
+        companions=specs,
     )
     video_sets = {d for d in {case.dataset for case in grid} if is_video_dataset(d)}
     params = []
@@ -480,8 +482,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             marks.append(pytest.mark.slow)
         if not opt("--random-weights"):
             marks.append(pytest.mark.weights)
-        if budgets is not None and case.budget is None:  # the attack declares no L-inf bound --eps could set
-            marks.append(pytest.mark.skip(reason=unbudgeted_reason(case.attack_spec)))
+        # the attack declares no L-inf bound --eps could set
+        if budgets is not None and case.budget is None and (reason := unbudgeted_reason(case.attack_spec)):
+            marks.append(pytest.mark.skip(reason=reason))
         params.append(pytest.param(case, id=case.id, marks=marks))
     if not params:
         metafunc.config.stash.setdefault(STASH_EMPTY_GRIDS, set()).add(metafunc.definition.nodeid)
@@ -545,7 +548,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _case_of(item: pytest.Item):
     """The grid case an item runs, or None for any other test."""
     params = getattr(getattr(item, "callspec", None), "params", {})
-    return params.get("image_case") or params.get("universal_case")
+    return next((params[f] for f in KIND_FIXTURES if f in params), None)
 
 
 def _is_empty_grid_placeholder(item: pytest.Item) -> bool:

@@ -93,6 +93,7 @@ class Suite:
         outcome = runner.run(case, attack, perturbation)
         if not scored_rows(outcome.rows):
             raise nothing_to_score(outcome.rows, case.id)
+        scores = self._scores(outcome, metric, case, clips)  # first: a certify case's rows gain columns
         result = CaseResult(
             case_id=case.id,
             metric=case.metric,
@@ -100,7 +101,7 @@ class Suite:
             dataset=case.dataset,
             params=self._params(case, attack, perturbation, seed, outcome, clips),
             rows=outcome.rows,
-            scores=self._scores(outcome, metric, case, clips),
+            scores=scores,
             lower_better=metric.lower_better,
             weights_mode=metric.weights_mode,
             seconds_per_image=outcome.seconds / max(outcome.frames, 1),  # per frame on clips

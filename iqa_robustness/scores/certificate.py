@@ -307,7 +307,7 @@ def certified_case_scores(
             new.update({f"{key}_scaled": float(row[key]) / scale.span for key in _CHANGES if key in row})
         out_rows.append(new)
     done = scored_rows(out_rows)
-    scores: dict[str, float] = {"n": float(len(done))}
+    scores: dict[str, float] = {"n": len(done)}
     for key in _CHANGES:
         raw = _column(done, key)
         scores[key] = _mean(raw)
