@@ -343,15 +343,14 @@ def _check_names(config: pytest.Config) -> None:
     pyiqa names, in the controller and again in every pytest-xdist worker (each runs this hook
     with the same options), so cases, CSVs and MLflow all get the metric's spec name.
     """
-    from iqa_robustness.attacks import parse_attack_specs
     from iqa_robustness.metrics import list_metrics
-    from iqa_robustness.runner.grid import unbudgeted_reason
+    from iqa_robustness.runner.grid import grid_attacks, unbudgeted_reason
 
     budgets = budgets_option(config)
     try:
         list_metrics(config.getoption("--metric"))
         grid_metrics(config)
-        for spec in parse_attack_specs(config.getoption("--attack")):
+        for spec in grid_attacks(config.getoption("--attack"), config.getoption("--certify")):
             if budgets is not None and unbudgeted_reason(spec) is None:
                 spec.at_budget(budgets[0])  # a spec giving the bound --eps sets stops the session here
     except (KeyError, ValueError) as exc:

@@ -38,10 +38,18 @@ def case_kind(spec: AttackSpec) -> str:
 
 
 def grid_attacks(attack: str | None, certify: bool = False) -> list[AttackSpec]:
-    """The specs of ``--attack``, with ``certify`` at its defaults added by ``--certify`` unless one is given."""
+    """The specs of ``--attack``, with ``certify`` at its defaults added by ``--certify`` unless one is given.
+
+    Raises:
+        AttackSpecError: as :func:`~iqa_robustness.attacks.spec.parse_attack_specs`, and a certify spec
+            whose values its class refuses (``certify(sigma=0)``), before any case runs.
+    """
     specs = parse_attack_specs(attack)
     if certify and not any(case_kind(s) == CERTIFY for s in specs):
         specs.append(AttackSpec(CERTIFY))
+    for spec in specs:
+        if case_kind(spec) == CERTIFY:
+            spec.create()
     return specs
 
 
