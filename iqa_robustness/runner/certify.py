@@ -38,13 +38,14 @@ from iqa_robustness.scores.certificate import (
     ACHIEVED_L2,
     BASE_CLEAR,
     CERTIFICATE_SECONDS,
+    Ranks,
     certificate_ranks,
     certificate_row,
     certify_samples,
     smoothed_median,
 )
 from iqa_robustness.scores.formulas import image_distortion
-from iqa_robustness.scores.rows import skipped_row
+from iqa_robustness.scores.rows import scored_rows, skipped_row
 
 log = logging.getLogger(__name__)
 
@@ -93,34 +94,22 @@ class CertifyCaseRunner:
                 # the session's attacks made their perturbations for their own budgets: scaled onto the ball
                 adversarial[label] = adv if label == PGD_LABEL else batch + project_l2(adv - batch, attack.eps)
             for i, name in enumerate(names):
-                x, ref = batch[i : i + 1], None if reference is None else reference[i : i + 1]
-                began = time.perf_counter()
                 try:
-                    certificate = certify_samples(self.samples(case.metric, x, ref, attack), ranks)
-                    seconds = time.perf_counter() - began
-                    smoothed = {
-                        label: smoothed_median(self.samples(case.metric, adv[i : i + 1], ref, attack))
-                        for label, adv in adversarial.items()
-                    }
-                    resampled = smoothed_median(self.samples(case.metric, x, ref, attack))
+                    row = self._image_row(case, attack, ranks, batch, reference, adversarial, i)
                 except ValueError as exc:  # the metric gave a non-finite score to a noisy copy
                     if not self.config.skip_bad_images:
                         raise
                     out.rows.append(skipped_row(name, dataset_slug(case.dataset), f"not certified: {exc}"))
                     continue
-                row = {"image_name": name, "test_dataset": dataset_slug(case.dataset)}
-                row.update(certificate_row(certificate, smoothed, resampled))
-                row.update(self._distortion(x, adversarial, row[ACHIEVED_BY], i))
-                row[BASE_CLEAR] = screened.clean[name]
-                row[CERTIFICATE_SECONDS] = seconds
-                out.rows.append(row)
+                row = {"image_name": name, "test_dataset": dataset_slug(case.dataset), **row}
+                out.rows.append({**row, BASE_CLEAR: screened.clean[name]})
                 for adv in adversarial.values():
-                    out.max_linf = max(out.max_linf, float((adv[i] - x[0]).abs().max()))
-                    out.max_l2 = max(out.max_l2 or 0.0, float((adv[i] - x[0]).norm()))
+                    out.max_linf = max(out.max_linf, float((adv[i] - batch[i]).abs().max()))
+                    out.max_l2 = max(out.max_l2 or 0.0, float((adv[i] - batch[i]).norm()))
             sync_device(res.device)
             out.seconds += time.perf_counter() - start
             progress.advance(len(names))
-        out.frames = len([r for r in out.rows if not r.get("skip_reason")])
+        out.frames = len(scored_rows(out.rows))
         for name in sorted(screened.skipped):
             out.rows.append(
                 skipped_row(
@@ -128,6 +117,34 @@ class CertifyCaseRunner:
                 )
             )
         return out
+
+    def _image_row(
+        self,
+        case: CaseSpec,
+        spec: Certify,
+        ranks: Ranks,
+        batch: torch.Tensor,
+        reference: torch.Tensor | None,
+        adversarial: dict[str, torch.Tensor],
+        i: int,
+    ) -> dict[str, Any]:
+        """Image ``i`` of the batch: its certificate, the smoothed score after each attack, a fresh clean estimate.
+
+        Raises:
+            ValueError: the metric gave a noisy copy a non-finite score.
+        """
+        x, ref = batch[i : i + 1], None if reference is None else reference[i : i + 1]
+        began = time.perf_counter()
+        certificate = certify_samples(self.samples(case.metric, x, ref, spec), ranks)
+        seconds = time.perf_counter() - began
+        smoothed = {
+            label: smoothed_median(self.samples(case.metric, adv[i : i + 1], ref, spec))
+            for label, adv in adversarial.items()
+        }
+        row = certificate_row(certificate, smoothed, smoothed_median(self.samples(case.metric, x, ref, spec)))
+        row.update(self._distortion(x, adversarial, row[ACHIEVED_BY], i))
+        row[CERTIFICATE_SECONDS] = seconds
+        return row
 
     def attacks(self, case: CaseSpec, spec: Certify) -> dict[str, Callable[..., torch.Tensor]]:
         """Label -> attack object: the session's image attacks (``projected``) and the spec's own PGD.
