@@ -275,3 +275,47 @@ def test_no_attack_leaves_cnniqa_lives_certificate_on_msu5(tmp_path, torch_home,
     assert case["params"]["n"] == CPU_CERTIFY_SAMPLES
     assert "capped at" in case["params"]["n_rule"]
     assert case["scores"]["achieved_ratio_max"] < 1
+
+
+# ----------------------------------------------------------------------------- shards and --resume
+
+
+def test_image_shards_of_a_certify_case_merge_to_the_scores_of_the_whole_case() -> None:
+    from iqa_robustness.runner.merge import join_image_shards
+    from iqa_robustness.scores.certificate import Certificate, certificate_row, certified_case_scores
+    from iqa_robustness.scores.results import CaseResult
+
+    def image(name: str, clear: float) -> dict:
+        row = certificate_row(Certificate(clear, clear - 2.0, clear + 3.0), {"ifgsm": clear + 1.0}, clear + 0.5)
+        return {"image_name": name, "test_dataset": "s", "psnr": 60.0, "ssim": 1.0, "mse": 0.0, **row}
+
+    rows = [image("a", 10.0), image("b", 20.0), image("c", 30.0)]
+    parts = [
+        CaseResult("certify-m-s", "m", "certify", "s", {"image_shard": f"{k}/2"}, shard, scores={"max_l2": l2})
+        for k, shard, l2 in ((1, [rows[0], rows[2]], 0.05), (2, [rows[1]], 0.04))
+    ]
+
+    joined = join_image_shards(parts)
+    _, whole = certified_case_scores(rows, lower_better=False)
+
+    assert joined.scores["certified_change_scaled"] == pytest.approx(whole["certified_change_scaled"])
+    assert joined.scores["scale_span"] == 20.0  # fitted on the union, not on either shard
+    assert joined.scores["max_l2"] == 0.05
+    assert [r["certified_change_scaled"] for r in joined.rows] == pytest.approx([3 / 20] * 3)
+
+
+def test_resume_tells_certify_cases_apart_by_the_attacks_they_measure(
+    tmp_path, grey_images, restored_metric_registry
+) -> None:
+    register_metric(Linear.spec, lambda spec, device, weights_dir, random: Linear(32))
+    suite = Suite(SuiteConfig(results_dir=tmp_path / "results"))
+
+    def fingerprint(attacks: str) -> str:
+        specs = grid_attacks(attacks)
+        certify = [s for s in specs if s.name == CERTIFY]
+        (case,) = build_grid([Linear.spec.name], certify, [str(grey_images)], companions=specs)
+        return suite.fingerprint(case, suite.attack(case))
+
+    assert fingerprint("ifgsm,certify") == fingerprint("certify,ifgsm")
+    assert fingerprint("ifgsm,certify") != fingerprint("mifgsm,certify")
+    assert fingerprint("ifgsm,certify") != fingerprint("ifgsm,certify(n=200)")
