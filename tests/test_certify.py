@@ -319,3 +319,25 @@ def test_resume_tells_certify_cases_apart_by_the_attacks_they_measure(
     assert fingerprint("ifgsm,certify") == fingerprint("certify,ifgsm")
     assert fingerprint("ifgsm,certify") != fingerprint("mifgsm,certify")
     assert fingerprint("ifgsm,certify") != fingerprint("ifgsm,certify(n=200)")
+
+
+def test_a_defended_metric_is_certified_as_it_is_and_stays_out_of_the_defence_table(
+    tmp_path, grey_images, restored_metric_registry
+) -> None:
+    from iqa_robustness.defences import parse_defences, register_defended
+    from iqa_robustness.scores.defences import defence_table
+    from iqa_robustness.scores.summary import case_summary
+
+    register_metric(Linear.spec, lambda spec, device, weights_dir, random: Linear(32))
+    defended = register_defended(parse_defences("median")[0], Linear.spec.name)
+    suite = Suite(SuiteConfig(results_dir=tmp_path / "results"))
+    specs = grid_attacks("fgsm,certify(n=40,iters=2,eot=2)")
+    (case,) = build_grid([defended], [s for s in specs if s.name == CERTIFY], [str(grey_images)], companions=specs)
+
+    result = suite.run(case)
+
+    assert case.id == f"certify(n=40,iters=2,eot=2)-{defended}-grey"
+    assert result.params["defence_label"] == "median3"
+    assert result.scores["certificate_breaches"] == 0
+    assert "robust_abs_gain" not in result.scores
+    assert defence_table([case_summary(result)]) == []
