@@ -56,6 +56,11 @@ class Attack:
             all hold, or ``None`` when the attack's code guarantees none. Every registered class declares it.
         budget_step: ``(step field, iterations field)`` when the step scales with an L-inf budget
             (``("alpha", "iters")``: ``alpha = b / iters``); ``None`` when no step does.
+        opt_in: selected only by its own name, never by ``all`` or a glob (the ``certify`` kind, which
+            is no attack of the benchmark's and costs many metric calls per image).
+        budget_axis: False for a class whose cases run once whatever the L-inf budgets of ``--eps``
+            (``certify`` has an L2 radius of its own); :meth:`AttackSpec.at_budget
+            <attacks.spec.AttackSpec.at_budget>` then leaves its spec as it is.
     """
 
     name: ClassVar[str] = ""
@@ -66,6 +71,8 @@ class Attack:
     iterations_attr: ClassVar[str | None] = "iters"
     budget: ClassVar[Budget | tuple[Budget, ...] | None] = None
     budget_step: ClassVar[tuple[str, str] | None] = None
+    opt_in: ClassVar[bool] = False
+    budget_axis: ClassVar[bool] = True
 
     def hyperparameters(self) -> dict[str, Any]:
         """Every field with its value; an optional bound left unset (``linf=None``) is no hyperparameter of the run."""
@@ -178,6 +185,16 @@ def research_code_gradients(metric: Metric) -> Iterator[None]:
 
 def project_linf(delta: torch.Tensor, eps: float) -> torch.Tensor:
     return delta.clamp(-eps, eps)
+
+
+def project_l2(delta: torch.Tensor, eps: float) -> torch.Tensor:
+    """Each image's ``delta`` of a batch scaled onto the L2 ball of radius ``eps`` (unchanged inside it).
+
+    A scale of at most 1 keeps ``x + delta`` in [0, 1] when ``x`` and ``x + delta`` are: the result
+    lies on the segment between them.
+    """
+    norms = delta.flatten(1).norm(dim=1).view(-1, *([1] * (delta.ndim - 1)))
+    return delta * (eps / norms.clamp_min(1e-12)).clamp(max=1.0)
 
 
 def project_onto_ball(x: torch.Tensor, center: torch.Tensor, radius: float | None) -> torch.Tensor:

@@ -15,7 +15,9 @@ loudly instead of reporting an inflated gain. Kinds:
   the benchmark's amplitudes, generators whose tanh output is scaled by the field);
 - ``rmse``: ``sqrt(mean (adv - x)^2) <= field`` per image (MAD competition);
 - ``l0``: at most ``field`` pixel positions of each image differ from the clean image in any channel
-  (one-pixel attacks, Sparse-RS patches).
+  (one-pixel attacks, Sparse-RS patches);
+- ``l2``: ``sqrt(sum (adv - x)^2) <= field`` per image (the L2 ball a median-smoothing certificate
+  holds in: docs/certify.md).
 
 ``None`` declares that the attack's code guarantees no bound; its docstring says why. A class may
 declare several bounds as a tuple (MAD competition: an RMSE bound and an optional L-inf one), and a
@@ -52,7 +54,7 @@ __all__ = [
 #: slack for float32 rounding (a sum of ``iters`` steps of ``eps / iters`` may land just past ``eps``)
 TOLERANCE = 1e-5
 
-BudgetKind = Literal["linf", "linf-amplitude", "rmse", "l0"]
+BudgetKind = Literal["linf", "linf-amplitude", "rmse", "l0", "l2"]
 _DIMS = (1, 2, 3)
 
 
@@ -65,7 +67,7 @@ class Budget:
     """A bound on ``adv - x`` read from one hyperparameter of the attack.
 
     Attributes:
-        kind: ``linf``, ``linf-amplitude``, ``rmse`` or ``l0`` (see the module docstring).
+        kind: ``linf``, ``linf-amplitude``, ``rmse``, ``l0`` or ``l2`` (see the module docstring).
         field: the attack's hyperparameter that holds the bound (``eps``).
         optional: the field may be ``None``, and the bound then does not apply (:meth:`active`).
     """
@@ -94,6 +96,11 @@ class Budget:
         """At most ``attack.<field>`` pixel positions (H x W, any channel) of every image change."""
         return cls("l0", field)
 
+    @classmethod
+    def l2(cls, field: str) -> Budget:
+        """``sqrt(sum (adv - x)^2) <= attack.<field>`` on every image (over all pixels and channels)."""
+        return cls("l2", field)
+
     @property
     def bounds_linf(self) -> bool:
         """Whether the bound is an L-inf ball (at amplitude 1 for ``linf-amplitude``): what ``--eps`` sets."""
@@ -105,8 +112,8 @@ class Budget:
 
     @property
     def norm(self) -> str:
-        """``linf``, ``rmse`` or ``l0``: what :meth:`measure` computes."""
-        return self.kind if self.kind in ("rmse", "l0") else "linf"
+        """``linf``, ``rmse``, ``l0`` or ``l2``: what :meth:`measure` computes."""
+        return self.kind if self.kind in ("rmse", "l0", "l2") else "linf"
 
     def describe(self) -> str:
         """The bound as a formula, for listings and messages (``|adv - x|_inf <= eps * amplitude``)."""
@@ -114,6 +121,8 @@ class Budget:
             return f"RMSE(adv - x) <= {self.field}"
         if self.kind == "l0":
             return f"|adv - x|_0 <= {self.field} (pixel positions changed)"
+        if self.kind == "l2":
+            return f"|adv - x|_2 <= {self.field}"
         suffix = " * amplitude" if self.kind == "linf-amplitude" else ""
         when = f" (when {self.field} is set)" if self.optional else ""
         return f"|adv - x|_inf <= {self.field}{suffix}{when}"
@@ -137,7 +146,12 @@ class Budget:
         if self.norm == "l0":  # a pixel position counts once, whichever of its channels changed
             return float(changed_pixels(clean, adversarial).max())
         diff = diff.flatten(1)
-        per_image = diff.square().mean(dim=1).sqrt() if self.norm == "rmse" else diff.abs().amax(dim=1)
+        if self.norm == "l2":
+            per_image = diff.square().sum(dim=1).sqrt()
+        elif self.norm == "rmse":
+            per_image = diff.square().mean(dim=1).sqrt()
+        else:
+            per_image = diff.abs().amax(dim=1)
         return float(per_image.max())
 
     def check(

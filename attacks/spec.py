@@ -99,12 +99,16 @@ class AttackSpec:
         Args:
             budget: the L-inf radius in [0, 1] pixel units (``4 / 255``).
 
+        A class off the budget axis (``budget_axis = False``) gives this spec unchanged.
+
         Raises:
             NoBudgetError: the class declares no L-inf bound (:meth:`~attacks.base.Attack.values_at_budget`
                 gives none).
             AttackSpecError: this spec gives the bound's field itself, which the budget sets.
         """
         cls = self.cls
+        if not cls.budget_axis:
+            return self
         derived = cls.values_at_budget(budget, {**cls.defaults(), **self.kwargs})
         if derived is None:
             raise NoBudgetError(
@@ -185,7 +189,8 @@ def parse_attack_specs(specs: str | Iterable[str | AttackSpec] | None) -> list[A
 
     Args:
         specs: ``None`` or ``"all"`` for every attack with its defaults, a string, or an iterable of
-            strings and :class:`AttackSpec` objects.
+            strings and :class:`AttackSpec` objects. ``all`` and globs leave out the opt-in classes
+            (``certify``), which only their own name selects.
 
     Returns:
         The distinct specs, sorted by name, then label.
@@ -208,7 +213,10 @@ def parse_attack_specs(specs: str | Iterable[str | AttackSpec] | None) -> list[A
             if "(" in item or ")" in item:
                 found.append(parse_attack_spec(item))
             else:
-                found.extend(AttackSpec(name) for name in ATTACKS.select(item))
+                names = ATTACKS.select(item)
+                if item.lower() == "all" or any(ch in item for ch in GLOB_CHARACTERS):
+                    names = [name for name in names if not ATTACKS[name].opt_in]
+                found.extend(AttackSpec(name) for name in names)
     unique = sorted(set(found), key=lambda s: (s.name, s.label, s.text))
     labels: dict[str, AttackSpec] = {}
     for spec in unique:

@@ -25,6 +25,10 @@ CPU_UAP_MAX_STEPS = 40
 #: benchmark's numbers come from the full budgets: the GPU pipeline runs them.
 CPU_MAX_QUERIES = 400
 
+#: On the CPU, a ``certify`` case estimates each smoothed score from this many noise samples per image
+#: unless its spec gives ``n`` (the source's 1000 on a GPU; docs/certify.md has the CPU's cost per image).
+CPU_CERTIFY_SAMPLES = 100
+
 #: L-inf budgets (``--eps``) are named and plotted in units of one grey level of an 8-bit image.
 BUDGET_UNIT = 1 / 255
 

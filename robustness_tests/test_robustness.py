@@ -1,7 +1,9 @@
 """The benchmark as tests: every grid case runs its attack, checks the invariants, logs the scores.
 
 A case fails when an invariant breaks (budget, pixel range, finite scores, one row per image) or,
-with ``--baseline``, when the metric is less robust than its threshold. Without a baseline a case
+with ``--baseline``, when the metric is less robust than its threshold. A certify case
+(docs/certify.md) fails when a smoothed score measured after an attack in the L2 ball leaves the
+certified interval. Without a baseline a case
 records its numbers and passes: a fooled metric is a finding, not a broken suite. An image the
 metric cannot take is a skipped row with its reason (``--on-bad-image skip``, the default); a
 case with no image left raises, naming them.
@@ -17,6 +19,8 @@ import pytest
 from iqa_robustness.attacks import NotDifferentiableError
 from iqa_robustness.attacks.budget import TOLERANCE, active_budgets
 from iqa_robustness.metrics import MissingWeightsError, get_spec
+from iqa_robustness.runner.certify import uncertifiable_reason
+from iqa_robustness.scores.certificate import CERTIFIED_CHANGE, CERTIFIED_LOWER, CERTIFIED_UPPER, certificate_breaches
 from iqa_robustness.scores.results import BEST_Q_CURVE, interrupted_message, unfinished_result
 
 FINITE_SCORES = ("abs_gain", "norm_abs_gain", "wasserstein_score", "energy_distance_score")
@@ -40,6 +44,7 @@ def _run(suite, case, case_results_dir, baseline):
         _record_error(case, case_results_dir, exc)
         raise
     violations = baseline.check(result) if baseline is not None else []
+    violations += certificate_breaches(result.rows)  # a certify case's: none, unless something is wrong
     result.status = "failed" if violations else "passed"
     result.message = "; ".join(violations)
     result.save_json(case_results_dir / f"{case.id}.json")
@@ -66,13 +71,18 @@ def _record_error(case, case_results_dir, exc, status="error"):
     unfinished_result(case.id, fields, status, message).save_json(case_results_dir / f"{case.id}.json")
 
 
-def _check_common(result, dataset):
+def _check_rows(result, dataset):
     """One row per input of the dataset as opened (its unreadable files included, as skipped rows)."""
     left_out = set(getattr(dataset, "skipped", ()))
     assert len(result.rows) == len(dataset) + len(left_out), "one result row per test image"
     skipped = {row["image_name"]: row["skip_reason"] for row in result.skipped_rows}
     assert left_out <= set(skipped), f"unreadable images without a skipped row: {sorted(left_out - set(skipped))}"
     assert result.scored_rows, "no scored row"
+
+
+def _check_common(result, dataset):
+    """:func:`_check_rows`, finite group scores, finite clean and attacked scores."""
+    _check_rows(result, dataset)
     for key in FINITE_SCORES:
         assert math.isfinite(result.scores[key]), f"{key} is not finite: {result.scores[key]}"
     for row in result.scored_rows:
@@ -115,6 +125,18 @@ def _check_queries(result, attack):
     assert result.curves.get(BEST_Q_CURVE), "a query-based case records its best score against queries"
 
 
+def _check_certificates(result, case):
+    """Each image's interval is finite and holds its smoothed score; the attacks kept the L2 ball."""
+    for row in result.scored_rows:
+        lower, clear, upper = (float(row[k]) for k in (CERTIFIED_LOWER, "clear", CERTIFIED_UPPER))
+        assert math.isfinite(lower), row
+        assert math.isfinite(upper), row
+        assert lower <= clear <= upper, row
+        assert float(row[CERTIFIED_CHANGE]) >= 0, row
+    eps = case.run_spec.create().eps
+    assert result.scores["max_l2"] <= eps + TOLERANCE, f"l2 {result.scores['max_l2']:.6g} > eps = {eps:.6g}"
+
+
 def test_image_specific_attack(image_case, suite, case_results_dir, baseline):
     result, violations = _run(suite, image_case, case_results_dir, baseline)
     _check_common(result, suite.dataset(image_case.dataset, image_case.metric))
@@ -134,3 +156,13 @@ def test_universal_attack(universal_case, suite, case_results_dir, baseline, pyt
     _check_budget(result, universal_case)
     _check_queries(result, suite.attack(universal_case))
     assert not violations, "less robust than the baseline: " + "; ".join(violations)
+
+
+def test_certified_bound(certify_case, suite, case_results_dir, baseline):
+    reason = uncertifiable_reason(certify_case.metric)
+    if reason is not None:
+        pytest.skip(reason)
+    result, violations = _run(suite, certify_case, case_results_dir, baseline)
+    _check_rows(result, suite.dataset(certify_case.dataset, certify_case.metric))
+    _check_certificates(result, certify_case)
+    assert not violations, "the certificate does not hold: " + "; ".join(violations)

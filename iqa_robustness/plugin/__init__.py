@@ -34,6 +34,7 @@ MARKERS = {
     "gpu": "cases impractically slow without a GPU",
     "weights": "cases that need real (pretrained) metric weights",
     "slow": "cases that train a perturbation or run a heavy metric",
+    "certify": "median-smoothing certificates against L2 perturbations (--certify, or --attack certify(...))",
 }
 STASH_SUITE = pytest.StashKey["object"]()
 STASH_SESSION = pytest.StashKey[str]()
@@ -68,6 +69,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "with an L-inf bound runs once per budget, its bound (and step) derived from it, case ids ifgsm-eps4-...; "
         "summary gains a budget column and budgets.csv the areas under gain and R against budget "
         "(default: no budget axis, the benchmark's hyperparameters)",
+    )
+    g.addoption(
+        "--certify",
+        action="store_true",
+        help="add the certify case kind: per metric and dataset, each image's median-smoothing certificate against "
+        "L2 perturbations, beside what the session's image attacks and an L2 PGD on the smoothed metric achieve "
+        "(parameters: --attack 'certify(sigma=0.12,n=1000,eps=0.05,alpha=0.001)'; docs/certify.md)",
     )
     g.addoption(
         "--dataset",
@@ -270,6 +278,7 @@ def _grid_options_given(config: pytest.Config) -> bool:
         or config.getoption("--attack") != "all"
         or config.getoption("--eps") is not None
         or config.getoption("--defence") is not None
+        or config.getoption("--certify")
     )
 
 
@@ -336,15 +345,14 @@ def _check_names(config: pytest.Config) -> None:
     pyiqa names, in the controller and again in every pytest-xdist worker (each runs this hook
     with the same options), so cases, CSVs and MLflow all get the metric's spec name.
     """
-    from iqa_robustness.attacks import parse_attack_specs
     from iqa_robustness.metrics import list_metrics
-    from iqa_robustness.runner.grid import unbudgeted_reason
+    from iqa_robustness.runner.grid import grid_attacks, unbudgeted_reason
 
     budgets = budgets_option(config)
     try:
         list_metrics(config.getoption("--metric"))
         grid_metrics(config)
-        for spec in parse_attack_specs(config.getoption("--attack")):
+        for spec in grid_attacks(config.getoption("--attack"), config.getoption("--certify")):
             if budgets is not None and unbudgeted_reason(spec) is None:
                 spec.at_budget(budgets[0])  # a spec giving the bound --eps sets stops the session here
     except (KeyError, ValueError) as exc:
@@ -429,30 +437,31 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+#: the grid's test fixtures, and the kind of case each one takes (:func:`iqa_robustness.runner.grid.case_kind`)
+KIND_FIXTURES = {"image_case": "image", "universal_case": "universal", "certify_case": "certify"}
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "image_case" in metafunc.fixturenames:
-        fixture, universal = "image_case", False
-    elif "universal_case" in metafunc.fixturenames:
-        fixture, universal = "universal_case", True
-    else:
+    fixture = next((f for f in KIND_FIXTURES if f in metafunc.fixturenames), None)
+    if fixture is None:
         return
-    from iqa_robustness.attacks import parse_attack_specs
     from iqa_robustness.data.registry import is_video_dataset
     from iqa_robustness.metrics import get_spec
-    from iqa_robustness.runner.grid import build_grid, unbudgeted_reason
+    from iqa_robustness.runner.grid import build_grid, case_kind, grid_attacks, unbudgeted_reason
 
     _register_attack_markers(metafunc.config)
     opt = metafunc.config.getoption
-    attacks = [a for a in parse_attack_specs(opt("--attack")) if a.cls.universal == universal]
+    specs = grid_attacks(opt("--attack"), opt("--certify"))
     budgets = budgets_option(metafunc.config)
     grid = build_grid(
         metrics=grid_metrics(metafunc.config),
-        attacks=attacks,
+        attacks=[a for a in specs if case_kind(a) == KIND_FIXTURES[fixture]],
         datasets=opt("--dataset") or list(DEFAULT_DATASETS),
         amplitudes=[float(a) for a in _csv(opt("--amplitude"))],
         # a published perturbation names its own provenance: its file stands in for the training set
         train_datasets=[opt("--uap-file")] if opt("--uap-file") else opt("--train-dataset") or list(DEFAULT_DATASETS),
         budgets=budgets,
+        companions=specs,
     )
     video_sets = {d for d in {case.dataset for case in grid} if is_video_dataset(d)}
     params = []
@@ -474,8 +483,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             marks.append(pytest.mark.slow)
         if not opt("--random-weights"):
             marks.append(pytest.mark.weights)
-        if budgets is not None and case.budget is None:  # the attack declares no L-inf bound --eps could set
-            marks.append(pytest.mark.skip(reason=unbudgeted_reason(case.attack_spec)))
+        # the attack declares no L-inf bound --eps could set
+        if budgets is not None and case.budget is None and (reason := unbudgeted_reason(case.attack_spec)):
+            marks.append(pytest.mark.skip(reason=reason))
         params.append(pytest.param(case, id=case.id, marks=marks))
     if not params:
         metafunc.config.stash.setdefault(STASH_EMPTY_GRIDS, set()).add(metafunc.definition.nodeid)
@@ -539,7 +549,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _case_of(item: pytest.Item):
     """The grid case an item runs, or None for any other test."""
     params = getattr(getattr(item, "callspec", None), "params", {})
-    return params.get("image_case") or params.get("universal_case")
+    return next((params[f] for f in KIND_FIXTURES if f in params), None)
 
 
 def _is_empty_grid_placeholder(item: pytest.Item) -> bool:

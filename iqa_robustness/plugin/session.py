@@ -40,12 +40,13 @@ CASE_PROPERTY = "iqa_case"
 CASE_FIELDS_PROPERTY = "iqa_case_fields"
 
 #: the grid's test functions (robustness_tests/test_robustness.py)
-GRID_TESTS = ("test_image_specific_attack", "test_universal_attack")
+GRID_TESTS = ("test_image_specific_attack", "test_universal_attack", "test_certified_bound")
 
 #: options that make up a session's settings (checked to agree when shards are merged)
 SETTING_OPTIONS = (
     "metric",
     "attack",
+    "certify",
     "dataset",
     "train_dataset",
     "amplitude",

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from iqa_robustness.report.table import format_defence_table, format_table
+from iqa_robustness.report.table import format_certify_table, format_defence_table, format_table, is_certify_row
 from iqa_robustness.scores.defences import defence_table
 from iqa_robustness.scores.results import CaseResult
 from iqa_robustness.scores.summary import (
@@ -39,6 +39,8 @@ def write_outputs(
     at each budget and their areas over the budgets (:func:`~iqa_robustness.scores.summary.budget_rows`).
     Cases of defended metrics (``--defence``) add ``defences.csv``
     (:func:`~iqa_robustness.scores.defences.defence_table`).
+    Certify cases (``--certify``) get a console table of their own (docs/certify.md); their scores are
+    in the summary.
     Cases with ``--transfer-to`` targets add ``transfer.csv`` (per case x target the normalised absolute
     gain and R on the target) and ``transfer_per_image.csv`` (the targets' per-image scores).
 
@@ -53,9 +55,10 @@ def write_outputs(
     summary = write_summary(rows, Path(results_dir) / "summary.csv")
     per_image = write_per_image([r for r in results if r.rows], Path(results_dir) / "per_image")
     write("")
-    write("iqa-robustness: gains > 0 mean the metric was fooled; higher R means more robust")
-    for line in format_table(rows):
-        write(line)
+    if not all(is_certify_row(r) for r in rows):
+        write("iqa-robustness: gains > 0 mean the metric was fooled; higher R means more robust")
+        for line in format_table(rows):
+            write(line)
     where = f"; per-image CSVs: {per_image[0].parent} ({len(per_image)} files)" if per_image else ""
     write(f"summary: {summary}{where}")
     budgets = budget_rows(rows)
@@ -70,6 +73,13 @@ def write_outputs(
             "`iqa-robustness leaderboard --defences` ranks them)"
         )
         for line in format_defence_table(defences):
+            write(line)
+    if any(is_certify_row(r) for r in rows):
+        write(
+            "certified (median smoothing; mean changes of the smoothed score in the group's min-max units: "
+            "certified for any L2 perturbation within eps, achieved by the attacks within it; docs/certify.md)"
+        )
+        for line in format_certify_table(rows):
             write(line)
     transfer = write_transfer(results, Path(results_dir))
     if transfer is not None:

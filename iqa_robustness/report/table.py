@@ -22,9 +22,10 @@ TABLE_COLUMNS = (
 def format_table(rows: list[dict[str, object]]) -> list[str]:
     """Compact console table, one line per metric x attack x dataset (universal: amplitude mean).
 
-    ``n`` is the images scored; a case that skipped some says how many after its numbers.
+    ``n`` is the images scored; a case that skipped some says how many after its numbers. Certify
+    cases have a table of their own (:func:`format_certify_table`).
     """
-    shown = [r for r in rows if r["amplitude"] in ("", "mean")]
+    shown = [r for r in rows if r["amplitude"] in ("", "mean") and not is_certify_row(r)]
     columns = TABLE_COLUMNS
     if any("flicker" in r for r in shown):  # video cases: the perturbation's frame-to-frame change
         columns = (*columns, ("flicker", "flicker"))
@@ -76,4 +77,37 @@ def format_defence_table(rows: list[dict[str, object]]) -> list[str]:
     for r in rows:
         cells = " ".join(f"{as_number(r.get(k)):>9.4g}" for k, _ in DEFENCE_COLUMNS)
         lines.append(f"{r['metric']!s:<14.14} {r['defence']!s:<14.14} {r['attack']!s:<14.14} {cells}")
+    return lines
+
+
+#: the certify table's console columns: (key, label); changes in the group's min-max units
+CERTIFY_TABLE_COLUMNS = (
+    ("certified_change_scaled", "certified"),
+    ("achieved_change_scaled", "achieved"),
+    ("resampled_change_scaled", "resampled"),
+    ("achieved_ratio_max", "max ratio"),
+    ("certificate_breaches", "breaches"),
+    ("smoothing_shift", "smoothing"),
+    ("seconds_per_image", "s/img"),
+)
+
+
+def is_certify_row(row: dict[str, object]) -> bool:
+    """Whether a summary row is a certify case's (it has a certified change)."""
+    return "certified_change" in row
+
+
+def format_certify_table(rows: list[dict[str, object]]) -> list[str]:
+    """One line per certify case: the mean certified change, the mean achieved by the attacks in the same L2 ball,
+    the mean change of a fresh estimate of the clean image, the largest achieved / certified ratio, the breaches
+    (must be 0), how far smoothing moves the score from the metric's own, and the time per image."""
+    header = f"{'metric':<16} {'case':<24} {'dataset':<10} {'n':>4} " + " ".join(
+        f"{label:>9}" for _, label in CERTIFY_TABLE_COLUMNS
+    )
+    lines = [header, "-" * len(header)]
+    for r in sorted((r for r in rows if is_certify_row(r)), key=lambda r: (str(r["metric"]), str(r["dataset"]))):
+        cells = " ".join(f"{as_number(r.get(k)):>9.4g}" for k, _ in CERTIFY_TABLE_COLUMNS)
+        flag = {"failed": "  FAILED"}.get(str(r["status"]), "")
+        dataset = dataset_slug(str(r["dataset"]))[:10]
+        lines.append(f"{r['metric']!s:<16.16} {r['attack']!s:<24.24} {dataset:<10} {r['n']!s:>4} {cells}{flag}")
     return lines

@@ -31,6 +31,7 @@ class Outcome:
         frames: images, or frames over all clips (the denominator of seconds per image).
         max_linf: the largest absolute pixel change over the case.
         max_l0: the most pixel positions changed in one image (measured only for attacks with an L0 budget).
+        max_l2: the largest L2 norm of a change (measured only by certify cases, whose attacks keep an L2 ball).
         queries: a query-based attack's record per scored image, in row order
             (:class:`~iqa_robustness.attacks.queries.QueryRecord`); empty for other attacks.
         pairs: (name, clean, adversarial) images kept for the artefacts: those of the most-fooled
@@ -45,6 +46,7 @@ class Outcome:
     max_linf: float = 0.0
     transfer: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     max_l0: float | None = None
+    max_l2: float | None = None
     queries: list[QueryRecord] = dataclasses.field(default_factory=list)
     # a min-heap of ((gain, -arrival), name, clean, adversarial): the least fooled kept pair on top;
     # arrival numbers are unique, so the heap never compares tensors

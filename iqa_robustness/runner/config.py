@@ -11,11 +11,14 @@ import resource
 import sys
 import zlib
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
-from iqa_robustness.conventions import CPU_MAX_QUERIES, CPU_UAP_MAX_STEPS, parse_budgets
+from iqa_robustness.conventions import CPU_CERTIFY_SAMPLES, CPU_MAX_QUERIES, CPU_UAP_MAX_STEPS, parse_budgets
+
+if TYPE_CHECKING:
+    from iqa_robustness.attacks import Attack
 
 #: Images per batch when the batch size is "auto"; CUDA out-of-memory halves it per metric.
 AUTO_BATCH_SIZE = {"cuda": 32, "cpu": 8}
@@ -100,9 +103,37 @@ class SuiteConfig:
             return CPU_MAX_QUERIES, f"auto: capped at {CPU_MAX_QUERIES} on the CPU (the attack's own: {own})"
         return own, "auto: the attack's own budget (under the CPU cap)"
 
+    @staticmethod
+    def certify_samples(given: int | None, device: torch.device, gpu: int) -> tuple[int, str]:
+        """The noise samples per image a ``certify`` case takes on ``device``, and why.
+
+        Args:
+            given: the spec's ``n``, which wins; ``None`` for the default.
+            gpu: the default on a GPU (the source's 1000).
+
+        Returns:
+            ``(n, rule)``: ``rule`` is the params' record (``auto: capped at 100 on the CPU``).
+        """
+        if given is not None:
+            return given, "given"
+        if device.type == "cuda":
+            return gpu, "auto: the source's number on a GPU"
+        return CPU_CERTIFY_SAMPLES, f"auto: capped at {CPU_CERTIFY_SAMPLES} on the CPU ({gpu} on a GPU)"
+
     @property
     def weights(self) -> str | None:
         return "random" if self.random_weights else self.weights_dir
+
+
+def at_query_limit(attack: Attack, config: SuiteConfig, device: torch.device) -> Attack:
+    """A query-based attack at the session's query budget on ``device`` (:meth:`SuiteConfig.query_limit`).
+
+    Any other attack is returned as given.
+    """
+    if attack.iterations_attr != "queries":
+        return attack
+    queries, _ = config.query_limit(attack.iterations, device)
+    return dataclasses.replace(attack, queries=queries)
 
 
 def parse_shard(text: str, option: str = "--shard") -> tuple[int, int]:

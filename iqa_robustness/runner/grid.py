@@ -17,12 +17,40 @@ import dataclasses
 from collections.abc import Sequence
 
 from iqa_robustness.attacks.budget import budget_slug
+from iqa_robustness.attacks.certify import CERTIFY
 from iqa_robustness.attacks.spec import AttackSpec, NoBudgetError, parse_attack_spec, parse_attack_specs
 from iqa_robustness.conventions import AMPLITUDES, dataset_slug
 from iqa_robustness.defences import base_metric, split_defended
 
 #: the two ways a defended metric is attacked
 ADAPTIVE, NON_ADAPTIVE = "adaptive", "non-adaptive"
+#: the kinds of case: each has its test function and fixture in the grid
+IMAGE, UNIVERSAL = "image", "universal"
+KINDS = (IMAGE, UNIVERSAL, CERTIFY)
+
+
+def case_kind(spec: AttackSpec) -> str:
+    """``image``, ``universal`` or ``certify``: which of the grid's tests runs the spec's cases."""
+    cls = spec.cls
+    if cls.family == CERTIFY:
+        return CERTIFY
+    return UNIVERSAL if cls.universal else IMAGE
+
+
+def grid_attacks(attack: str | None, certify: bool = False) -> list[AttackSpec]:
+    """The specs of ``--attack``, with ``certify`` at its defaults added by ``--certify`` unless one is given.
+
+    Raises:
+        AttackSpecError: as :func:`~iqa_robustness.attacks.spec.parse_attack_specs`, and a certify spec
+            whose values its class refuses (``certify(sigma=0)``), before any case runs.
+    """
+    specs = parse_attack_specs(attack)
+    if certify and not any(case_kind(s) == CERTIFY for s in specs):
+        specs.append(AttackSpec(CERTIFY))
+    for spec in specs:
+        if case_kind(spec) == CERTIFY:
+            spec.create()
+    return specs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +60,8 @@ class CaseSpec:
     ``attack_spec`` is the attack as selected, with its hyperparameter values (a spec string such as
     ``"ifgsm(eps=4/255)"`` is parsed); ``budget`` the L-inf budget of ``--eps`` it runs at, if any, and
     :attr:`run_spec` the attack as it runs. :attr:`attack` is the label results name it by: the
-    name alone for the defaults, the budget appended (``ifgsm-eps4``).
+    name alone for the defaults, the budget appended (``ifgsm-eps4``). ``companions``: a certify
+    case's image attacks, measured on the smoothed metric (not part of the id).
     """
 
     metric: str
@@ -42,10 +71,17 @@ class CaseSpec:
     train_dataset: str | None = None
     budget: float | None = None
     defence_mode: str | None = None
+    companions: tuple[AttackSpec, ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.attack_spec, str):
             object.__setattr__(self, "attack_spec", parse_attack_spec(self.attack_spec))
+        object.__setattr__(self, "companions", tuple(parse_attack_specs(list(self.companions))))
+
+    @property
+    def kind(self) -> str:
+        """``image``, ``universal`` or ``certify`` (:func:`case_kind`)."""
+        return case_kind(self.attack_spec)
 
     @property
     def run_spec(self) -> AttackSpec:
@@ -95,6 +131,7 @@ def build_grid(
     amplitudes: Sequence[float] = AMPLITUDES,
     train_datasets: Sequence[str] = ("sample",),
     budgets: Sequence[float] | None = None,
+    companions: Sequence[str | AttackSpec] = (),
 ) -> list[CaseSpec]:
     """Every compatible combination, in a stable order (metric-major, so one worker keeps one model).
 
@@ -103,19 +140,26 @@ def build_grid(
         attacks: specs or spec strings (``ifgsm``, ``*fgsm``, ``ifgsm(eps=4/255)``).
         budgets: L-inf budgets (``--eps``): each attack with an L-inf bound runs once per budget; one
             without gets a single case without a budget. ``None``: no budget axis.
+        companions: the session's image attacks, which every certify case measures on the smoothed
+            metric (the image-specific ones among them are kept).
 
     Raises:
         AttackSpecError: a spec that gives the bound a budget sets (``ifgsm(eps=...)`` with budgets).
     """
     specs = parse_attack_specs(attacks)
+    measured = tuple(s for s in parse_attack_specs(list(companions)) if case_kind(s) == IMAGE)
     grid: list[CaseSpec] = []
     for m in metrics:
-        modes = (ADAPTIVE, NON_ADAPTIVE) if split_defended(m) else (None,)
+        defended = (ADAPTIVE, NON_ADAPTIVE) if split_defended(m) else (None,)
         for a in specs:
+            certify = case_kind(a) == CERTIFY
+            modes = (None,) if certify else defended
             for b in _budgets_of(a, budgets):
                 for d in datasets:
                     for mode in modes:
-                        if a.cls.universal:
+                        if certify:
+                            grid.append(CaseSpec(m, a, d, companions=measured))
+                        elif a.cls.universal:
                             grid.extend(
                                 CaseSpec(m, a, d, amp, t, b, mode) for t in train_datasets for amp in amplitudes
                             )
@@ -125,7 +169,7 @@ def build_grid(
 
 
 def _budgets_of(spec: AttackSpec, budgets: Sequence[float] | None) -> list[float | None]:
-    if budgets is None:
+    if budgets is None or not spec.cls.budget_axis:
         return [None]
     if unbudgeted_reason(spec) is not None:
         return [None]
@@ -135,7 +179,10 @@ def _budgets_of(spec: AttackSpec, budgets: Sequence[float] | None) -> list[float
 
 
 def unbudgeted_reason(spec: AttackSpec) -> str | None:
-    """Why ``--eps`` cannot bound this attack (its class declares no L-inf bound), or ``None`` when it can."""
+    """Why ``--eps`` cannot bound this attack (its class declares no L-inf bound), or ``None`` when it can.
+
+    ``None`` too for a class off the budget axis (``certify``): it runs once, at no L-inf budget.
+    """
     try:
         spec.at_budget(1 / 255)
     except NoBudgetError as exc:

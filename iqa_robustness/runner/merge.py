@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from iqa_robustness.runner.sessions import LOCAL_SETTINGS, SessionRecord, latest_session
+from iqa_robustness.scores.certificate import certified_case_scores, is_certified
 from iqa_robustness.scores.results import CaseResult
 from iqa_robustness.scores.rows import score_rows
 from iqa_robustness.scores.summary import load_cases
@@ -122,7 +123,11 @@ def join_image_shards(parts: Sequence[CaseResult]) -> CaseResult:
     if duplicates:
         raise MergeError(f"case {first.case_id}: images in more than one image shard: {', '.join(duplicates[:5])}")
     clips = any("flicker" in row for row in rows)
-    scores = score_rows(rows, first.lower_better, clips=clips)
+    if is_certified(rows):  # a certify case: its own scores, scaled over the union
+        rows, scores = certified_case_scores(rows, first.lower_better)
+        scores["max_l2"] = max(float(p.scores.get("max_l2", math.nan)) for p in parts)
+    else:
+        scores = score_rows(rows, first.lower_better, clips=clips)
     scores["max_linf"] = max(float(p.scores.get("max_linf", math.nan)) for p in parts)
     frames = [max(p.n_images, 1) for p in parts]
     seconds = sum(p.seconds_per_image * f for p, f in zip(parts, frames, strict=True)) / sum(frames)

@@ -3,7 +3,7 @@
 The :class:`Suite` is what the pytest plugin keeps for a session. It composes the session's
 :class:`~iqa_robustness.runner.resources.Resources` (models, datasets, clean scores, trained
 perturbations), one :class:`~iqa_robustness.runner.cases.CaseRunner` per kind of input (image
-batches, or whole clips for a video metric on a video set), and the
+batches, whole clips for a video metric on a video set, or certificates for a certify case), and the
 :class:`~iqa_robustness.runner.artefacts.ArtefactWriter`; from a runner's rows it computes the
 group scores of docs/methodology.md (on the scored rows; skipped inputs keep their rows and reasons)
 and assembles the case's result with its parameters.
@@ -11,7 +11,6 @@ and assembles the case's result with its parameters.
 
 from __future__ import annotations
 
-import dataclasses
 import glob
 import logging
 from typing import Any
@@ -26,12 +25,14 @@ from iqa_robustness.defences import DefendedMetric
 from iqa_robustness.metrics import metric_identity
 from iqa_robustness.runner.artefacts import ArtefactWriter
 from iqa_robustness.runner.cases import CaseRunner, Outcome
+from iqa_robustness.runner.certify import CertifyCaseRunner, certify_params, resolve_samples
 from iqa_robustness.runner.clips import ClipCaseRunner
-from iqa_robustness.runner.config import SuiteConfig, peak_memory_mb, stable_seed
+from iqa_robustness.runner.config import SuiteConfig, at_query_limit, peak_memory_mb, stable_seed
 from iqa_robustness.runner.fingerprint import case_fingerprint, dataset_identity, file_digest
-from iqa_robustness.runner.grid import NON_ADAPTIVE, CaseSpec
+from iqa_robustness.runner.grid import CERTIFY, NON_ADAPTIVE, CaseSpec
 from iqa_robustness.runner.images import ImageCaseRunner
 from iqa_robustness.runner.resources import Resources
+from iqa_robustness.scores.certificate import certified_case_scores
 from iqa_robustness.scores.defences import defence_scores
 from iqa_robustness.scores.results import BEST_Q_CURVE, CaseResult
 from iqa_robustness.scores.rows import nothing_to_score, score_rows, scored_rows
@@ -47,6 +48,7 @@ class Suite:
         self.resources = Resources(config)
         self.images: CaseRunner = ImageCaseRunner(self.resources, config)
         self.clips: CaseRunner = ClipCaseRunner(self.resources, config)
+        self.certify: CaseRunner = CertifyCaseRunner(self.resources, config)
         self.artefacts = ArtefactWriter(config.results_dir)
         self._identities: dict[tuple[str, ...], str] = {}  # metric / dataset content digests, for fingerprints
 
@@ -87,9 +89,11 @@ class Suite:
                 raise ValueError(f"{case.id}: a universal attack needs a train dataset and an amplitude")
             perturbation = self.resources.perturbation(attack, case.victim, case.train_dataset)
         clips = isinstance(dataset, VideoDataset)
-        outcome = (self.clips if clips else self.images).run(case, attack, perturbation)
+        runner = self.certify if case.kind == CERTIFY else self.clips if clips else self.images
+        outcome = runner.run(case, attack, perturbation)
         if not scored_rows(outcome.rows):
             raise nothing_to_score(outcome.rows, case.id)
+        scores = self._scores(outcome, metric, case, clips)  # first: a certify case's rows gain columns
         result = CaseResult(
             case_id=case.id,
             metric=case.metric,
@@ -97,7 +101,7 @@ class Suite:
             dataset=case.dataset,
             params=self._params(case, attack, perturbation, seed, outcome, clips),
             rows=outcome.rows,
-            scores=self._scores(outcome, metric, case, clips),
+            scores=scores,
             lower_better=metric.lower_better,
             weights_mode=metric.weights_mode,
             seconds_per_image=outcome.seconds / max(outcome.frames, 1),  # per frame on clips
@@ -128,12 +132,12 @@ class Suite:
         """The case's attack object; a query-based one at the session's query budget (``--queries``).
 
         A ``queries`` given in the attack spec or ``attack_kwargs`` is the attack's own budget, which
-        ``--queries auto`` keeps on CUDA and caps on the CPU (:meth:`SuiteConfig.query_limit`).
+        ``--queries auto`` keeps on CUDA and caps on the CPU (:meth:`SuiteConfig.query_limit`). A
+        certify spec gets its samples per image for the device (:meth:`SuiteConfig.certify_samples`).
         """
-        attack = case.run_spec.create(**(attack_kwargs or {}))
-        if attack.iterations_attr == "queries":
-            queries, _ = self.config.query_limit(attack.iterations, self.device)
-            attack = dataclasses.replace(attack, queries=queries)
+        attack = at_query_limit(case.run_spec.create(**(attack_kwargs or {})), self.config, self.device)
+        if case.kind == CERTIFY:
+            attack, _ = resolve_samples(attack, self.config, self.device)  # type: ignore[arg-type]
         return attack
 
     # -- resuming -------------------------------------------------------------------------
@@ -174,6 +178,8 @@ class Suite:
             options.update(clamp=c.clamp_uap, training_steps=list(c.uap_training_steps(self.device)))
         if c.transfer_to:  # a result without the target scores is not the same
             options["transfer_to"] = sorted(set(c.transfer_to) - {case.metric})
+        if case.kind == CERTIFY:  # the attacks it measures, as they run on this device
+            options["companions"] = [at_query_limit(s.create(), c, self.device).params() for s in case.companions]
         return case_fingerprint(
             metric=self._identities[metric_key],
             attack=attack,
@@ -245,11 +251,16 @@ class Suite:
 
     @staticmethod
     def _scores(outcome: Outcome, metric: Any, case: CaseSpec, clips: bool) -> dict[str, float]:
-        scores = score_rows(outcome.rows, metric.lower_better, clips=clips)
+        if case.kind == CERTIFY:  # its own scores (docs/certify.md); the rows gain their scaled changes
+            outcome.rows, scores = certified_case_scores(outcome.rows, metric.lower_better)
+        else:
+            scores = score_rows(outcome.rows, metric.lower_better, clips=clips)
         scores["max_linf"] = outcome.max_linf
+        if outcome.max_l2 is not None:
+            scores["max_l2"] = outcome.max_l2
         if outcome.max_l0 is not None:
             scores["max_l0"] = outcome.max_l0
-        if isinstance(metric, DefendedMetric):
+        if isinstance(metric, DefendedMetric) and case.kind != CERTIFY:  # a certify case certifies it as it is
             scores.update(defence_scores(outcome.rows, metric.spec.range, metric.lower_better))
         return scores
 
@@ -281,6 +292,9 @@ class Suite:
             params.update(metric.defence.params(), base_metric=case.base_metric, defence_mode=case.defence_mode)
             if metric.defence.random:  # each image's draw comes from this seed and its name
                 params.update(eot=metric.eot, draw_seed=self.config.seed)
+        if case.kind == CERTIFY:
+            _, rule = resolve_samples(case.run_spec.create(), self.config, self.device)  # type: ignore[arg-type]
+            params.update(certify_params(case, attack, metric, rule))  # type: ignore[arg-type]
         if attack.iterations_attr == "queries":  # the spec's own budget, before --queries
             own = case.run_spec.create().iterations
             params["query_limit"] = self.config.query_limit(own, self.device)[1]

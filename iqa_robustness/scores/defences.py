@@ -166,6 +166,8 @@ def defence_table(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for row in rows:
         if not row.get("defence") or row.get("status") in ("error", "interrupted"):
             continue
+        if row.get("defence_mode") not in ("adaptive", "non-adaptive"):  # a certify case: no attack evaluation
+            continue
         attack = str(row["attack"]).removesuffix("-nonadaptive")
         key = (
             str(row.get("base_metric", "")),

@@ -11,6 +11,10 @@ attack caused. Two layouts, as the benchmark writes them (``methods/utils/evalua
 ``rel_gain`` is ``attacked / clear`` in both (``inf`` when ``|clear| < 1e-3``). Files are named
 ``<attack>_<metric>_test.csv``; attack names contain dashes, never underscores.
 
+A certify case's rows (docs/certify.md) add the certificate's columns
+(:data:`~iqa_robustness.scores.certificate.CERTIFY_COLUMNS`): ``clear`` and ``attacked`` are then the
+smoothed metric's scores of the clean image and of the attacked image that moved it most.
+
 An image this suite skipped (too small for the metric, unreadable, a NaN clean score) is a row
 with ``nan`` measurements and its reason in a trailing ``skip_reason`` column. The column is only
 written when some row has a reason, so a file without skipped images keeps the benchmark's layout
@@ -36,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from iqa_robustness.scores.certificate import CERTIFIED_LOWER, CERTIFY_COLUMNS, CERTIFY_TEXT_COLUMNS
 from iqa_robustness.scores.defences import DEFENCE_COLUMNS, DRAW_PREFIX, UNDEFENDED_CLEAR
 from iqa_robustness.scores.formulas import group_scores
 from iqa_robustness.scores.rows import SKIP_REASON, is_skipped
@@ -178,7 +183,7 @@ def read_msu_csv(path: str | Path, attack: str | None = None, metric: str | None
                     f"{','.join(layout)}"
                 )
             draws = tuple(c for c in header if c.startswith(DRAW_PREFIX))
-            extra = tuple(c for c in (MOS, *DEFENCE_COLUMNS, *draws, SKIP_REASON) if c in header)
+            extra = tuple(c for c in (MOS, *DEFENCE_COLUMNS, *draws, *CERTIFY_COLUMNS, SKIP_REASON) if c in header)
             index = {c: header.index(c) for c in (*layout, *extra)}
             for fields in reader:
                 line = reader.line_num
@@ -195,6 +200,7 @@ def read_msu_csv(path: str | Path, attack: str | None = None, metric: str | None
                     if text is None:
                         raise ValueError(f"{where}: missing value for column {col!r} (too few fields)")
                     numeric = col in NUMERIC_COLUMNS or col in DEFENCE_COLUMNS or col in draws
+                    numeric = numeric or (col in CERTIFY_COLUMNS and col not in CERTIFY_TEXT_COLUMNS)
                     row[col] = _parse_number(text, col, where) if numeric else text
                 rows.append(row)
     except csv.Error as exc:
@@ -230,8 +236,8 @@ def write_msu_csv(path: str | Path, rows: Iterable[Mapping[str, Any]], universal
         universal: force the layout; default: universal when any row has ``train_dataset`` or
             ``amplitude``. A ``mos`` column (subjective scores) is added when any row has one,
             the defence columns (:data:`~iqa_robustness.scores.defences.DEFENCE_COLUMNS`) for a
-            defended metric's rows, then a random defence's draw columns (``draw_*``), and a
-            trailing ``skip_reason`` column when any row has one.
+            defended metric's rows, then a random defence's draw columns (``draw_*``), the certificate's
+            columns for a certify case's, and a trailing ``skip_reason`` column when any row has one.
 
     Returns:
         The path written.
@@ -246,6 +252,8 @@ def write_msu_csv(path: str | Path, rows: Iterable[Mapping[str, Any]], universal
     if any(UNDEFENDED_CLEAR in r for r in rows):  # a defended metric's case: what the defence scores need
         layout = (*layout, *DEFENCE_COLUMNS)
     layout = (*layout, *dict.fromkeys(k for r in rows for k in r if k.startswith(DRAW_PREFIX)))
+    if any(CERTIFIED_LOWER in r for r in rows):  # a certify case: each image's certificate and what attacks did
+        layout = (*layout, *CERTIFY_COLUMNS)
     if any(is_skipped(r) for r in rows):
         layout = (*layout, SKIP_REASON)
     path = Path(path)
@@ -264,7 +272,7 @@ def write_msu_csv(path: str | Path, rows: Iterable[Mapping[str, Any]], universal
                 values[SKIP_REASON] = ""
             if values.get("rel_gain") is None:
                 values["rel_gain"] = _msu_rel_gain(float(values["clear"]), float(values["attacked"]))
-            writer.writerow([_format(values.get(c)) for c in layout])
+            writer.writerow([_format(values.get(c, "" if c in CERTIFY_TEXT_COLUMNS else None)) for c in layout])
     return path
 
 

@@ -115,6 +115,29 @@ def budget_metrics(results: Sequence[CaseResult]) -> dict[str, float]:
     return metrics
 
 
+#: a certify case's scores the session run gets too, per metric and dataset (docs/certify.md)
+CERTIFY_SESSION_SCORES = ("certified_change_scaled", "achieved_change_scaled", "certificate_breaches")
+
+
+def certify_metrics(results: Sequence[CaseResult]) -> dict[str, float]:
+    """Certify cases' mean certified and achieved changes as parent-run metrics: ``<score>/<metric>/<dataset>``.
+
+    A session with several certify specs on one metric and dataset names each by its attack label
+    (``<score>/<metric>/<dataset>/<spec>``); non-finite values are left out.
+    """
+    certified = [r for r in results if "certified_change" in r.scores]
+    labels = {(r.metric, r.dataset) for r in certified}
+    several = len(labels) < len(certified)
+    metrics: dict[str, float] = {}
+    for r in certified:
+        where = f"{r.metric}/{dataset_slug(r.dataset)}" + (f"/{r.attack}" if several else "")
+        for score in CERTIFY_SESSION_SCORES:
+            value = float(r.scores.get(score, float("nan")))
+            if value == value and abs(value) != float("inf"):
+                metrics[mlflow_key(f"{score}/{where}")] = value
+    return metrics
+
+
 def _summary_csv(results: list[CaseResult], results_dir: Path | None, tmp: Path) -> Path:
     """The session's summary CSV: the one in the results folder, else written from the results."""
     if results_dir is not None and (results_dir / "summary.csv").is_file():
@@ -288,7 +311,8 @@ class SessionLogger:
                 end_tags = {mlflow_key(k): cut_text(v, TAG_VALUE_LIMIT) for k, v in (tags or {}).items()}
                 if interrupted:
                     end_tags["interrupted_cases"] = cut_text(", ".join(interrupted), TAG_VALUE_LIMIT)
-                log_batch(self._client, self.run_id, metrics={**counts, **budget_metrics(results)}, tags=end_tags)
+                metrics = {**counts, **budget_metrics(results), **certify_metrics(results)}
+                log_batch(self._client, self.run_id, metrics=metrics, tags=end_tags)
                 self._client.log_artifact(
                     self.run_id, str(_summary_csv(results, self.results_dir, Path(self._tmp.name)))
                 )
