@@ -1,13 +1,14 @@
 """One registry of metrics: name -> (MetricSpec, builder), on :class:`iqa_robustness.registry.Registry`.
 
 Files of this package register their metrics on import (``@metric(SPEC)``). A name the registry
-does not hold yet is resolved on demand (:mod:`metrics._targets`), in this order:
+does not hold yet is resolved on demand by the :class:`Resolver` routes that ``metrics/__init__.py``
+wires in, in this order:
 
 1. ``package.module:Name``: a :class:`~metrics.base.Metric` subclass carrying its spec, a
    ``Metric`` instance (:func:`metrics.from_module`) or a callable returning a ``Metric``, imported
    from the current folder or ``sys.path``;
 2. an installed entry point of the group ``iqa_robustness.metrics`` with that name;
-3. a pyiqa no-reference metric by its pyiqa name, with the facts pyiqa's own configuration states.
+3. a pyiqa metric by its pyiqa name, with the facts pyiqa's own configuration states (with pyiqa installed).
 
 Whatever the route, a metric is registered under its spec's name (lower case), so case ids,
 per-image CSV names and MLflow runs use that name; its spec's ``source`` says where it came from.
@@ -51,22 +52,46 @@ class MetricTargetError(ValueError):
     """A ``module:Name`` or entry-point target that cannot become a metric; the message says what to do."""
 
 
-def _resolve_missing(name: str) -> bool:
-    from ._targets import resolve
+@dataclass(frozen=True)
+class Resolver:
+    """One route by which a name the registry does not hold yet becomes a metric.
 
-    return resolve(name)
+    The routes are wired, in order, in one place (``metrics/__init__.py``), so this module imports
+    none of the modules that implement them.
+
+    Attributes:
+        resolve: registers the name (any spelling) and returns True, or returns False when this
+            route does not know it; a name it knows but cannot turn into a metric raises
+            :class:`MetricTargetError`.
+        candidates: names this route knows without loading anything, offered as "did you mean".
+        load_all: registers everything this route knows, before ``all`` and globs expand.
+    """
+
+    resolve: Callable[[str], bool]
+    candidates: Callable[[], Iterable[str]] = tuple
+    load_all: Callable[[], None] | None = None
+
+
+_RESOLVERS: list[Resolver] = []
+
+
+def add_resolver(resolver: Resolver) -> None:
+    """Try ``resolver`` after the ones added before it for names the registry does not hold."""
+    _RESOLVERS.append(resolver)
+
+
+def _resolve_missing(name: str) -> bool:
+    return any(resolver.resolve(name) for resolver in _RESOLVERS)
 
 
 def _candidates() -> list[str]:
-    from ._targets import entry_point_names
-
-    return entry_point_names()
+    return [name for resolver in _RESOLVERS for name in resolver.candidates()]
 
 
-def _load_entry_points() -> None:
-    from ._targets import load_entry_points
-
-    load_entry_points()
+def _load_all() -> None:
+    for resolver in _RESOLVERS:
+        if resolver.load_all is not None:
+            resolver.load_all()
 
 
 def _hint() -> str:
@@ -82,7 +107,7 @@ _METRICS: Registry[_Entry] = Registry(
     hint=_hint,
     resolve_missing=_resolve_missing,
     candidates=_candidates,
-    load_all=_load_entry_points,
+    load_all=_load_all,
 )
 
 
