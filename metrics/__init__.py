@@ -16,6 +16,7 @@ from .base import Metric, MetricSpec, metric_identity
 from .module_metric import ModuleMetric, from_module
 from .pyiqa_names import register_pyiqa_name
 from .registry import (
+    MetricNotInstalledError,
     MetricTargetError,
     Resolver,
     UnknownMetricError,
@@ -41,6 +42,7 @@ for _mod in pkgutil.iter_modules(__path__):
 
 __all__ = [
     "Metric",
+    "MetricNotInstalledError",
     "MetricSpec",
     "MetricTargetError",
     "MissingWeightsError",

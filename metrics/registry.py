@@ -25,8 +25,9 @@ from pathlib import Path
 
 import torch
 
-from iqa_robustness.registry import Registry
+from iqa_robustness.registry import GLOB_CHARACTERS, Registry, split_commas
 
+from ._libraries import missing_library, not_installed_message
 from .base import Metric, MetricSpec
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,10 @@ class _Entry:
 
 class UnknownMetricError(ValueError):
     """Raised for a metric name the registry does not know; the message suggests close matches."""
+
+
+class MetricNotInstalledError(UnknownMetricError):
+    """A registered metric whose library is not installed; the message says what to install."""
 
 
 class MetricTargetError(ValueError):
@@ -96,7 +101,7 @@ def _load_all() -> None:
 
 def _hint() -> str:
     return (
-        f"`iqa-robustness list metrics` shows all {len(_METRICS)}; also accepted: any pyiqa metric name, "
+        "`iqa-robustness list metrics` shows those installed; also accepted: any pyiqa metric name (with pyiqa), "
         "the name of an installed `iqa_robustness.metrics` entry point, or module:Name"
     )
 
@@ -145,7 +150,9 @@ def get_spec(name: str) -> MetricSpec:
     return _METRICS[name].spec
 
 
-def list_metrics(patterns: str | Iterable[str] | None = None, **facts: object) -> list[str]:
+def list_metrics(
+    patterns: str | Iterable[str] | None = None, *, uninstalled: bool = False, **facts: object
+) -> list[str]:
     """Registered metric names, sorted, optionally filtered.
 
     Args:
@@ -153,6 +160,8 @@ def list_metrics(patterns: str | Iterable[str] | None = None, **facts: object) -
             of those. Exact names and aliases are validated (a typo raises with suggestions); a name
             not registered yet is resolved (``module:Name``, an entry point, a pyiqa name). ``all``
             and globs first load every installed ``iqa_robustness.metrics`` entry point (once).
+        uninstalled: also list metrics whose library is not installed (``all`` and globs leave
+            them out by default; an exact name of one raises :class:`MetricNotInstalledError`).
         **facts: keep only metrics whose spec attribute equals the value, e.g. ``kind="nr-image"``,
             ``differentiable=True``.
     """
@@ -161,9 +170,44 @@ def list_metrics(patterns: str | Iterable[str] | None = None, **facts: object) -
         if key not in known:
             raise TypeError(f"MetricSpec has no fact {key!r}; filter by one of {', '.join(known)}")
     names = _METRICS.select(patterns)
+    if not uninstalled:
+        for name in _exact_names(patterns):
+            check_installed(name)
+        names = [n for n in names if missing_library(_METRICS[n].spec.source) is None]
     for key, value in facts.items():
         names = [n for n in names if getattr(_METRICS[n].spec, key) == value]
     return names
+
+
+def _exact_names(patterns: str | Iterable[str] | None) -> list[str]:
+    """The names in ``patterns`` that are neither ``all`` nor a glob."""
+    if patterns is None:
+        return []
+    chunks = [patterns] if isinstance(patterns, str) else list(patterns)
+    return [
+        p
+        for chunk in chunks
+        for p in split_commas(chunk)
+        if p.lower() != "all" and not any(ch in p for ch in GLOB_CHARACTERS)
+    ]
+
+
+def check_installed(name: str) -> None:
+    """Raise :class:`MetricNotInstalledError` when metric ``name``'s library is not installed.
+
+    The message names the install command and the installed metrics of the same name from other
+    libraries (``piq-ssim`` and ``tm-ssim`` for ``ssim``; docs/licences.md).
+    """
+    spec = _METRICS[name].spec
+    library = missing_library(spec.source)
+    if library is None:
+        return
+    alternatives = [
+        other
+        for other, entry in _METRICS.items()
+        if other.endswith(f"-{spec.name}") and "+" not in other and missing_library(entry.spec.source) is None
+    ]
+    raise MetricNotInstalledError(not_installed_message(spec.name, library, alternatives))
 
 
 def _fact_names() -> list[str]:
@@ -185,7 +229,12 @@ def create_metric(
             then pyiqa's cache, then the normal download); a folder path puts that folder first;
             ``"random"`` builds the architecture with random weights and never downloads
             (smoke mode: results are labelled and never benchmark numbers).
+
+    Raises:
+        UnknownMetricError: no metric of that name (the message suggests close ones).
+        MetricNotInstalledError: the metric's library is not installed (the message says what to install).
     """
+    check_installed(name)
     entry = _METRICS[name]
     random_mode = isinstance(weights, str) and weights == "random"
     weights_dir: Path | None = None
