@@ -169,6 +169,8 @@ def list_metrics(
     for key in facts:
         if key not in known:
             raise TypeError(f"MetricSpec has no fact {key!r}; filter by one of {', '.join(known)}")
+    if patterns is not None and not isinstance(patterns, str):
+        patterns = list(patterns)  # read twice: selected, then its exact names checked
     names = _METRICS.select(patterns)
     if not uninstalled:
         for name in _exact_names(patterns):
