@@ -87,6 +87,7 @@ def test_a_defended_metric_keeps_the_metrics_facts_and_a_shrinking_defence_raise
 # --- BPDA and EoT ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.pyiqa
 @pytest.mark.parametrize("spec", ["jpeg(q=30)", "quantize(levels=5)"])
 def test_bpda_passes_the_gradient_straight_through_a_non_differentiable_defence(spec: str) -> None:
     defence = parse_defence(spec)
@@ -112,6 +113,7 @@ def test_bpda_passes_the_gradient_straight_through_a_non_differentiable_defence(
         assert y.grad is None or float(y.grad.abs().sum()) == 0
 
 
+@pytest.mark.pyiqa
 def test_eot_scores_the_mean_of_n_draws_and_its_gradient_is_their_mean_gradient() -> None:
     defence = parse_defence("random-noise(sigma=0.05)")
     n = 5
@@ -133,6 +135,7 @@ def test_eot_scores_the_mean_of_n_draws_and_its_gradient_is_their_mean_gradient(
     assert not torch.allclose(values[0], values[1])  # the draws differ
 
 
+@pytest.mark.pyiqa
 def test_scoring_gives_every_image_the_same_draw_whatever_the_batch() -> None:
     defence = parse_defence("random-crop(side=16,flip=true)")
     metric = create_metric(register_defended(defence, random_cnniqa(), eot=3), weights="random")

@@ -84,7 +84,7 @@ def test_declared_facts_of_well_known_metrics():
 
 def test_piqe_is_declared_non_differentiable():
     assert get_spec("piqe").differentiable is False
-    assert "piqe" in list_metrics(differentiable=False)
+    assert "piqe" in list_metrics(differentiable=False, uninstalled=True)
 
 
 def test_names_are_case_insensitive():
