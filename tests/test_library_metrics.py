@@ -63,6 +63,16 @@ def test_the_library_metrics_asked_for_are_registered_under_their_library():
         assert get_spec(name).source == {"piq": "piq", "tm": "torchmetrics"}[prefix], name
 
 
+def test_registering_the_library_metrics_imports_neither_library():
+    code = (
+        "import sys, iqa_robustness.metrics as m; m.list_metrics('piq-*,tm-*'); "
+        "print('piq' in sys.modules, 'torchmetrics' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+
+    assert out.stdout.split() == ["False", "False"]
+
+
 def test_a_library_metric_named_like_a_pyiqa_metric_has_its_kind_and_direction():
     pyiqa_names = set(list_metrics(source="pyiqa", uninstalled=True))
     same = [name for name in LIBRARY_METRICS if name.split("-", 1)[1] in pyiqa_names]
