@@ -11,11 +11,16 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+from ._targets import entry_point_names, load_entry_point, load_entry_points, resolve_target
 from .base import Metric, MetricSpec, metric_identity
 from .module_metric import ModuleMetric, from_module
+from .pyiqa_names import register_pyiqa_name
 from .registry import (
+    MetricNotInstalledError,
     MetricTargetError,
+    Resolver,
     UnknownMetricError,
+    add_resolver,
     create_metric,
     get_spec,
     list_metrics,
@@ -24,6 +29,12 @@ from .registry import (
 )
 from .weights import MissingWeightsError, resolve_weight_file
 
+# The routes by which a name not registered yet becomes a metric, in the order they are tried (the
+# registry imports none of them: the modules of this package import one way, registry <- routes).
+add_resolver(Resolver(resolve_target))
+add_resolver(Resolver(load_entry_point, candidates=entry_point_names, load_all=load_entry_points))
+add_resolver(Resolver(register_pyiqa_name))
+
 _INTERNAL = {"base", "module_metric", "registry", "weights"}
 for _mod in pkgutil.iter_modules(__path__):
     if _mod.name not in _INTERNAL and not _mod.name.startswith("_"):
@@ -31,6 +42,7 @@ for _mod in pkgutil.iter_modules(__path__):
 
 __all__ = [
     "Metric",
+    "MetricNotInstalledError",
     "MetricSpec",
     "MetricTargetError",
     "MissingWeightsError",

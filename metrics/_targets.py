@@ -46,23 +46,19 @@ _loaded_entry_points: set[str] = set()
 _all_entry_points_loaded = False
 
 
-def resolve(name: str) -> bool:
-    """Register ``name`` if it is a ``module:Name`` target, an entry point or a pyiqa metric.
+def resolve_target(name: str) -> bool:
+    """Register ``name`` if it is a ``module:Name`` target.
 
     Returns:
-        True when ``name`` (as given) is registered afterwards, False when nothing knows it.
+        True when ``name`` is a ``module:Name`` target (registered afterwards), False for any other name.
 
     Raises:
         MetricTargetError: the target exists but cannot become a metric (the message says why).
     """
-    if ":" in name:
-        register_target(load_target(name), source=f"module:{name}", alias=name, label=f"metric {name!r}")
-        return True
-    if load_entry_point(name):
-        return True
-    from .pyiqa_names import register_pyiqa_name
-
-    return register_pyiqa_name(name)
+    if ":" not in name:
+        return False
+    register_target(load_target(name), source=f"module:{name}", alias=name, label=f"metric {name!r}")
+    return True
 
 
 # -- module:Name ---------------------------------------------------------------------------

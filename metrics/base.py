@@ -38,7 +38,8 @@ class MetricSpec:
             cache spells them); tests and the weights resolver use them.
         heavy: a large model that should stay in one pytest-xdist worker.
         needs_gpu: impractically slow on CPU; grid cases are marked ``gpu``.
-        source: where the implementation comes from (``pyiqa``, ``own``).
+        source: where the implementation comes from (``own``, ``pyiqa``, ``piq``, ``torchmetrics``,
+            ``module:...``); a library's metric needs that library installed (``metrics/_libraries.py``).
         description: one line for ``list`` output and docs.
     """
 

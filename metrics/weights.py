@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -118,3 +119,30 @@ def missing_weights_error(
         f"(or point {ENV_VAR} / --weights-dir at a folder holding it), "
         "or use weights='random' (--random-weights) for a smoke run without real weights."
     )
+
+
+def torch_hub_checkpoints() -> Path:
+    """torch.hub's download cache, ``$TORCH_HOME/hub/checkpoints``: where torchvision and ``load_url`` look first."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def place_in_torch_hub(filename: str, url: str, weights_dir: str | Path | None = None) -> Path:
+    """Make sure a file that a library loads through torch.hub is in torch.hub's cache.
+
+    Libraries such as piq and torchmetrics load their files and torchvision's ImageNet backbones
+    with ``torch.hub.load_state_dict_from_url``, which reads ``$TORCH_HOME/hub/checkpoints`` and
+    downloads what is not there. The suite's folders come first (:func:`search_dirs`): a file found
+    there is copied into that cache, so the library reads it and never reaches for the network;
+    a file found nowhere is downloaded from ``url`` as the library would (skipped in offline mode).
+
+    Raises:
+        MissingWeightsError: the file is nowhere on disk and could not be downloaded.
+    """
+    checkpoints = torch_hub_checkpoints()
+    found = resolve_weight_file(filename, weights_dir, urls=(url,), cache_dir=checkpoints)
+    target = checkpoints / filename
+    if found != target and (not target.is_file() or target.stat().st_size != found.stat().st_size):
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(found, target)
+        log.debug("copied %s to torch.hub's cache %s", found, checkpoints)
+    return target

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import sys
@@ -16,6 +17,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 _TORCH_HOME = Path(tempfile.mkdtemp(prefix="iqa-robustness-torch-home-"))
 os.environ["TORCH_HOME"] = str(_TORCH_HOME)
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+#: why a test that runs pyiqa's metrics skips where pyiqa is not installed (marker ``pyiqa``, fixture ``pyiqa_weights``)
+NO_PYIQA = "needs pyiqa, an extra (PolyForm Noncommercial, docs/licences.md): pip install 'iqa-robustness[pyiqa]'"
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +44,12 @@ def torch_home() -> Path:
 
 @pytest.fixture(scope="session")
 def pyiqa_weights(shared_dir: Path, torch_home: Path) -> Path:
-    """pyiqa's cache populated with the shared parameter files (NIQE, BRISQUE, IL-NIQE, DBCNN)."""
+    """pyiqa's cache populated with the shared parameter files (NIQE, BRISQUE, IL-NIQE, DBCNN).
+
+    The tests that use it run pyiqa's metrics: without pyiqa they skip, saying what to install.
+    """
+    if importlib.util.find_spec("pyiqa") is None:
+        pytest.skip(NO_PYIQA)
     cache = torch_home / "hub" / "pyiqa"
     cache.mkdir(parents=True, exist_ok=True)
     for f in (shared_dir / "weights" / "pyiqa").iterdir():
@@ -75,6 +84,13 @@ def restored_metric_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_targets, "_loaded_entry_points", set(_targets._loaded_entry_points))
     monkeypatch.setattr(_targets, "_all_entry_points_loaded", _targets._all_entry_points_loaded)
     monkeypatch.setattr(sys, "path", list(sys.path))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked ``pyiqa`` skip, saying what to install, in an environment without pyiqa."""
+    if item.get_closest_marker("pyiqa") is not None and importlib.util.find_spec("pyiqa") is None:
+        pytest.skip(NO_PYIQA)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -223,6 +223,7 @@ def test_a_bad_eps_option_stops_the_session_with_the_expected_form(tmp_path, tor
     assert "Traceback" not in output
 
 
+@pytest.mark.pyiqa
 def test_the_eps_option_collects_one_case_per_budget(tmp_path, torch_home) -> None:
     args = ("--collect-only", "-q", "--metric", "niqe", "--attack", "korhonen,uap", "--amplitude", "0.4")
     items = collected(run_suite(tmp_path, torch_home, *args, "--eps", "4/255,16/255"))

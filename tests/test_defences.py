@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import math
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 from test_plugin import run_suite
 
+from conftest import NO_PYIQA
 from iqa_robustness.cli.main import main as cli
 from iqa_robustness.defences import (
     DefenceSpecError,
@@ -31,7 +33,9 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 def random_cnniqa() -> str:
-    """pyiqa's CNNIQA architecture with random weights: differentiable, needs no download."""
+    """pyiqa's CNNIQA architecture with random weights: differentiable, needs no download (skips without pyiqa)."""
+    if importlib.util.find_spec("pyiqa") is None:
+        pytest.skip(NO_PYIQA)
     return "cnniqa"
 
 

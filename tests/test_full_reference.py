@@ -74,6 +74,7 @@ def test_image_attacks_move_the_distorted_input_and_leave_the_reference_alone() 
         assert torch.equal(reference, kept), name
 
 
+@pytest.mark.pyiqa
 def test_pyiqa_full_reference_scores_are_pyiqa_s_own() -> None:
     import pyiqa
 
@@ -94,6 +95,7 @@ def test_the_classical_full_reference_metrics_declare_their_facts() -> None:
     assert not get_spec("deepdc").differentiable
 
 
+@pytest.mark.pyiqa
 def test_ms_ssim_takes_its_minimum_side_and_refuses_one_pixel_less() -> None:
     metric = create_metric("ms_ssim", device="cpu")
     side = get_spec("ms_ssim").min_side
@@ -133,6 +135,7 @@ def _rows(results: Path, attack: str, metric: str) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.pyiqa
 def test_the_fr_grid_attacks_jpeg_copies_and_raises_ssim_on_every_image(tmp_path, torch_home, shared_dir) -> None:
     proc = run_suite(
         tmp_path,
@@ -174,6 +177,7 @@ def test_the_fr_grid_attacks_jpeg_copies_and_raises_ssim_on_every_image(tmp_path
     assert len(_rows(results, "ifgsm", "lpips")) == 10
 
 
+@pytest.mark.pyiqa
 def test_bench_times_a_full_reference_metric_with_a_reference_per_input() -> None:
     from iqa_robustness.bench import BenchConfig, run_bench
 

@@ -1,17 +1,23 @@
 """The project as a user gets it: a wheel installed into a fresh virtual environment, used from an empty folder.
 
 The wheel is built from a copy of the checkout's files (``pip wheel --no-deps --no-build-isolation``,
-with the running environment's setuptools), so the build leaves nothing in the checkout. The new
-environment sees the heavy dependencies already installed here (torch, pyiqa, mlflow, pytest)
-through one ``.pth`` file naming a folder of links to the running interpreter's site-packages
-entries, leaving out every ``iqa_robustness`` distribution, editable finder and ``.pth`` file, so
-the checkout's editable install cannot leak in: ``iqa_robustness`` imports from the new site-packages
-or not at all. The example metric and its entry-point package are the README's own.
+with the running environment's setuptools), so the build leaves nothing in the checkout. A new
+environment sees dependencies already installed here (torch, mlflow, pytest, ...) through one
+``.pth`` file naming a folder of links to the running interpreter's site-packages entries, leaving
+out every ``iqa_robustness`` distribution, editable finder and ``.pth`` file, so the checkout's
+editable install cannot leak in: ``iqa_robustness`` imports from the new site-packages or not at all.
+
+Two environments: ``installed`` sees everything installed here (with pyiqa, as the README's
+``[pyiqa]`` extra installs it); ``installed_core`` sees only the distributions the wheel's core
+requirements pull in, transitively (no extra: no pyiqa and nothing only pyiqa needs), so a core
+module that imports an undeclared dependency fails there. The example metric and its entry-point
+package are the README's own.
 """
 
 from __future__ import annotations
 
 import csv
+import importlib.metadata
 import os
 import shutil
 import subprocess
@@ -24,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import readme_example
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -87,18 +95,48 @@ def copy_checkout(target: Path) -> Path:
     return target
 
 
-def link_dependencies(folder: Path) -> Path:
-    """A folder of links to the running interpreter's installed packages, without this project's."""
+def link_dependencies(folder: Path, only: set[str] | None = None) -> Path:
+    """A folder of links to the running interpreter's installed packages, without this project's.
+
+    Args:
+        folder: where the links go.
+        only: link only the files of these distributions (names as :func:`core_distributions` gives them).
+    """
     folder.mkdir()
+    allowed = None if only is None else {top for name in only for top in _top_level_entries(name)}
     site_dirs = [Path(p) for p in sys.path if p and Path(p).name in ("site-packages", "dist-packages")]
     for site_dir in filter(Path.is_dir, site_dirs):
         for entry in site_dir.iterdir():
             name = entry.name
             if name.startswith(_LEFT_OUT_PREFIXES) or name.endswith(_LEFT_OUT_SUFFIXES):
                 continue
+            if allowed is not None and name not in allowed:
+                continue
             if not (folder / name).exists():  # the first on sys.path wins, as on import
                 (folder / name).symlink_to(entry)
     return folder
+
+
+def core_distributions(wheel: Path) -> set[str]:
+    """The distributions the wheel's requirements without extras pull in, transitively, as installed here."""
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = archive.read(next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    todo = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    found: set[str] = set()
+    while todo:
+        requirement = Requirement(todo.pop())
+        name = canonicalize_name(requirement.name)
+        if name in found or (requirement.marker is not None and not requirement.marker.evaluate({"extra": ""})):
+            continue
+        found.add(name)
+        todo.extend(importlib.metadata.distribution(name).requires or ())
+    return found
+
+
+def _top_level_entries(distribution: str) -> set[str]:
+    """The site-packages entries (package folders, modules, ``.dist-info``) a distribution installed."""
+    files = importlib.metadata.distribution(distribution).files or ()
+    return {f.parts[0] for f in files if f.parts and f.parts[0] != ".."}
 
 
 def write_images(folder: Path, n: int = 3, side: int = 64) -> Path:
@@ -117,18 +155,23 @@ def site_packages_files(site_packages: Path) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory, torch_home: Path) -> Installed:
-    root = tmp_path_factory.mktemp("install")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's wheel, built from a copy of the checkout."""
+    root = tmp_path_factory.mktemp("wheel")
     source = copy_checkout(root / "source")
     dist = root / "dist"
     build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q"]
     _check(subprocess.run([*build, "-w", str(dist), str(source)], capture_output=True, text=True, timeout=300))
-    (wheel,) = dist.glob("iqa_robustness-*.whl")
+    (built,) = dist.glob("iqa_robustness-*.whl")
+    return built
 
+
+def install(root: Path, wheel: Path, dependencies: Path, torch_home: Path) -> Installed:
+    """A new environment in ``root`` that sees ``dependencies`` and has the wheel installed (not editable)."""
     venv = root / "venv"
     _check(subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], capture_output=True, text=True))
     (site_packages,) = (venv / "lib").glob("python*/site-packages")
-    (site_packages / "_dependencies.pth").write_text(f"{link_dependencies(root / 'dependencies')}\n")
+    (site_packages / "_dependencies.pth").write_text(f"{dependencies}\n")
 
     keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER")
     env = {k: v for k, v in os.environ.items() if k in keep}
@@ -145,6 +188,21 @@ def installed(tmp_path_factory: pytest.TempPathFactory, torch_home: Path) -> Ins
     pip = [python, "-m", "pip", "install", "--no-deps", "-q", wheel]
     _check(subprocess.run(pip, env=env, capture_output=True, text=True, timeout=300))
     return Installed(root, wheel, python, site_packages, env, write_images(root / "images"))
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory, wheel: Path, torch_home: Path) -> Installed:
+    """The wheel in an environment that sees everything installed here (pyiqa too, where it is)."""
+    root = tmp_path_factory.mktemp("install")
+    return install(root, wheel, link_dependencies(root / "dependencies"), torch_home)
+
+
+@pytest.fixture(scope="module")
+def installed_core(tmp_path_factory: pytest.TempPathFactory, wheel: Path, torch_home: Path) -> Installed:
+    """The wheel in an environment that sees only what its core requirements pull in: no pyiqa."""
+    root = tmp_path_factory.mktemp("install-core")
+    only = core_distributions(wheel) | {"pip"}  # pip installs the wheel
+    return install(root, wheel, link_dependencies(root / "dependencies", only=only), torch_home)
 
 
 def test_the_wheel_holds_one_package_and_ships_the_pytest_plugin(installed):
@@ -217,6 +275,7 @@ def test_a_module_metric_runs_the_grid_from_an_empty_folder_and_writes_only_ther
     assert site_packages_files(installed.site_packages) == before, "the run wrote into site-packages"
 
 
+@pytest.mark.pyiqa
 def test_the_short_form_collects_the_grid_and_nothing_else(installed):
     proc = installed.pytest(
         *("--pyargs", "iqa_robustness", "--collect-only", "-q", "--metric", "niqe", "--attack", "fgsm,uap"),
@@ -260,3 +319,52 @@ def test_an_installed_entry_point_metric_is_selected_by_name(installed):
     _check(proc)
     assert "1 passed" in proc.stdout
     assert (folder / "results" / "per_image" / "fgsm_sharpness_test.csv").is_file()
+
+
+# -- the core: the wheel without the pyiqa extra --------------------------------------------
+def test_the_core_environment_has_neither_pyiqa_nor_what_only_pyiqa_needs(installed_core):
+    code = textwrap.dedent(
+        """
+        import importlib.util
+        for name in ("pyiqa", "transformers", "bitsandbytes", "datasets", "yapf", "cv2", "piq", "torchmetrics"):
+            print(name, importlib.util.find_spec(name) is not None)
+        """
+    )
+    out = _check(installed_core.run(installed_core.python, "-c", code, cwd=installed_core.empty_folder("core")))
+
+    found = dict(line.split() for line in out.stdout.splitlines())
+    assert found == {
+        **dict.fromkeys(("pyiqa", "transformers", "bitsandbytes", "datasets", "yapf"), "False"),
+        **dict.fromkeys(("cv2", "piq", "torchmetrics"), "True"),
+    }
+
+
+def test_without_pyiqa_a_users_own_metric_a_piq_metric_and_cnniqa_live_run_the_grid(installed_core):
+    folder = installed_core.empty_folder("core-grid")
+    readme_example.write(folder, "sharpness.py")
+
+    proc = installed_core.pytest(
+        *("--pyargs", "iqa_robustness.robustness_tests", "--metric", "sharpness:Sharpness,piq-ssim,cnniqa-live"),
+        *("--attack", "ifgsm", "--dataset", installed_core.images, "--image-size", "64", "--random-weights"),
+        *("--no-mlflow", "-p", "no:cacheprovider"),
+        cwd=folder,
+    )
+
+    _check(proc)
+    assert "3 passed" in proc.stdout
+    per_image = sorted(p.name for p in (folder / "results" / "per_image").glob("*.csv"))
+    assert per_image == ["ifgsm_cnniqa-live_test.csv", "ifgsm_piq-ssim_test.csv", "ifgsm_sharpness_test.csv"]
+
+
+def test_without_pyiqa_a_pyiqa_name_stops_the_session_naming_the_extra_and_list_still_works(installed_core):
+    folder = installed_core.empty_folder("core-pyiqa-name")
+
+    proc = installed_core.pytest("--pyargs", "iqa_robustness", "--collect-only", "--metric", "niqe", cwd=folder)
+    listed = _check(installed_core.run("iqa-robustness", "list", "metrics", cwd=folder))
+
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "metric 'niqe' comes from pyiqa, which is not installed: pip install 'iqa-robustness[pyiqa]'" in proc.stderr
+    names = {line.split()[0] for line in listed.stdout.splitlines()}
+    assert {"cnniqa-live", "piq-ssim", "tm-psnr"} <= names
+    assert "niqe" not in names
+    assert "pip install 'iqa-robustness[pyiqa]'" in listed.stderr

@@ -402,6 +402,7 @@ def test_a_pyiqa_metric_without_a_table_line_gets_pyiqa_facts_the_adapter_and_a_
     assert torch.allclose(model(batch), from_table)
 
 
+@pytest.mark.pyiqa
 def test_pyiqa_configs_read_without_importing_pyiqa_are_pyiqa_s_own(monkeypatch):
     import pyiqa.default_model_configs as imported
 
@@ -418,16 +419,19 @@ def test_a_full_reference_pyiqa_name_is_a_full_reference_metric():
     assert get_spec("LPIPS-vgg").is_full_reference
 
 
+@pytest.mark.pyiqa
 def test_a_pyiqa_metric_left_out_of_the_table_is_refused_with_the_reason():
     with pytest.raises(MetricTargetError, match="open score range"):
         get_spec("dmm")
 
 
+@pytest.mark.pyiqa
 def test_a_pyiqa_metric_that_scores_image_sets_is_refused_with_the_reason():
     with pytest.raises(MetricTargetError, match="scores a set of images"):
         get_spec("fid")
 
 
+@pytest.mark.pyiqa
 def test_a_pyiqa_metric_with_an_open_range_is_refused_until_the_table_states_one(restored_metric_registry):
     from iqa_robustness.metrics import registry
 

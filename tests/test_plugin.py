@@ -51,6 +51,7 @@ def universal_attacks() -> list[str]:
     return [name for name in list_attacks() if attack_class(name).universal]
 
 
+@pytest.mark.pyiqa
 def test_the_uap_marker_selects_every_universal_attack_at_every_default_amplitude(tmp_path, torch_home):
     items = collected(run_suite(tmp_path, torch_home, "--collect-only", "-q", "-m", "uap", "--metric", "niqe"))
 
@@ -64,6 +65,7 @@ def test_the_uap_marker_selects_every_universal_attack_at_every_default_amplitud
     assert {test for test, _ in items} == {"test_universal_attack"}
 
 
+@pytest.mark.pyiqa
 def test_the_iterative_marker_with_an_attack_and_metric_list_selects_their_product(tmp_path, torch_home):
     proc = run_suite(
         tmp_path,
@@ -81,6 +83,7 @@ def test_the_iterative_marker_with_an_attack_and_metric_list_selects_their_produ
     assert "empty parameter set" not in output
 
 
+@pytest.mark.pyiqa
 def test_a_test_whose_grid_is_empty_is_deselected_rather_than_skipped(tmp_path, torch_home):
     # --attack ifgsm leaves the universal test without cases; -k keeps only that test, so the plugin's
     # deselection is the only thing between it and pytest's "got empty parameter set" skip.
@@ -98,6 +101,7 @@ def test_a_test_whose_grid_is_empty_is_deselected_rather_than_skipped(tmp_path, 
     assert "deselected" in output
 
 
+@pytest.mark.pyiqa
 def test_a_per_attack_marker_selects_only_that_attack_under_strict_markers(tmp_path, torch_home):
     proc = run_suite(
         tmp_path,
@@ -136,6 +140,7 @@ def test_a_misspelt_metric_fails_the_run_with_a_suggestion(tmp_path, torch_home)
     assert "Traceback" not in output
 
 
+@pytest.mark.pyiqa
 def test_a_misspelt_attack_fails_the_run_with_a_suggestion(tmp_path, torch_home):
     proc = run_suite(tmp_path, torch_home, "--collect-only", "-q", "--attack", "ifgsn")
     output = proc.stdout + proc.stderr
@@ -192,6 +197,7 @@ def test_an_unrelated_pytest_run_does_not_check_the_results_dir(tmp_path, torch_
     assert "1 passed" in proc.stdout
 
 
+@pytest.mark.pyiqa
 def test_the_learned_marker_selects_the_attacks_that_train_a_generator(tmp_path, torch_home):
     items = collected(run_suite(tmp_path, torch_home, "--collect-only", "-q", "-m", "learned", "--metric", "niqe"))
 
@@ -314,6 +320,7 @@ def test_an_attack_with_hyperparameters_runs_and_its_values_reach_the_summary_an
     assert run.data.params["attack"] == "ifgsm(eps=0.007843)"
 
 
+@pytest.mark.pyiqa
 def test_a_misspelt_hyperparameter_fails_the_run_with_a_suggestion(tmp_path, torch_home):
     proc = run_suite(tmp_path, torch_home, "--collect-only", "-q", "--attack", "ifgsm(epz=2/255)")
     output = proc.stdout + proc.stderr
@@ -324,6 +331,7 @@ def test_a_misspelt_hyperparameter_fails_the_run_with_a_suggestion(tmp_path, tor
     assert "Traceback" not in output
 
 
+@pytest.mark.pyiqa
 def test_hyperparameter_specs_and_globs_mix_in_one_attack_option(tmp_path, torch_home):
     proc = run_suite(
         tmp_path,

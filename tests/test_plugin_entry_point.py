@@ -8,11 +8,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.pyiqa
 def test_an_absolute_dataset_path_without_a_test_path_runs_the_grid_of_the_checkout(tmp_path: Path) -> None:
     images = tmp_path / "my images"
     images.mkdir()

@@ -67,6 +67,7 @@ def test_the_readme_entry_point_names_the_readme_metric():
     assert readme_example.command("--metric sharpness ")[-1] == "sharpness"
 
 
+@pytest.mark.pyiqa
 def test_the_readme_states_the_pyiqa_facts_it_reads():
     from iqa_robustness.metrics.pyiqa_names import _pyiqa_default_configs
 

@@ -20,6 +20,7 @@ def cnniqa():
     return create_metric("cnniqa", device="cpu", weights="random")
 
 
+@pytest.mark.pyiqa
 def test_bench_measures_every_task_with_a_positive_time(cnniqa):
     config = BenchConfig(
         batch_size=2,
@@ -43,11 +44,13 @@ def test_bench_measures_every_task_with_a_positive_time(cnniqa):
     assert ifgsm.efficiency == pytest.approx(10 * floor / ifgsm.seconds_per_image)
 
 
+@pytest.mark.pyiqa
 def test_bench_refuses_a_universal_attack_among_image_attacks(cnniqa):
     with pytest.raises(ValueError, match="--universal"):
         run_bench(cnniqa, BenchConfig(batch_size=1, image_size=32, attacks=("uap",), universal=(), repeats=1))
 
 
+@pytest.mark.pyiqa
 def test_bench_command_prints_a_table_and_writes_csv(capsys, tmp_path):
     out_csv = tmp_path / "bench.csv"
     code = main(
@@ -92,6 +95,7 @@ def test_bench_command_rejects_a_bad_batch_size(capsys):
     assert "--batch-size" in capsys.readouterr().err
 
 
+@pytest.mark.pyiqa
 def test_channels_last_keeps_scores_and_bf16_changes_them_a_little(cnniqa):
     batch = bench_images(2, 48, torch.device("cpu"), seed=1)
     assert precision_difference(cnniqa, batch, channels_last=True) < 1e-5
@@ -160,6 +164,7 @@ def test_projection_scales_by_pixels_epochs_and_cases():
     assert reference["image attacks"] == pytest.approx(3 * hours["image attacks"])
 
 
+@pytest.mark.pyiqa
 def test_research_code_gradients_give_the_same_gradient_and_restore_frozen_parameters(cnniqa):
     from iqa_robustness.attacks.base import loss_grad, research_code_gradients
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as _dt
+import importlib.metadata
+import importlib.util
 import json
 import logging
 import math
@@ -264,8 +266,10 @@ def test_session_tags_fall_back_to_ci_variables_outside_a_git_checkout(tmp_path,
     assert (tags["ci_pipeline_id"], tags["ci_job_id"]) == ("4711", "815")
     assert (tags["device"], tags["weights_mode"], tags["benchmark_number"]) == ("cuda:0", "random", "false")
     assert tags["python_version"].count(".") == 2
-    assert tags["torch_version"] != "absent"
-    assert tags["pyiqa_version"] != "absent"
+    for library in ("torch", "piq", "torchmetrics"):
+        assert tags[f"{library}_version"] == importlib.metadata.version(library)
+    pyiqa = importlib.metadata.version("pyiqa") if importlib.util.find_spec("pyiqa") else "absent"
+    assert tags["pyiqa_version"] == pyiqa
     assert tags["hostname"] == socket.gethostname()
 
 

@@ -142,6 +142,7 @@ def test_a_full_reference_target_of_clean_inputs_is_refused_with_what_to_do(shar
         resources.transfer_clean("gmsd", "niqe", "msu5")
 
 
+@pytest.mark.pyiqa
 def test_a_full_reference_target_scores_the_unattacked_jpeg_copies_as_its_clean_scores(shared_dir: Path) -> None:
     resources = Resources(SuiteConfig(image_size=64, max_images=2, device="cpu", jpeg_quality=(80,)))
     scorer = TransferScorer(resources, "niqe", "msu5", ["gmsd"])

@@ -412,6 +412,7 @@ def test_a_second_fit_with_the_same_key_reuses_the_saved_run(cnniqa, tiny_train,
     assert len(list(tmp_path.glob("uap_cnniqa-live_*.npy"))) == 3
 
 
+@pytest.mark.pyiqa
 def test_the_suite_trains_one_perturbation_per_hyperparameter_values(tmp_path):
     config = SuiteConfig(device="cpu", random_weights=True, max_images=2, image_size=64, uap_steps=1)
     suite = Suite(dataclasses.replace(config, results_dir=tmp_path))

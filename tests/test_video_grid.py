@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from test_plugin import collected, run_suite
 from video_files import write_video
 
@@ -27,6 +28,7 @@ def _case(results: Path, case_id: str) -> dict:
     return json.loads(path.read_text())
 
 
+@pytest.mark.pyiqa
 def test_a_video_set_marks_its_cases_video_for_video_and_image_metrics(tmp_path, torch_home):
     args = ("--collect-only", "-q", "-m", "video", "--attack", "ifgsm", "--metric", "vsfa,niqe")
     on_clips = collected(run_suite(tmp_path, torch_home, *args, "--dataset", "sample-clips"))

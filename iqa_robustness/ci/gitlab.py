@@ -54,7 +54,7 @@ INSTALL = {
     "before_script": [
         "$PYTHON -m venv .venv",
         ".venv/bin/pip install --quiet --upgrade pip",
-        '.venv/bin/pip install --quiet -e ".[dev]"',
+        '.venv/bin/pip install --quiet -e ".[dev,pyiqa]"',
     ]
 }
 
@@ -69,7 +69,7 @@ IMAGE_TORCH = {
         '$PYTHON -c \'import importlib.metadata as md; print("\\n".join(f"{d}=={md.version(d)}" '
         'for d in ("torch", "torchvision")))\' > /tmp/image-torch.txt',
         ".venv/bin/pip install --quiet --upgrade pip",
-        '.venv/bin/pip install --quiet --constraint /tmp/image-torch.txt -e ".[dev]"',
+        '.venv/bin/pip install --quiet --constraint /tmp/image-torch.txt -e ".[dev,pyiqa]"',
         "test \"$(.venv/bin/python -c 'import torch; print(torch.__file__)')\" = "
         "\"$($PYTHON -c 'import torch; print(torch.__file__)')\" "
         '|| { echo "the venv has a torch of its own instead of the image\'s $(cat /tmp/image-torch.txt)"; exit 1; }',

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,6 +22,7 @@ def run(args: argparse.Namespace) -> int:
             direction = "lower-better" if s.lower_better else "higher-better"
             grad = "" if s.differentiable else " non-differentiable"
             print(f"{name:24s} {s.kind:9s} {direction:13s} bounds={s.bounds} source={s.source}{grad}")
+        _say_uninstalled(args.pattern)
     elif args.what == "defences":
         from iqa_robustness.defences import defence_class, list_defences
 
@@ -48,6 +50,21 @@ def run(args: argparse.Namespace) -> int:
             fields = ", ".join(f"{k}={_default(v)}" for k, v in cls.defaults().items())
             print(f"{'':16s} {fields}")
     return 0
+
+
+def _say_uninstalled(pattern: str | None) -> None:
+    """On stderr: how many metrics of ``pattern`` need a library that is not installed, and the command."""
+    from iqa_robustness.metrics import get_spec, list_metrics
+    from iqa_robustness.metrics._libraries import missing_library
+
+    waiting: dict[str, list[str]] = {}
+    for name in list_metrics(pattern, uninstalled=True):
+        library = missing_library(get_spec(name).source)
+        if library is not None:
+            waiting.setdefault(library.install, []).append(name)
+    for install, names in waiting.items():
+        shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+        print(f"not installed: {len(names)} more metrics ({shown}): {install}", file=sys.stderr)
 
 
 def _default(value: object) -> str:
