@@ -28,6 +28,10 @@ def load_cases(cases_dir: Path) -> list[CaseResult]:
 def case_summary(r: CaseResult) -> dict[str, object]:
     """One flat row: identity, scores, mean image similarity, timing.
 
+    ``attack_name`` is the registered attack, ``linf_bound`` the L-inf bound the case kept (its
+    ``--eps`` budget, else the attack's own bound; empty for an attack without one); the ``check_*``
+    scores are the evidence of the evaluation checks (:mod:`iqa_robustness.scores.checks`).
+
     ``n`` counts the scored images, ``n_skipped`` the skipped ones, and ``skipped`` lists them as
     ``name: reason; ...`` (cut to a few hundred characters; the per-image CSV has them all).
     """
@@ -36,10 +40,12 @@ def case_summary(r: CaseResult) -> dict[str, object]:
         "metric": r.metric,
         "attack": r.attack,
         "attack_spec": attack_spec_text(r),
+        "attack_name": str(r.params.get("attack", "")),
         "dataset": r.dataset,
         "train_dataset": r.train_dataset or "",
         "amplitude": "" if r.amplitude is None else r.amplitude,
         "budget": "" if r.budget is None else r.budget,
+        "linf_bound": r.params.get("linf_bound", "" if r.budget is None else r.budget),
         "n": r.n_images,
         "n_skipped": r.n_skipped,
         "skipped": skipped_text(r.rows),
