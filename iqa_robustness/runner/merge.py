@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from iqa_robustness.runner.sessions import LOCAL_SETTINGS, SessionRecord, latest_session
+from iqa_robustness.scores.checks import combine_evidence
 from iqa_robustness.scores.results import CaseResult
 from iqa_robustness.scores.rows import score_rows
 from iqa_robustness.scores.summary import load_cases
@@ -124,6 +125,7 @@ def join_image_shards(parts: Sequence[CaseResult]) -> CaseResult:
     clips = any("flicker" in row for row in rows)
     scores = score_rows(rows, first.lower_better, clips=clips)
     scores["max_linf"] = max(float(p.scores.get("max_linf", math.nan)) for p in parts)
+    scores.update(combine_evidence([p.scores for p in parts]))
     frames = [max(p.n_images, 1) for p in parts]
     seconds = sum(p.seconds_per_image * f for p, f in zip(parts, frames, strict=True)) / sum(frames)
     params = {k: v for k, v in first.params.items() if k != "image_shard"}

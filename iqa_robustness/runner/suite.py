@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from iqa_robustness.attacks import Attack
+from iqa_robustness.attacks.budget import active_budgets
 from iqa_robustness.attacks.perturbation import Perturbation
 from iqa_robustness.attacks.queries import mean_curve
 from iqa_robustness.data.video_sets import VideoDataset
@@ -31,6 +32,7 @@ from iqa_robustness.runner.config import SuiteConfig, peak_memory_mb, stable_see
 from iqa_robustness.runner.fingerprint import case_fingerprint, dataset_identity, file_digest
 from iqa_robustness.runner.grid import NON_ADAPTIVE, CaseSpec
 from iqa_robustness.runner.images import ImageCaseRunner
+from iqa_robustness.runner.probes import MetricProbes
 from iqa_robustness.runner.resources import Resources
 from iqa_robustness.scores.defences import defence_scores
 from iqa_robustness.scores.results import BEST_Q_CURVE, CaseResult
@@ -48,6 +50,7 @@ class Suite:
         self.images: CaseRunner = ImageCaseRunner(self.resources, config)
         self.clips: CaseRunner = ClipCaseRunner(self.resources, config)
         self.artefacts = ArtefactWriter(config.results_dir)
+        self.probes = MetricProbes(self.resources)
         self._identities: dict[tuple[str, ...], str] = {}  # metric / dataset content digests, for fingerprints
 
     # -- what the plugin and the tests look at --------------------------------------------
@@ -106,6 +109,7 @@ class Suite:
             train_dataset=case.train_dataset,
             budget=case.budget,
         )
+        result.scores.update(self.probes.evidence(case.metric, case.dataset))  # docs/verdict.md
         result.fingerprint = fingerprint
         result.transfer = outcome.transfer or self._untransferred(case, clips)
         if perturbation is not None and perturbation.meta.get("loss_curve"):
@@ -276,6 +280,9 @@ class Suite:
         }
         if case.budget is not None:
             params["budget"] = case.budget
+        bound = linf_bound(attack, case)
+        if bound is not None:
+            params["linf_bound"] = bound
         metric = self.resources.metric(case.metric)
         if isinstance(metric, DefendedMetric):
             params.update(metric.defence.params(), base_metric=case.base_metric, defence_mode=case.defence_mode)
@@ -294,3 +301,13 @@ class Suite:
             if "steps" in meta:  # trained here (a published file has no training record)
                 params.update(train_steps=meta["steps"], full_epochs=meta.get("full_epochs", False))
         return params
+
+
+def linf_bound(attack: Attack, case: CaseSpec) -> float | None:
+    """The L-inf bound the case's adversarial images keep: the tightest of the attack's L-inf bounds and the
+    case's ``--eps`` budget (both at the case's amplitude for a universal perturbation); ``None`` without one."""
+    amplitude = abs(case.amplitude) if case.amplitude is not None else None
+    bounds = [b.limit(attack, amplitude) for b in active_budgets(attack) if b.bounds_linf]
+    if case.budget is not None:
+        bounds.append(case.budget * (amplitude if amplitude is not None else 1.0))
+    return min(bounds) if bounds else None

@@ -30,11 +30,15 @@ log = logging.getLogger(__name__)
 
 
 def case_params(result: CaseResult) -> dict[str, str]:
-    """The attack's hyperparameters and the case identity, stringified and cut to MLflow's limits."""
+    """The attack's hyperparameters and the case identity, stringified and cut to MLflow's limits.
+
+    ``attack`` is the case's attack label (``ifgsm-eps4``), ``attack_name`` the registered attack.
+    """
     params: dict[str, Any] = dict(result.params)
     params.update(
         metric=result.metric,
         attack=result.attack,
+        attack_name=result.params.get("attack", ""),
         dataset=result.dataset,
         amplitude=result.amplitude,
         train_dataset=result.train_dataset,
