@@ -182,7 +182,7 @@ def test_random_weights_show_the_banner_and_pretrained_weights_do_not(session, r
 
 
 def test_an_error_case_and_missing_pair_files_leave_a_working_page(broken, tmp_path: Path, caplog) -> None:
-    with caplog.at_level(logging.WARNING, logger="iqa_robustness.report.html"):
+    with caplog.at_level(logging.WARNING, logger="iqa_robustness.report"):
         path = write_report(broken, tmp_path, RANDOM)
     text = path.read_text(encoding="utf-8")
     page = _Page(text)
