@@ -181,6 +181,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="draws averaged per gradient of a random defence (expectation over transformation; default: 8)",
     )
+    g.addoption(
+        "--fooled-gain",
+        type=_fooled_gain,
+        default=None,
+        help="the verdict's threshold: a metric is fooled at a budget when an attack's normalised absolute gain "
+        "reaches this (default: 0.2; docs/verdict.md)",
+    )
     g.addoption("--clamp-uap", action="store_true", help="clamp perturbed images to [0,1] (MSU code does not)")
     g.addoption(
         "--mlflow-uri",
@@ -403,6 +410,12 @@ def _uap_steps(value: str) -> int | str:
     if steps < 1:
         raise ValueError(f"--uap-steps must be a positive number of steps, 'epochs' or 'auto', got {value}")
     return steps
+
+
+def _fooled_gain(value: str) -> float:
+    from iqa_robustness.scores.verdict import parse_fooled_gain
+
+    return parse_fooled_gain(value)
 
 
 def _queries(value: str) -> int | str:

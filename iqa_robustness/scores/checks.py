@@ -27,7 +27,6 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from iqa_robustness.attacks import UnknownAttackError, attack_class
 from iqa_robustness.conventions import budget_in_units, budget_slug, dataset_slug
 
 #: the evaluation checks, in the order they are reported
@@ -164,6 +163,8 @@ def attack_name(row: Mapping[str, Any]) -> str:
 
 
 def _attack_cls(name: str) -> type | None:
+    from iqa_robustness.attacks import UnknownAttackError, attack_class  # torch: only once rows are read
+
     try:
         return attack_class(name)
     except (UnknownAttackError, KeyError, ValueError):

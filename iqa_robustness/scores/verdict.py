@@ -76,6 +76,29 @@ class VerdictPolicy(CheckPolicy):
     fooled_gain: float = 0.2
 
 
+def parse_fooled_gain(text: str, option: str = "--fooled-gain") -> float:
+    """The value of ``--fooled-gain``: a finite normalised gain >= 0 (:attr:`VerdictPolicy.fooled_gain`).
+
+    Raises:
+        ValueError: anything else, saying what is expected.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(
+            f"{option} takes the normalised absolute gain from which a metric counts as fooled, a number >= 0 "
+            f"(default {VerdictPolicy.fooled_gain}), not {text!r}"
+        )
+    return value
+
+
+def policy_for(fooled_gain: float | None = None) -> VerdictPolicy:
+    """The default policy, with ``fooled_gain`` when one is given (``--fooled-gain``)."""
+    return VerdictPolicy() if fooled_gain is None else VerdictPolicy(fooled_gain=fooled_gain)
+
+
 @dataclasses.dataclass
 class WorstCase:
     """The worst any attack achieved on one metric x dataset x budget, and the mean over attacks beside it.
