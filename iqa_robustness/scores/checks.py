@@ -361,7 +361,7 @@ def check_weaker_at_larger_budget(rows: Sequence[Mapping[str, Any]], policy: Che
         if len(points) < 2:
             continue
         state = PASSED if state == NOT_APPLICABLE else state
-        drop = _first_drop(sorted(points, key=lambda p: p[0]), policy)
+        drop = _largest_drop(sorted(points, key=lambda p: p[0]), policy)
         if drop is None:
             continue
         (small, low_row), (large, high_row) = drop
@@ -379,15 +379,16 @@ def check_weaker_at_larger_budget(rows: Sequence[Mapping[str, Any]], policy: Che
     return state, flags
 
 
-def _first_drop(points: Sequence[tuple[float, Mapping[str, Any]]], policy: CheckPolicy) -> tuple | None:
-    """The first (smaller, larger) pair of budget points whose gain falls past both thresholds, or None."""
+def _largest_drop(points: Sequence[tuple[float, Mapping[str, Any]]], policy: CheckPolicy) -> tuple | None:
+    """The (smaller, larger) pair of budget points with the largest fall in gain past both thresholds, or None."""
+    found, largest = None, 0.0
     for i, (_, low_row) in enumerate(points):
         before = number(low_row["norm_abs_gain"])
         for point in points[i + 1 :]:
             drop = before - number(point[1]["norm_abs_gain"])
-            if drop > policy.budget_drop and drop > policy.budget_drop_relative * abs(before):
-                return points[i], point
-    return None
+            if drop > policy.budget_drop and drop > policy.budget_drop_relative * abs(before) and drop > largest:
+                found, largest = (points[i], point), drop
+    return found
 
 
 def _count(value: Any) -> str:
