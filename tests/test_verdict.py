@@ -18,8 +18,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 from test_plugin import run_suite
 
+from iqa_robustness.attacks.base import loss_grad
+from iqa_robustness.metrics import Metric, MetricSpec
+from iqa_robustness.metrics.draws import MeanOfDraws
 from iqa_robustness.scores.checks import (
     BLACKBOX_BEATS_WHITEBOX,
     CHECK_DEAD_GRADIENT,
@@ -273,6 +277,57 @@ def test_the_verdicts_are_plain_json_with_a_slot_for_a_certified_bound(tmp_path)
     assert [r["metric"] for r in ranked] == ["n", "m"]
 
 
+def test_the_reports_verdict_adds_certified_vs_achieved_once_a_certificate_is_in_the_verdict():
+    from iqa_robustness.report import section_verdict
+    from iqa_robustness.report.view import SessionView
+
+    view = SessionView([], {})
+    view.verdicts = session_verdicts([row("ifgsm", -0.2, 1.5)])
+    assert "certified vs achieved" not in section_verdict.render(view)
+    view.verdicts[0].worst_case[0].certified = {"bound": 0.12, "unit": "range"}
+
+    html = section_verdict.render(view)
+
+    assert "certified vs achieved" in html
+    assert "certified ≤ 0.12 range · achieved 1.5" in html
+
+
+# --------------------------------------------------------------------------- EoT for a random metric
+
+
+class RandomCropSharpness(Metric):
+    """Mean absolute horizontal gradient of a random half-size crop: a new draw on every call."""
+
+    spec = MetricSpec(name="test-random-crop-sharpness", bounds=(0.0, 1.0))
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        side = min(x.shape[-2:]) // 2
+        top, left = (int(torch.randint(0, n - side + 1, ())) for n in x.shape[-2:])
+        gray = x[..., top : top + side, left : left + side].mean(dim=1)
+        return (gray[:, :, 1:] - gray[:, :, :-1]).abs().mean(dim=(1, 2))
+
+
+def test_a_random_metric_under_eot_scores_one_draw_and_steps_along_the_mean_of_n_draws():
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    metric = RandomCropSharpness().freeze()
+    averaged = MeanOfDraws(metric, draws=4)
+
+    torch.manual_seed(1)
+    with torch.no_grad():
+        scored = averaged(images)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        assert torch.equal(scored, metric(images))
+    torch.manual_seed(2)
+    gradient = loss_grad(averaged, images)
+    torch.manual_seed(2)
+    draws = torch.stack([loss_grad(metric, images) for _ in range(4)])
+    assert torch.allclose(gradient, draws.mean(dim=0), atol=1e-7)
+    assert not torch.allclose(draws[0], draws[1])  # the draws differ: one of them is not the mean
+    with pytest.raises(ValueError, match="--eot must be a positive number of draws"):
+        MeanOfDraws(metric, draws=0)
+
+
 # --------------------------------------------------------------------------- real sessions
 
 OWN_METRICS = """
@@ -314,7 +369,7 @@ def test_own_metrics_with_a_rounding_step_or_random_crops_are_flagged_everywhere
     proc = run_suite(
         tmp_path,
         torch_home,
-        *("--metric", "own_verdict_metrics:Rounded,own_verdict_metrics:RandomCrops", "--attack", "ifgsm"),
+        *("--metric", "own_verdict_metrics:Rounded,own_verdict_metrics:RandomCrops", "--attack", "ifgsm", "--eot", "4"),
         *("--dataset", str(msu_test_images), "--max-images", "3", "--image-size", "64"),
         *("--results-dir", str(results), "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "-q"),
         timeout=400,
@@ -334,6 +389,10 @@ def test_own_metrics_with_a_rounding_step_or_random_crops_are_flagged_everywhere
     assert random["checks"][NO_GRADIENT] == PASSED
     (drawn,) = (f for f in random["flags"] if f["check"] == RANDOM_METRIC)
     assert drawn["evidence"]["rescore_difference"] > 1e-4
+    # --eot: the random metric (and only it) was attacked on the mean of 4 draws
+    params = {p.stem.split("-", 1)[1]: json.loads(p.read_text())["params"] for p in results.glob("cases/*/*.json")}
+    assert params["random-crop-sharpness-test_images"]["eot"] == 4
+    assert "eot" not in params["rounded-sharpness-test_images"]
     # the console, the per-case summary, MLflow's session run and the report say so too
     assert "rounded-sharpness: evaluation unreliable: no gradient" in proc.stdout
     with (results / "summary.csv").open() as fh:

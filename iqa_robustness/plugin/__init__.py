@@ -179,7 +179,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--eot",
         type=int,
         default=None,
-        help="draws averaged per gradient of a random defence (expectation over transformation; default: 8)",
+        help="draws averaged per gradient of a random defence (expectation over transformation; default: 8), and "
+        "of a metric whose scores are draws (its random-metric check; default: none; docs/verdict.md)",
     )
     g.addoption(
         "--fooled-gain",
@@ -596,6 +597,7 @@ def suite(request: pytest.FixtureRequest):
         budgets=budgets_option(request.config),
         transfer_to=transfer_option(request.config),
         queries=opt("--queries") if isinstance(opt("--queries"), int) else None,  # "auto" is a word
+        eot=opt("--eot"),
     )
     suite = Suite(config)
     request.config.stash[STASH_SUITE] = suite

@@ -25,6 +25,7 @@ from iqa_robustness.attacks.queries import mean_curve
 from iqa_robustness.data.video_sets import VideoDataset
 from iqa_robustness.defences import DefendedMetric
 from iqa_robustness.metrics import metric_identity
+from iqa_robustness.metrics.draws import MeanOfDraws
 from iqa_robustness.runner.artefacts import ArtefactWriter
 from iqa_robustness.runner.cases import CaseRunner, Outcome
 from iqa_robustness.runner.clips import ClipCaseRunner
@@ -34,6 +35,7 @@ from iqa_robustness.runner.grid import NON_ADAPTIVE, CaseSpec
 from iqa_robustness.runner.images import ImageCaseRunner
 from iqa_robustness.runner.probes import MetricProbes
 from iqa_robustness.runner.resources import Resources
+from iqa_robustness.scores.checks import scores_are_draws
 from iqa_robustness.scores.defences import defence_scores
 from iqa_robustness.scores.results import BEST_Q_CURVE, CaseResult
 from iqa_robustness.scores.rows import nothing_to_score, score_rows, scored_rows
@@ -79,6 +81,7 @@ class Suite:
             previous = self.previous_result(case.id, fingerprint)
             if previous is not None:
                 return previous
+        metric = self._with_draws(case, metric)
         dataset = self.resources.dataset(case.dataset, case.metric)
         seed = stable_seed(self.config.seed, self._seed_id(case))
         torch.manual_seed(seed)
@@ -118,6 +121,14 @@ class Suite:
         label = f"{case.attack}_{case.metric}"
         result.artifacts.update(self.artefacts.write(case.id, outcome.pairs, perturbation, label))
         return result
+
+    def _with_draws(self, case: CaseSpec, metric: Any) -> Any:
+        """With ``--eot N``, a metric whose scores are draws (its random-metric probe) is attacked on the mean of N."""
+        if not self.config.eot or isinstance(metric, DefendedMetric) or case.victim != case.metric:
+            return metric
+        if not scores_are_draws(self.probes.evidence(case.metric, case.dataset)):
+            return metric
+        return self.resources.average_draws(case.metric, self.config.eot)
 
     def train(self, case: CaseSpec) -> Perturbation:
         """Train (or load from the cache) a universal case's perturbation, and nothing else (``--train-only``)."""
@@ -176,6 +187,8 @@ class Suite:
             options.update(query_limit=c.query_limit(attack.iterations, self.device)[1])
         if attack.universal:
             options.update(clamp=c.clamp_uap, training_steps=list(c.uap_training_steps(self.device)))
+        if c.eot:  # a random metric is attacked on the mean of this many draws
+            options["eot"] = c.eot
         if c.transfer_to:  # a result without the target scores is not the same
             options["transfer_to"] = sorted(set(c.transfer_to) - {case.metric})
         return case_fingerprint(
@@ -288,6 +301,8 @@ class Suite:
             params.update(metric.defence.params(), base_metric=case.base_metric, defence_mode=case.defence_mode)
             if metric.defence.random:
                 params["eot"] = metric.eot
+        if isinstance(metric, MeanOfDraws):
+            params["eot"] = metric.draws
         if attack.iterations_attr == "queries":  # the spec's own budget, before --queries
             own = case.run_spec.create().iterations
             params["query_limit"] = self.config.query_limit(own, self.device)[1]

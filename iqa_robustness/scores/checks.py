@@ -116,6 +116,12 @@ class Flag:
         )
 
 
+def scores_are_draws(evidence: Mapping[str, Any], policy: CheckPolicy | None = None) -> bool:
+    """Whether a metric's probe evidence says it is random (the random-metric check would fire)."""
+    difference = number(evidence.get(CHECK_RESCORE_DIFFERENCE))
+    return math.isfinite(difference) and difference > (policy or CheckPolicy()).rescore_tolerance
+
+
 # ----------------------------------------------------------------------------- reading rows
 
 
