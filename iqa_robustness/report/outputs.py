@@ -14,6 +14,7 @@ from iqa_robustness.scores.summary import (
     amplitude_means,
     budget_rows,
     case_summary,
+    verdict_rows,
     write_per_image,
     write_summary,
 )
@@ -85,7 +86,7 @@ def write_outputs(
         )
         for line in format_defence_table(defences):
             write(line)
-    verdicts = session_verdicts(rows, policy)
+    verdicts = session_verdicts(verdict_rows(results), policy)
     if verdicts:
         path = write_verdicts(verdicts, Path(results_dir) / VERDICT_FILE)
         write_summary(verdict_table(verdicts), Path(results_dir) / VERDICT_TABLE_FILE)

@@ -20,7 +20,7 @@ from iqa_robustness.conventions import dataset_slug
 from iqa_robustness.report.markup import unique_slugs
 from iqa_robustness.report.table import as_number
 from iqa_robustness.scores.results import CaseResult
-from iqa_robustness.scores.summary import amplitude_means, case_summary
+from iqa_robustness.scores.summary import amplitude_means, case_summary, verdict_rows
 from iqa_robustness.scores.verdict import MetricVerdict, VerdictPolicy, session_verdicts
 
 #: Statuses whose scores are shown; the others get a grey cell saying so.
@@ -115,7 +115,7 @@ class SessionView:
     @functools.cached_property
     def verdicts(self) -> list[MetricVerdict]:
         """Every metric's verdict (docs/verdict.md)."""
-        return session_verdicts(self.summary, self.policy)
+        return session_verdicts(verdict_rows(self.results), self.policy)
 
     @property
     def random_weights(self) -> bool:

@@ -125,7 +125,6 @@ def join_image_shards(parts: Sequence[CaseResult]) -> CaseResult:
     clips = any("flicker" in row for row in rows)
     scores = score_rows(rows, first.lower_better, clips=clips)
     scores["max_linf"] = max(float(p.scores.get("max_linf", math.nan)) for p in parts)
-    scores.update(combine_evidence([p.scores for p in parts]))
     frames = [max(p.n_images, 1) for p in parts]
     seconds = sum(p.seconds_per_image * f for p, f in zip(parts, frames, strict=True)) / sum(frames)
     params = {k: v for k, v in first.params.items() if k != "image_shard"}
@@ -145,6 +144,7 @@ def join_image_shards(parts: Sequence[CaseResult]) -> CaseResult:
         peak_memory_mb=max(p.peak_memory_mb for p in parts),
         artifacts=artifacts,
         transfer=join_transfer([p.transfer for p in parts], rows),
+        probes=combine_evidence([p.probes for p in parts]),
         status=status,
         message="; ".join(dict.fromkeys(p.message for p in parts if p.message)),
         fingerprint="",

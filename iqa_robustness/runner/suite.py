@@ -112,7 +112,7 @@ class Suite:
             train_dataset=case.train_dataset,
             budget=case.budget,
         )
-        result.scores.update(self.probes.evidence(case.metric, case.dataset))  # docs/verdict.md
+        result.probes = self.probes.evidence(case.metric, case.dataset)  # docs/verdict.md
         result.fingerprint = fingerprint
         result.transfer = outcome.transfer or self._untransferred(case, clips)
         if perturbation is not None and perturbation.meta.get("loss_curve"):

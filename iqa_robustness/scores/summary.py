@@ -29,8 +29,7 @@ def case_summary(r: CaseResult) -> dict[str, object]:
     """One flat row: identity, scores, mean image similarity, timing.
 
     ``attack_name`` is the registered attack, ``linf_bound`` the L-inf bound the case kept (its
-    ``--eps`` budget, else the attack's own bound; empty for an attack without one); the ``check_*``
-    scores are the evidence of the evaluation checks (:mod:`iqa_robustness.scores.checks`).
+    ``--eps`` budget, else the attack's own bound; empty for an attack without one).
 
     ``n`` counts the scored images, ``n_skipped`` the skipped ones, and ``skipped`` lists them as
     ``name: reason; ...`` (cut to a few hundred characters; the per-image CSV has them all).
@@ -66,6 +65,12 @@ def case_summary(r: CaseResult) -> dict[str, object]:
     row["seconds_per_image"] = r.seconds_per_image
     row["peak_memory_mb"] = r.peak_memory_mb
     return row
+
+
+def verdict_rows(results: Iterable[CaseResult]) -> list[dict[str, object]]:
+    """What a session's verdicts are computed from: each case's summary row with its probes' evidence
+    (the ``check_*`` values, :mod:`iqa_robustness.scores.checks`)."""
+    return [{**case_summary(r), **r.probes} for r in results]
 
 
 def attack_spec_text(r: CaseResult) -> str:

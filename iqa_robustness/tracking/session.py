@@ -21,6 +21,7 @@ from iqa_robustness.scores.summary import (
     amplitude_means,
     budget_rows,
     case_summary,
+    verdict_rows,
     write_summary,
 )
 from iqa_robustness.scores.verdict import VERDICT_FILE, MetricVerdict, VerdictPolicy, session_verdicts, write_verdicts
@@ -112,8 +113,7 @@ def budget_metrics(results: Sequence[CaseResult]) -> dict[str, float]:
 
 def session_verdicts_of(results: Sequence[CaseResult], policy: VerdictPolicy | None = None) -> list[MetricVerdict]:
     """The verdicts of a session's finished cases (docs/verdict.md)."""
-    rows = [case_summary(r) for r in results]
-    return session_verdicts(rows, policy)
+    return session_verdicts(verdict_rows(results), policy)
 
 
 def _verdict_json(verdicts: Sequence[MetricVerdict], results_dir: Path | None, tmp: Path) -> Path:
