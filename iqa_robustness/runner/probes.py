@@ -10,8 +10,8 @@ Two of the checks of docs/verdict.md look at the metric rather than at the cases
   scores every attack of the metric shares; the largest difference as a share of the metric's range.
 
 Both run on at most :data:`PROBE_IMAGES` of the images the metric scores (the first ones), once per
-metric x dataset, when the first case of that pair runs; each case records the numbers among its
-scores (the ``check_*`` keys of :mod:`iqa_robustness.scores.checks`), with the seconds each took.
+metric x dataset, when the first case of that pair runs; each case records the numbers as its
+``probes`` (the ``check_*`` keys of :mod:`iqa_robustness.scores.checks`), with the seconds each took.
 A probe that raises is logged and leaves its evidence out (the check then reads "not run"): it never
 costs a case.
 """

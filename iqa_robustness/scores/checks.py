@@ -13,8 +13,8 @@ are their counterparts for quality metrics (docs/verdict.md gives each one's mea
 - **weaker at a larger budget** (:func:`check_weaker_at_larger_budget`): an attack's gain falls as its
   budget grows.
 
-The first two read evidence the runner measured on the metric itself (:mod:`iqa_robustness.runner.checks`),
-recorded in every case's scores as the ``check_*`` columns; the other three compare a metric's cases.
+The first two read evidence the runner measured on the metric itself (:mod:`iqa_robustness.runner.probes`),
+recorded with every case as its ``probes`` (the ``check_*`` values); the other three compare a metric's cases.
 Each check is a pure function of flat case rows (a summary row, or a logged case's params and metrics,
 where numbers may be text) and returns its state with the :class:`Flag` of every finding.
 """
@@ -39,7 +39,7 @@ CHECKS = (NO_GRADIENT, RANDOM_METRIC, BLACKBOX_BEATS_WHITEBOX, NO_PROGRESS, WEAK
 #: what a check's state can be for one metric
 PASSED, FLAGGED, NOT_APPLICABLE, NOT_RUN = "passed", "flagged", "not applicable", "not run"
 
-#: the evidence the runner measures on the metric (:mod:`iqa_robustness.runner.checks`), as case scores
+#: the evidence the runner measures on the metric (:mod:`iqa_robustness.runner.probes`), a case's ``probes``
 CHECK_IMAGES = "check_images"
 CHECK_DIFFERENTIABLE = "check_differentiable"
 CHECK_DEAD_GRADIENT = "check_dead_gradient_share"
