@@ -316,7 +316,7 @@ def _overall(verdict: MetricVerdict, policy: VerdictPolicy) -> tuple[str, str]:
             f"fooled{at}: norm. gain {first.max_norm_abs_gain:.3g} by {first.max_gain_attack} on {first.dataset}"
         )
     if verdict.flags:
-        reasons = list(dict.fromkeys(_short(f) for f in verdict.flags))
+        reasons = _reasons(verdict.flags)
         return UNRELIABLE, f"evaluation unreliable: {'; '.join(reasons)}"
     scored = [c for c in cases if c.verdict == ROBUST]
     if not scored:
@@ -329,15 +329,27 @@ def _overall(verdict: MetricVerdict, policy: VerdictPolicy) -> tuple[str, str]:
     )
 
 
-def _short(flag: Flag) -> str:
-    """The flag's reason up to its first colon's clause: ``no gradient on msu5``, ``no progress (ifgsm)``."""
-    what = flag.check.replace("-", " ")
-    evidence = flag.evidence
-    if flag.check in (NO_PROGRESS, WEAKER_AT_LARGER_BUDGET):
-        return f"{what} ({evidence.get('attack', '')})"
-    if flag.check == BLACKBOX_BEATS_WHITEBOX:
-        return f"{what} ({evidence.get('blackbox_attack', '')} > {evidence.get('best_gradient_attack', '')})"
-    return f"{what} on {flag.dataset}" if flag.dataset else what
+def _reasons(flags: Sequence[Flag]) -> list[str]:
+    """One short reason per check, naming where: ``no gradient on msu5``, ``no progress (ifgsm, nes)``."""
+    where: dict[str, list[str]] = defaultdict(list)
+    for flag in flags:
+        evidence = flag.evidence
+        if flag.check in (NO_PROGRESS, WEAKER_AT_LARGER_BUDGET):
+            detail = str(evidence.get("attack", ""))
+        elif flag.check == BLACKBOX_BEATS_WHITEBOX:
+            detail = f"{evidence.get('blackbox_attack', '')} > {evidence.get('best_gradient_attack', '')}"
+        else:
+            detail = flag.dataset or ""
+        if detail not in where[flag.check]:
+            where[flag.check].append(detail)
+    out = []
+    for check, details in where.items():
+        what = check.replace("-", " ")
+        if check in (NO_GRADIENT, RANDOM_METRIC):
+            out.append(f"{what} on {', '.join(details)}" if any(details) else what)
+        else:
+            out.append(f"{what} ({', '.join(details)})")
+    return out
 
 
 def session_verdicts(rows: Iterable[Mapping[str, Any]], policy: VerdictPolicy | None = None) -> list[MetricVerdict]:
