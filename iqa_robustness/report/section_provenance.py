@@ -25,9 +25,13 @@ PROVENANCE_ORDER = (
 )
 
 
+#: a stored session's verdict tags (docs/verdict.md): the verdict section shows them, computed afresh
+VERDICT_TAG_PREFIXES = ("verdict/", "flags/", "checks/")
+
+
 def render(view: SessionView) -> str:
     keys = [k for k in PROVENANCE_ORDER if k in view.provenance]
-    keys += sorted(k for k in view.provenance if k not in PROVENANCE_ORDER)
+    keys += sorted(k for k in view.provenance if k not in PROVENANCE_ORDER and not k.startswith(VERDICT_TAG_PREFIXES))
     rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(view.provenance[k])}</td></tr>" for k in keys)
     counts = Counter(r.status for r in view.results)
     rows += "".join(f"<tr><th>cases {esc(s)}</th><td>{n}</td></tr>" for s, n in sorted(counts.items()))
