@@ -172,6 +172,21 @@ def test_every_case_is_named_with_its_scores_and_most_fooled_images(report: Path
     assert "Leaderboard" in page.plain
 
 
+def test_the_verdict_leads_the_page_with_each_metrics_worst_case_and_the_mean_beside_it(report: Path, session) -> None:
+    text = report.read_text(encoding="utf-8")
+    page = _page(report)
+    assert "verdict" in page.ids
+    assert text.index('id="verdict"') < text.index('id="overview"') < text.index('id="cases"')
+    for metric in ("cnniqa-live", "brisque"):
+        assert f'id="verdict-{metric}"' in text
+        cases = [r for r in session if r.metric == metric]
+        worst = min(cases, key=lambda r: r.scores["robustness_score"])
+        block = text[text.index(f'id="verdict-{metric}"') :].split('<div class="verdict', 1)[0]
+        assert f'href="#case-{worst.case_id}"' in block  # the worst attack links to its case
+        assert "Mean over " in block
+    assert "certified vs achieved" not in text  # no certificates in this session: no column
+
+
 def test_random_weights_show_the_banner_and_pretrained_weights_do_not(session, report: Path, tmp_path: Path) -> None:
     assert BANNER in report.read_text(encoding="utf-8")
     pretrained = [dataclasses.replace(r, weights_mode="pretrained") for r in session]
@@ -182,7 +197,7 @@ def test_random_weights_show_the_banner_and_pretrained_weights_do_not(session, r
 
 
 def test_an_error_case_and_missing_pair_files_leave_a_working_page(broken, tmp_path: Path, caplog) -> None:
-    with caplog.at_level(logging.WARNING, logger="iqa_robustness.report.html"):
+    with caplog.at_level(logging.WARNING, logger="iqa_robustness.report"):
         path = write_report(broken, tmp_path, RANDOM)
     text = path.read_text(encoding="utf-8")
     page = _Page(text)
@@ -258,6 +273,11 @@ def test_the_page_renders_in_chromium_without_errors_and_every_image_loads(broke
                 "() => [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt)"
             )
             n_images = page.evaluate("() => document.images.length")
+            verdicts = page.evaluate(
+                "() => [...document.querySelectorAll('#verdict div.verdict')].filter(v => v.offsetHeight > 0)"
+                ".map(v => [v.querySelector('h3').textContent, v.getBoundingClientRect().top])"
+            )
+            cases_top = page.evaluate("() => document.querySelector('#cases').getBoundingClientRect().top")
             page.screenshot(path=str(shots / "report-screenshot.png"), full_page=True)
         finally:
             browser.close()
@@ -265,4 +285,7 @@ def test_the_page_renders_in_chromium_without_errors_and_every_image_loads(broke
     assert dict(counts) == dict.fromkeys(HEATMAPS, len(broken))
     assert n_images > 0
     assert broken_images == []
+    shown = {title.split(" ")[0] for title, _ in verdicts}
+    assert {"cnniqa-live", "brisque"} <= shown, verdicts
+    assert all(top < cases_top for _, top in verdicts), "the verdict comes before the per-case detail"
     assert (shots / "report-screenshot.png").stat().st_size > 0

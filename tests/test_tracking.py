@@ -312,6 +312,23 @@ def test_a_session_is_one_parent_run_with_one_nested_run_per_case(logged):
     assert parent.info.status == "FINISHED"
 
 
+def test_the_session_run_carries_each_metrics_worst_case_mean_and_verdict(logged, tmp_path):
+    parent = logged.client.get_run(logged.id_b)
+    metrics, tags = parent.data.metrics, parent.data.tags
+    for metric in STRENGTH:
+        cases = [r for r in logged.b if r.metric == metric]
+        worst = min(r.scores["robustness_score"] for r in cases)
+        largest = max(r.scores["norm_abs_gain"] for r in cases)
+        assert metrics[f"worst_robustness_score/{metric}/sample"] == pytest.approx(worst, rel=1e-9)
+        assert metrics[f"max_norm_abs_gain/{metric}/sample"] == pytest.approx(largest, rel=1e-9)
+        assert f"mean_robustness_score/{metric}" in metrics
+        assert tags[f"verdict/{metric}"].startswith(("fooled", "robust", "evaluation unreliable"))
+    assert tags["verdict/fragile"].startswith("fooled")
+    logged.client.download_artifacts(logged.id_b, "verdict.json", str(tmp_path))
+    saved = json.loads((tmp_path / "verdict.json").read_text())
+    assert [m["metric"] for m in saved["metrics"]] == list(STRENGTH)
+
+
 def test_case_runs_carry_params_metrics_and_tags(logged):
     result = next(r for r in logged.a if r.amplitude == 0.8 and r.metric == "fragile")
     run = _case_run(logged, logged.id_a, result.case_id)
@@ -383,8 +400,8 @@ def test_universal_cases_use_the_universal_msu_layout(logged, tmp_path):
     assert {"train_dataset", "amplitude"} <= set(header)
 
 
-def test_the_parent_run_keeps_the_session_summary(logged, tmp_path):
-    assert [f.path for f in logged.client.list_artifacts(logged.id_a)] == ["summary.csv"]
+def test_the_parent_run_keeps_the_session_summary_and_verdicts(logged, tmp_path):
+    assert [f.path for f in logged.client.list_artifacts(logged.id_a)] == ["summary.csv", "verdict.json"]
     local = Path(logged.client.download_artifacts(logged.id_a, "summary.csv", str(tmp_path)))
     with local.open() as fh:
         rows = list(csv.DictReader(fh))
@@ -444,24 +461,29 @@ def test_compare_of_an_unknown_reference_says_what_it_accepts(logged, tmp_path, 
     assert "neither a run id, a git commit" in capsys.readouterr().err
 
 
-def test_leaderboard_ranks_metrics_by_mean_robustness_over_attacks(logged, tmp_path, capsys):
+def test_leaderboard_ranks_metrics_by_their_worst_case_with_the_mean_over_attacks_beside_it(logged, tmp_path, capsys):
     status = cli(
         ["leaderboard", "--run", logged.id_b, "--tracking-uri", logged.uri, "--experiment", EXPERIMENT,
          "--out", str(tmp_path), "--format", "json"]
     )  # fmt: skip
     assert status == 0
     rows = json.loads(capsys.readouterr().out)
-    expected = {}
+    mean, worst = {}, {}
     for metric in STRENGTH:
         per_attack = {}
         for r in logged.b:
             if r.metric == metric:
                 per_attack.setdefault(r.attack, []).append(r.scores["robustness_score"])
-        expected[metric] = np.mean([np.mean(v) for v in per_attack.values()])
+        mean[metric] = np.mean([np.mean(v) for v in per_attack.values()])
+        worst[metric] = min((r for r in logged.b if r.metric == metric), key=lambda r: r.scores["robustness_score"])
     assert [r["metric"] for r in rows] == ["sturdy", "middling", "fragile"]
-    assert [r["metric"] for r in rows] == sorted(expected, key=expected.get, reverse=True)
+    assert [r["metric"] for r in rows] == sorted(worst, key=lambda m: worst[m].scores["robustness_score"], reverse=True)
     for r in rows:
-        assert r["robustness_score"] == pytest.approx(expected[r["metric"]], rel=1e-12)
+        case = worst[r["metric"]]
+        assert r["worst_robustness_score"] == pytest.approx(case.scores["robustness_score"], rel=1e-12)
+        label = case.attack + (f" @{case.amplitude:g} on sample" if case.amplitude is not None else "")
+        assert r["worst_robustness_attack"] == f"{label} (sample)"
+        assert r["robustness_score"] == pytest.approx(mean[r["metric"]], rel=1e-12)
         assert r["n_attacks"] == len(IMAGE_ATTACKS) + 1
     png = tmp_path / "leaderboard.png"
     assert png.is_file()

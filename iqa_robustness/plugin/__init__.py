@@ -187,7 +187,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--eot",
         type=int,
         default=None,
-        help="draws averaged per gradient of a random defence (expectation over transformation; default: 8)",
+        help="draws averaged per gradient of a random defence (expectation over transformation; default: 8), and "
+        "of a metric whose scores are draws (its random-metric check; default: none; docs/verdict.md)",
+    )
+    g.addoption(
+        "--fooled-gain",
+        type=_fooled_gain,
+        default=None,
+        help="the verdict's threshold: a metric is fooled at a budget when an attack's normalised absolute gain "
+        "reaches this (default: 0.2; docs/verdict.md)",
     )
     g.addoption("--clamp-uap", action="store_true", help="clamp perturbed images to [0,1] (MSU code does not)")
     g.addoption(
@@ -415,6 +423,12 @@ def _uap_steps(value: str) -> int | str:
     return steps
 
 
+def _fooled_gain(value: str) -> float:
+    from iqa_robustness.scores.verdict import parse_fooled_gain
+
+    return parse_fooled_gain(value)
+
+
 def _queries(value: str) -> int | str:
     """``auto`` or a positive number of queries."""
     if value.strip().lower() == "auto":
@@ -595,6 +609,7 @@ def suite(request: pytest.FixtureRequest):
         budgets=budgets_option(request.config),
         transfer_to=transfer_option(request.config),
         queries=opt("--queries") if isinstance(opt("--queries"), int) else None,  # "auto" is a word
+        eot=opt("--eot"),
     )
     suite = Suite(config)
     request.config.stash[STASH_SUITE] = suite

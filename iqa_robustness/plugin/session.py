@@ -70,6 +70,7 @@ SETTING_OPTIONS = (
     "transfer_to",
     "defence",
     "eot",
+    "fooled_gain",
     "baseline",
     "shard",
     "shard_images",
@@ -289,7 +290,10 @@ class SessionController:
         self.record.tags.update(end_tags)
         report = None
         if results:
-            write_outputs(results, self.results_dir, write, {**self.record.provenance(), "status": status})
+            from iqa_robustness.scores.verdict import policy_for
+
+            policy = policy_for(self.config.getoption("--fooled-gain"))
+            write_outputs(results, self.results_dir, write, {**self.record.provenance(), "status": status}, policy)
             report = self.results_dir / REPORT_DIR
         resumed = sum(bool(r.resumed_from) for r in finished)
         if resumed:

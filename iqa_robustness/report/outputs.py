@@ -6,7 +6,13 @@ import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from iqa_robustness.report.table import format_certify_table, format_defence_table, format_table, is_certify_row
+from iqa_robustness.report.table import (
+    format_certify_table,
+    format_defence_table,
+    format_table,
+    format_verdicts,
+    is_certify_row,
+)
 from iqa_robustness.scores.defences import defence_table
 from iqa_robustness.scores.results import CaseResult
 from iqa_robustness.scores.summary import (
@@ -14,10 +20,19 @@ from iqa_robustness.scores.summary import (
     amplitude_means,
     budget_rows,
     case_summary,
+    verdict_rows,
     write_per_image,
     write_summary,
 )
 from iqa_robustness.scores.transfer import write_transfer
+from iqa_robustness.scores.verdict import (
+    VERDICT_FILE,
+    VERDICT_TABLE_FILE,
+    VerdictPolicy,
+    session_verdicts,
+    verdict_table,
+    write_verdicts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +47,7 @@ def write_outputs(
     results_dir: Path,
     write: Callable[[str], None],
     provenance: Mapping[str, str] | None = None,
+    policy: VerdictPolicy | None = None,
 ) -> list[dict]:
     """``summary.csv``, ``per_image/*.csv`` (MSU layout), the table and the HTML report for ``results``.
 
@@ -43,9 +59,14 @@ def write_outputs(
     in the summary.
     Cases with ``--transfer-to`` targets add ``transfer.csv`` (per case x target the normalised absolute
     gain and R on the target) and ``transfer_per_image.csv`` (the targets' per-image scores).
+    Every session writes its verdicts (docs/verdict.md): ``verdict.json`` (per metric the worst case,
+    the mean, every check and flag with its evidence) and ``verdict.csv`` (one row per metric x dataset
+    x budget), and prints them.
 
         Args:
             provenance: the session's tags for the report (see :func:`iqa_robustness.report.html.write_report`).
+            policy: what *fooled* means and the checks' thresholds (the defaults of
+                :class:`~iqa_robustness.scores.verdict.VerdictPolicy` when omitted).
 
         Returns:
             The summary rows. A report that cannot be written is a warning: the CSV files are kept.
@@ -81,13 +102,20 @@ def write_outputs(
         )
         for line in format_certify_table(rows):
             write(line)
+    verdicts = session_verdicts(verdict_rows(results), policy)
+    if verdicts:
+        path = write_verdicts(verdicts, Path(results_dir) / VERDICT_FILE)
+        write_summary(verdict_table(verdicts), Path(results_dir) / VERDICT_TABLE_FILE)
+        write(f"verdicts: {path} (worst case over the attacks, the mean beside it, the evaluation checks)")
+        for line in format_verdicts(verdicts):
+            write(line)
     transfer = write_transfer(results, Path(results_dir))
     if transfer is not None:
         write(f"transfer: {transfer[0]} (per image: {transfer[1]}); `iqa-robustness transfer {results_dir}` draws it")
     from iqa_robustness.report.html import write_report  # matplotlib: only when there is something to show
 
     try:
-        page = write_report(results, Path(results_dir) / REPORT_DIR, dict(provenance or {}))
+        page = write_report(results, Path(results_dir) / REPORT_DIR, dict(provenance or {}), policy=policy)
     except Exception as exc:  # the CSVs above are what matters; a broken page must not lose them
         log.warning("the HTML report was not written: %s: %s", type(exc).__name__, exc)
         write(f"report: not written ({type(exc).__name__}: {exc})")

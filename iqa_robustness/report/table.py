@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from iqa_robustness.conventions import dataset_slug
+from iqa_robustness.scores.verdict import MetricVerdict
 
 TABLE_COLUMNS = (
     ("abs_gain", "abs gain"),
@@ -110,4 +112,22 @@ def format_certify_table(rows: list[dict[str, object]]) -> list[str]:
         flag = {"failed": "  FAILED"}.get(str(r["status"]), "")
         dataset = dataset_slug(str(r["dataset"]))[:10]
         lines.append(f"{r['metric']!s:<16.16} {r['attack']!s:<24.24} {dataset:<10} {r['n']!s:>4} {cells}{flag}")
+    return lines
+
+
+def format_verdicts(verdicts: Sequence[MetricVerdict]) -> list[str]:
+    """Per metric its verdict line, then per dataset x budget the worst case (R and gain, each with its attack)
+    and the mean over attacks beside it, then each flag's reason."""
+    lines = []
+    for v in verdicts:
+        lines.append(f"{v.metric}: {v.text}")
+        for label, cases in (("", v.worst_case), (" non-adaptive (optimistic)", v.non_adaptive)):
+            for c in cases:
+                lines.append(
+                    f"  {c.where}{label}: worst R {as_number(c.worst_robustness_score):.4g} "
+                    f"({c.worst_robustness_attack}), largest norm gain {as_number(c.max_norm_abs_gain):.4g} "
+                    f"({c.max_gain_attack}); mean over {c.n_attacks} attack(s): R "
+                    f"{as_number(c.mean_robustness_score):.4g}, norm gain {as_number(c.mean_norm_abs_gain):.4g}"
+                )
+        lines.extend(f"  flag {f.reason}" for f in v.flags)
     return lines

@@ -53,6 +53,7 @@ class SuiteConfig:
     image_shard: tuple[int, int] | None = None  # (k, n): this session tests every n-th image from the k-th (1-based)
     budgets: tuple[float, ...] | None = None  # L-inf budgets of --eps: the grid's budget axis (None: no axis)
     queries: int | None = None  # black-box query budget per image; None = the attacks' own (capped on the CPU)
+    eot: int | None = None  # --eot: draws averaged per gradient of a metric found random (None: no EoT for them)
 
     def __post_init__(self) -> None:
         if self.image_shard is not None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from iqa_robustness.runner.sessions import LOCAL_SETTINGS, SessionRecord, latest_session
 from iqa_robustness.scores.certificate import certified_case_scores, is_certified
+from iqa_robustness.scores.checks import combine_evidence
 from iqa_robustness.scores.results import CaseResult
 from iqa_robustness.scores.rows import score_rows
 from iqa_robustness.scores.summary import load_cases
@@ -148,6 +149,7 @@ def join_image_shards(parts: Sequence[CaseResult]) -> CaseResult:
         peak_memory_mb=max(p.peak_memory_mb for p in parts),
         artifacts=artifacts,
         transfer=join_transfer([p.transfer for p in parts], rows),
+        probes=combine_evidence([p.probes for p in parts]),
         status=status,
         message="; ".join(dict.fromkeys(p.message for p in parts if p.message)),
         fingerprint="",

@@ -31,6 +31,7 @@ from iqa_robustness.data.registry import is_video_dataset, resolve_any_dataset
 from iqa_robustness.data.video_sets import VideoDataset
 from iqa_robustness.defences import ImageDraws
 from iqa_robustness.metrics import Metric, create_metric, get_spec
+from iqa_robustness.metrics.draws import MeanOfDraws
 from iqa_robustness.metrics.frames import FramesAsClips, as_image_metric
 from iqa_robustness.progress import Progress
 from iqa_robustness.runner.config import SuiteConfig, stable_seed, take_shard
@@ -193,6 +194,18 @@ class Resources:
                 model.set_speed_options(autocast=dtype, channels_last=self.config.channels_last)
             self._metrics[name] = as_image_metric(model)
         return self._metrics[name]
+
+    def average_draws(self, name: str, draws: int) -> Metric:
+        """From now on, the metric ``name`` attacked on the mean of ``draws`` of its scores (EoT, a random metric).
+
+        Scoring is unchanged (one draw per call): :class:`~iqa_robustness.metrics.draws.MeanOfDraws`
+        averages only where gradients are taken.
+        """
+        model = self.metric(name)
+        if not isinstance(model, MeanOfDraws):
+            log.info("%s scores draws: gradient attacks take the mean of %d draws (--eot)", name, draws)
+            self._metrics[name] = model = MeanOfDraws(model, draws)
+        return model
 
     def video_metric(self, name: str) -> Metric:
         """The video metric itself, scoring a clip (T, 3, H, W) as one clip."""

@@ -18,11 +18,13 @@ from typing import Any
 import torch
 
 from iqa_robustness.attacks import Attack
+from iqa_robustness.attacks.budget import active_budgets
 from iqa_robustness.attacks.perturbation import Perturbation
 from iqa_robustness.attacks.queries import mean_curve
 from iqa_robustness.data.video_sets import VideoDataset
 from iqa_robustness.defences import DefendedMetric
 from iqa_robustness.metrics import metric_identity
+from iqa_robustness.metrics.draws import MeanOfDraws
 from iqa_robustness.runner.artefacts import ArtefactWriter
 from iqa_robustness.runner.cases import CaseRunner, Outcome
 from iqa_robustness.runner.certify import CertifyCaseRunner, certify_params, resolve_samples
@@ -31,8 +33,10 @@ from iqa_robustness.runner.config import SuiteConfig, at_query_limit, peak_memor
 from iqa_robustness.runner.fingerprint import case_fingerprint, dataset_identity, file_digest
 from iqa_robustness.runner.grid import CERTIFY, NON_ADAPTIVE, CaseSpec
 from iqa_robustness.runner.images import ImageCaseRunner
+from iqa_robustness.runner.probes import MetricProbes
 from iqa_robustness.runner.resources import Resources
 from iqa_robustness.scores.certificate import certified_case_scores
+from iqa_robustness.scores.checks import scores_are_draws
 from iqa_robustness.scores.defences import defence_scores
 from iqa_robustness.scores.results import BEST_Q_CURVE, CaseResult
 from iqa_robustness.scores.rows import nothing_to_score, score_rows, scored_rows
@@ -50,6 +54,7 @@ class Suite:
         self.clips: CaseRunner = ClipCaseRunner(self.resources, config)
         self.certify: CaseRunner = CertifyCaseRunner(self.resources, config)
         self.artefacts = ArtefactWriter(config.results_dir)
+        self.probes = MetricProbes(self.resources)
         self._identities: dict[tuple[str, ...], str] = {}  # metric / dataset content digests, for fingerprints
 
     # -- what the plugin and the tests look at --------------------------------------------
@@ -78,6 +83,7 @@ class Suite:
             previous = self.previous_result(case.id, fingerprint)
             if previous is not None:
                 return previous
+        metric = self._with_draws(case, metric)
         dataset = self.resources.dataset(case.dataset, case.metric)
         seed = stable_seed(self.config.seed, self._seed_id(case))
         torch.manual_seed(seed)
@@ -110,6 +116,7 @@ class Suite:
             train_dataset=case.train_dataset,
             budget=case.budget,
         )
+        result.probes = self.probes.evidence(case.metric, case.dataset)  # docs/verdict.md
         result.fingerprint = fingerprint
         result.transfer = outcome.transfer or self._untransferred(case, clips)
         if perturbation is not None and perturbation.meta.get("loss_curve"):
@@ -118,6 +125,14 @@ class Suite:
         label = f"{case.attack}_{case.metric}"
         result.artifacts.update(self.artefacts.write(case.id, outcome.pairs, perturbation, label))
         return result
+
+    def _with_draws(self, case: CaseSpec, metric: Any) -> Any:
+        """With ``--eot N``, a metric whose scores are draws (its random-metric probe) is attacked on the mean of N."""
+        if not self.config.eot or isinstance(metric, DefendedMetric) or case.victim != case.metric:
+            return metric
+        if not scores_are_draws(self.probes.evidence(case.metric, case.dataset)):
+            return metric
+        return self.resources.average_draws(case.metric, self.config.eot)
 
     def train(self, case: CaseSpec) -> Perturbation:
         """Train (or load from the cache) a universal case's perturbation, and nothing else (``--train-only``)."""
@@ -176,6 +191,8 @@ class Suite:
             options.update(query_limit=c.query_limit(attack.iterations, self.device)[1])
         if attack.universal:
             options.update(clamp=c.clamp_uap, training_steps=list(c.uap_training_steps(self.device)))
+        if c.eot:  # a random metric is attacked on the mean of this many draws
+            options["eot"] = c.eot
         if c.transfer_to:  # a result without the target scores is not the same
             options["transfer_to"] = sorted(set(c.transfer_to) - {case.metric})
         if case.kind == CERTIFY:  # the attacks it measures, as they run on this device
@@ -287,6 +304,9 @@ class Suite:
         }
         if case.budget is not None:
             params["budget"] = case.budget
+        bound = linf_bound(attack, case)
+        if bound is not None:
+            params["linf_bound"] = bound
         metric = self.resources.metric(case.metric)
         if isinstance(metric, DefendedMetric):
             params.update(metric.defence.params(), base_metric=case.base_metric, defence_mode=case.defence_mode)
@@ -295,6 +315,8 @@ class Suite:
         if case.kind == CERTIFY:
             _, rule = resolve_samples(case.run_spec.create(), self.config, self.device)  # type: ignore[arg-type]
             params.update(certify_params(case, attack, metric, rule))  # type: ignore[arg-type]
+        if isinstance(metric, MeanOfDraws):
+            params["eot"] = metric.draws
         if attack.iterations_attr == "queries":  # the spec's own budget, before --queries
             own = case.run_spec.create().iterations
             params["query_limit"] = self.config.query_limit(own, self.device)[1]
@@ -308,3 +330,13 @@ class Suite:
             if "steps" in meta:  # trained here (a published file has no training record)
                 params.update(train_steps=meta["steps"], full_epochs=meta.get("full_epochs", False))
         return params
+
+
+def linf_bound(attack: Attack, case: CaseSpec) -> float | None:
+    """The L-inf bound the case's adversarial images keep: the tightest of the attack's L-inf bounds and the
+    case's ``--eps`` budget (both at the case's amplitude for a universal perturbation); ``None`` without one."""
+    amplitude = abs(case.amplitude) if case.amplitude is not None else None
+    bounds = [b.limit(attack, amplitude) for b in active_budgets(attack) if b.bounds_linf]
+    if case.budget is not None:
+        bounds.append(case.budget * (amplitude if amplitude is not None else 1.0))
+    return min(bounds) if bounds else None

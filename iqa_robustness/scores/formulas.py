@@ -229,6 +229,21 @@ def score_group(
     return {key: out[key] for key in SCORE_KEYS}
 
 
+#: a score counts as raised when it moved by more than this share of its own size (float32 noise stays under it)
+IMPROVEMENT_TOLERANCE = 1e-6
+
+
+def improved_fraction(clear: Any, attacked: Any, lower_better: bool = False) -> float:
+    """The share of images whose quality the attack raised: oriented ``a_i - c_i > 1e-6 * (|c_i| + 1)``.
+
+    The attack loss J = 1 - q / range falls exactly when q rises, so this is the share of images on which
+    the attack's loss improved from the clean image to its result; an attack that raised fewer than half
+    made no progress (docs/verdict.md, "no progress"). Not a benchmark score.
+    """
+    c, a = _pair(orient(clear, lower_better), orient(attacked, lower_better))
+    return float(np.mean(a - c > IMPROVEMENT_TOLERANCE * (np.abs(c) + 1.0)))
+
+
 # -- rank stability: how well the attacked scores keep the clean scores' order -----------------------
 
 #: Correlations between clean and attacked scores of a group (scipy.stats), each with a 95% interval.

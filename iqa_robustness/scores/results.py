@@ -52,6 +52,9 @@ class CaseResult:
             which ``merge`` rescores image shards with), or ``{"error": why}`` for a
             target that could not score them; the per-image values are the rows' ``clear@<target>``
             and ``attacked@<target>``.
+        probes: the evidence of the evaluation checks measured on the case's metric and data set
+            (``check_*`` of :mod:`iqa_robustness.scores.checks`: its loss gradient, a second scoring, and the
+            seconds each took; docs/verdict.md); empty where no probe ran.
         curves: named series ``[[step, value], ...]`` (``train_loss`` of a universal attack; ``best_q``
             of a query-based attack: the mean best oriented score against queries per image). A query-based
             case also has ``queries_used`` (mean over images) and ``queries_used_max`` in ``scores``.
@@ -78,6 +81,7 @@ class CaseResult:
     resumed_from: str = ""
     curves: dict[str, list[list[float]]] = dataclasses.field(default_factory=dict)
     transfer: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    probes: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def scored_rows(self) -> list[dict[str, Any]]:

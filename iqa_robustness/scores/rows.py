@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from iqa_robustness.scores.formulas import group_scores
+from iqa_robustness.scores.formulas import group_scores, improved_fraction
 
 #: The column that marks a skipped row and says why (absent or empty on a scored row).
 SKIP_REASON = "skip_reason"
@@ -103,7 +103,9 @@ def score_rows(rows: Sequence[Mapping[str, Any]], lower_better: bool, *, clips: 
 
     Returns:
         :func:`~iqa_robustness.scores.formulas.group_scores` of the scored rows (``n`` = their
-        count; with their ``mos`` column when they have one), plus ``flicker`` for clips.
+        count; with their ``mos`` column when they have one), the share of images the attack raised
+        (``improved_fraction``, :func:`~iqa_robustness.scores.formulas.improved_fraction`), plus
+        ``flicker`` for clips.
 
     Raises:
         NothingToScoreError: no scored row, naming every skipped one and why.
@@ -117,6 +119,7 @@ def score_rows(rows: Sequence[Mapping[str, Any]], lower_better: bool, *, clips: 
     if any("mos" in r for r in scored):
         mos = np.array([float(r.get("mos", math.nan)) for r in scored], dtype=np.float64)
     scores = group_scores(clear, attacked, lower_better, mos)
+    scores["improved_fraction"] = improved_fraction(clear, attacked, lower_better)
     if clips:
         scores["flicker"] = float(np.mean([r["flicker"] for r in scored]))
     return scores

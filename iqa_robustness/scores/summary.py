@@ -28,6 +28,9 @@ def load_cases(cases_dir: Path) -> list[CaseResult]:
 def case_summary(r: CaseResult) -> dict[str, object]:
     """One flat row: identity, scores, mean image similarity, timing.
 
+    ``attack_name`` is the registered attack, ``linf_bound`` the L-inf bound the case kept (its
+    ``--eps`` budget, else the attack's own bound; empty for an attack without one).
+
     ``n`` counts the scored images, ``n_skipped`` the skipped ones, and ``skipped`` lists them as
     ``name: reason; ...`` (cut to a few hundred characters; the per-image CSV has them all).
     """
@@ -36,10 +39,12 @@ def case_summary(r: CaseResult) -> dict[str, object]:
         "metric": r.metric,
         "attack": r.attack,
         "attack_spec": attack_spec_text(r),
+        "attack_name": str(r.params.get("attack", "")),
         "dataset": r.dataset,
         "train_dataset": r.train_dataset or "",
         "amplitude": "" if r.amplitude is None else r.amplitude,
         "budget": "" if r.budget is None else r.budget,
+        "linf_bound": r.params.get("linf_bound", "" if r.budget is None else r.budget),
         "n": r.n_images,
         "n_skipped": r.n_skipped,
         "skipped": skipped_text(r.rows),
@@ -60,6 +65,12 @@ def case_summary(r: CaseResult) -> dict[str, object]:
     row["seconds_per_image"] = r.seconds_per_image
     row["peak_memory_mb"] = r.peak_memory_mb
     return row
+
+
+def verdict_rows(results: Iterable[CaseResult]) -> list[dict[str, object]]:
+    """What a session's verdicts are computed from: each case's summary row with its probes' evidence
+    (the ``check_*`` values, :mod:`iqa_robustness.scores.checks`)."""
+    return [{**case_summary(r), **r.probes} for r in results]
 
 
 def attack_spec_text(r: CaseResult) -> str:
@@ -178,59 +189,3 @@ def write_per_image(results: list[CaseResult], out_dir: Path) -> list[Path]:
     for (attack, metric), rows in sorted(grouped.items()):
         paths.append(write_msu_csv(out_dir / f"{attack}_{metric}_test.csv", rows))
     return paths
-
-
-def _mean_over_attacks(cases: Sequence[Mapping[str, object]], score: str) -> tuple[float, int]:
-    """Mean of ``score`` per attack, then over attacks; and how many attacks had a value."""
-    per_attack: dict[str, list[float]] = defaultdict(list)
-    for c in cases:
-        value = c.get(score)
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            per_attack[str(c["attack"])].append(float(value))
-    if not per_attack:
-        return math.nan, 0
-    means = [sum(v) / len(v) for v in per_attack.values()]
-    return sum(means) / len(means), len(means)
-
-
-def leaderboard_rows(cases: Iterable[Mapping[str, object]]) -> list[dict[str, object]]:
-    """Metrics ranked by robustness, as the benchmark ranks them: rank, metric, scores and counts.
-
-    R (and the normalised gain) is averaged over each attack's cases (datasets, train sets,
-    amplitudes), then over the attacks, so an attack with many amplitude cases weighs as much as
-    one with a single case; the most robust metric (highest mean R) comes first. Cases without a
-    score (skipped, errors) do not count.
-
-    Args:
-        cases: one mapping per case with ``metric``, ``attack``, ``weights_mode`` and its scores
-            (``robustness_score``, ``norm_abs_gain``).
-
-    Returns:
-        Rows with ``rank, metric, robustness_score, norm_abs_gain, n_attacks, n_cases`` (scored),
-        ``n_total`` and ``weights_mode``.
-    """
-    by_metric: dict[str, list[Mapping[str, object]]] = defaultdict(list)
-    for c in cases:
-        by_metric[str(c["metric"])].append(c)
-    rows: list[dict[str, object]] = []
-    for metric, members in by_metric.items():
-        robustness, n_attacks = _mean_over_attacks(members, "robustness_score")
-        gain, _ = _mean_over_attacks(members, "norm_abs_gain")
-        scored = [c for c in members if isinstance(c.get("robustness_score"), (int, float))]
-        rows.append(
-            {
-                "metric": metric,
-                "robustness_score": robustness,
-                "norm_abs_gain": gain,
-                "n_attacks": n_attacks,
-                "n_cases": sum(math.isfinite(float(c["robustness_score"])) for c in scored),  # type: ignore[arg-type]
-                "n_total": len(members),
-                "weights_mode": ",".join(sorted({str(c["weights_mode"]) for c in members if c.get("weights_mode")})),
-            }
-        )
-    rows.sort(key=lambda r: (math.isnan(r["robustness_score"]), -_or0(r["robustness_score"]), r["metric"]))  # type: ignore[arg-type]
-    return [{"rank": i, **r} for i, r in enumerate(rows, 1)]
-
-
-def _or0(x: float) -> float:
-    return 0.0 if math.isnan(x) else x

@@ -30,11 +30,15 @@ log = logging.getLogger(__name__)
 
 
 def case_params(result: CaseResult) -> dict[str, str]:
-    """The attack's hyperparameters and the case identity, stringified and cut to MLflow's limits."""
+    """The attack's hyperparameters and the case identity, stringified and cut to MLflow's limits.
+
+    ``attack`` is the case's attack label (``ifgsm-eps4``), ``attack_name`` the registered attack.
+    """
     params: dict[str, Any] = dict(result.params)
     params.update(
         metric=result.metric,
         attack=result.attack,
+        attack_name=result.params.get("attack", ""),
         dataset=result.dataset,
         amplitude=result.amplitude,
         train_dataset=result.train_dataset,
@@ -48,7 +52,7 @@ def case_metrics(result: CaseResult) -> dict[str, float]:
 
     ``n_images`` counts the scored images, ``n_skipped`` those left out (named in the ``skipped`` tag).
     ``--transfer-to`` targets add ``transfer/<target>/<score>`` (a failed target's error is the
-    ``transfer_errors`` tag).
+    ``transfer_errors`` tag); the evaluation checks' probes add their evidence (``check_*``, docs/verdict.md).
 
     ``psnr``, ``ssim`` and ``mse`` are means over the images; an image the attack left unchanged
     (PSNR = inf) does not enter the PSNR mean. Non-finite scores are left out (MLflow would store
@@ -67,6 +71,7 @@ def case_metrics(result: CaseResult) -> dict[str, float]:
         n_skipped=result.n_skipped,
     )
     values.update(transfer_metrics(result.transfer))
+    values.update(result.probes)  # the evaluation checks' evidence (docs/verdict.md)
     out = {}
     for name, value in values.items():
         number = finite_or_none(value)

@@ -23,8 +23,10 @@ from iqa_robustness.scores.summary import (
     amplitude_means,
     budget_rows,
     case_summary,
+    verdict_rows,
     write_summary,
 )
+from iqa_robustness.scores.verdict import VERDICT_FILE, MetricVerdict, VerdictPolicy, session_verdicts, write_verdicts
 from iqa_robustness.tracking.cases import captioned_pairs, case_metrics, case_params, case_tags, plot_case
 from iqa_robustness.tracking.query import child_runs
 from iqa_robustness.tracking.store import (
@@ -46,6 +48,7 @@ from iqa_robustness.tracking.store import (
     open_client,
     session_complete,
 )
+from iqa_robustness.tracking.verdicts import saved_policy, verdict_metrics, verdict_tags
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +139,18 @@ def certify_metrics(results: Sequence[CaseResult]) -> dict[str, float]:
             if value == value and abs(value) != float("inf"):
                 metrics[mlflow_key(f"{score}/{where}")] = value
     return metrics
+
+
+def session_verdicts_of(results: Sequence[CaseResult], policy: VerdictPolicy | None = None) -> list[MetricVerdict]:
+    """The verdicts of a session's finished cases (docs/verdict.md)."""
+    return session_verdicts(verdict_rows(results), policy)
+
+
+def _verdict_json(verdicts: Sequence[MetricVerdict], results_dir: Path | None, tmp: Path) -> Path:
+    """The session's ``verdict.json``: the one in the results folder, else written from the verdicts."""
+    if results_dir is not None and (results_dir / VERDICT_FILE).is_file():
+        return results_dir / VERDICT_FILE
+    return write_verdicts(verdicts, tmp / VERDICT_FILE)
 
 
 def _summary_csv(results: list[CaseResult], results_dir: Path | None, tmp: Path) -> Path:
@@ -284,8 +299,13 @@ class SessionLogger:
         interrupted: Sequence[str] = (),
         report: Path | None = None,
         ended: _dt.datetime | None = None,
+        policy: VerdictPolicy | None = None,
     ) -> str:
-        """Log the cases not logged yet, the counts and the summary, and end the parent with ``status``.
+        """Log the cases not logged yet, the counts, the summary and the verdicts, and end the parent with ``status``.
+
+        The verdicts (docs/verdict.md) go on the parent run as metrics (per metric x dataset x budget the
+        worst R and the largest normalised gain, the mean over attacks), tags (the verdict, the flags, the
+        checks) and ``verdict.json``.
 
         Offline, this first makes the one attempt at the store (see the class docstring).
 
@@ -296,6 +316,8 @@ class SessionLogger:
             interrupted: ids of cases that were running when the session was stopped.
             report: the folder of the session's HTML report, logged under ``report/``.
             ended: when the session ended (default: now), the parent's end time.
+            policy: the verdicts' thresholds; by default those the results folder's ``verdict.json`` was
+                written with (``--fooled-gain``), else the defaults.
         """
         try:
             if self.offline:
@@ -311,8 +333,13 @@ class SessionLogger:
                 end_tags = {mlflow_key(k): cut_text(v, TAG_VALUE_LIMIT) for k, v in (tags or {}).items()}
                 if interrupted:
                     end_tags["interrupted_cases"] = cut_text(", ".join(interrupted), TAG_VALUE_LIMIT)
-                metrics = {**counts, **budget_metrics(results), **certify_metrics(results)}
+                verdicts = session_verdicts_of(results, policy or saved_policy(self.results_dir))
+                end_tags.update(verdict_tags(verdicts))
+                metrics = {**counts, **budget_metrics(results), **certify_metrics(results), **verdict_metrics(verdicts)}
                 log_batch(self._client, self.run_id, metrics=metrics, tags=end_tags)
+                if verdicts:
+                    tmp = Path(self._tmp.name)
+                    self._client.log_artifact(self.run_id, str(_verdict_json(verdicts, self.results_dir, tmp)))
                 self._client.log_artifact(
                     self.run_id, str(_summary_csv(results, self.results_dir, Path(self._tmp.name)))
                 )

@@ -179,3 +179,22 @@ def add_session_argument(parser: argparse.ArgumentParser) -> None:
         metavar="SESSION",
         help="results folder, run id, commit, 'latest' (default), 'previous' or branch",
     )
+
+
+def add_fooled_gain_argument(parser: argparse.ArgumentParser) -> None:
+    """``--fooled-gain``: the verdict's threshold (docs/verdict.md), checked as it is read."""
+
+    def fooled_gain(text: str) -> float:
+        from iqa_robustness.scores.verdict import parse_fooled_gain
+
+        try:
+            return parse_fooled_gain(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parser.add_argument(
+        "--fooled-gain",
+        type=fooled_gain,
+        default=None,
+        help="the verdict's threshold: a metric is fooled when an attack's normalised gain reaches it (default 0.2)",
+    )

@@ -1,9 +1,13 @@
-"""``iqa-robustness leaderboard``: the metrics of one logged session ranked by robustness.
+"""``iqa-robustness leaderboard``: the metrics of one logged session ranked by their worst case.
 
-As in the MSU Metrics Robustness Benchmark (Antsiferova et al., AAAI 2024), a metric's robustness
-score R is averaged per attack (over datasets, train sets and amplitudes) and then over attacks;
-higher R means more robust. The mean normalised absolute gain is shown beside it (higher = more
-easily fooled). Printed, saved as CSV and drawn as a bar chart.
+Each metric leads with its worst case (docs/verdict.md): the lowest robustness score R any attack of
+the session reached and the largest normalised absolute gain, each with the attack, the data set and
+the budget; metrics are ranked by that worst R (higher = more robust). The MSU Metrics Robustness
+Benchmark's number (Antsiferova et al., AAAI 2024) stays beside it: R averaged per attack (over
+datasets, train sets and amplitudes) and then over attacks, with the mean normalised gain. A defended
+metric's worst case and mean count adaptive attacks only. Each metric's verdict (fooled / robust /
+evaluation unreliable, with the flags of the evaluation checks) follows the table. Printed, saved as
+CSV and drawn as a bar chart.
 
 ``--defences`` ranks, per metric, the defences of a session run with ``--defence`` instead: by the
 adaptive robust gain ``|c - d(x_adv)| / range`` averaged over attacks (lower = the defence holds),
@@ -20,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from iqa_robustness.cli import CommandError
+from iqa_robustness.cli.commands._sessions import add_fooled_gain_argument
 from iqa_robustness.cli.commands._store import add_store_arguments, format_table, number, open_store, to_json, write_csv
 
 
@@ -43,39 +48,55 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="rank each metric's defences (a session run with --defence) by the adaptive robust gain",
     )
+    add_fooled_gain_argument(p)
     p.set_defaults(func=run)
 
 
-def leaderboard(cases: Sequence[Any]) -> list[dict[str, Any]]:
-    """Ranked rows (see :func:`iqa_robustness.scores.summary.leaderboard_rows`) of one session's logged cases.
+def session_verdicts(cases: Sequence[Any], fooled_gain: float | None = None) -> list[Any]:
+    """The verdicts (:class:`~iqa_robustness.scores.verdict.MetricVerdict`) of one session's logged cases."""
+    from iqa_robustness.scores.verdict import policy_for
+    from iqa_robustness.scores.verdict import session_verdicts as verdicts_of
+    from iqa_robustness.tracking.verdicts import logged_rows
+
+    return verdicts_of(logged_rows(cases), policy_for(fooled_gain))
+
+
+def leaderboard(cases: Sequence[Any], fooled_gain: float | None = None) -> list[dict[str, Any]]:
+    """Ranked rows (:func:`~iqa_robustness.scores.verdict.verdict_leaderboard`) of one session's logged cases.
 
     Args:
         cases: :class:`iqa_robustness.tracking.store.LoggedCase` list of one session; cases without scores
             (skipped, errors) do not count.
-    """
-    from iqa_robustness.scores.summary import leaderboard_rows
+        fooled_gain: the verdict's threshold (``--fooled-gain``).
 
-    rows = leaderboard_rows(
-        {"metric": c.metric, "attack": c.attack, "weights_mode": c.weights_mode, **c.metrics} for c in cases
-    )
-    for row in rows:
-        del row["n_total"]
-    return rows
+    Returns:
+        Per metric, best first: ``rank, metric, verdict``, the worst case (``worst_robustness_score`` and
+        ``worst_robustness_attack``, ``max_norm_abs_gain`` and ``max_gain_attack``), the MSU mean
+        (``robustness_score``, ``norm_abs_gain``), ``n_attacks``, ``n_cases``, ``flags``, ``text`` and
+        ``weights_mode``.
+    """
+    from iqa_robustness.scores.verdict import verdict_leaderboard
+
+    return verdict_leaderboard(session_verdicts(cases, fooled_gain))
 
 
 def plot_leaderboard(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
-    """Horizontal bars of the mean robustness score, most robust on top."""
+    """Horizontal bars of the worst-case robustness score, most robust on top, the mean R marked beside."""
     from matplotlib.figure import Figure  # no pyplot: no global backend state, no display needed
 
-    shown = [r for r in rows if not math.isnan(r["robustness_score"])]
-    fig = Figure(figsize=(6.5, 1.2 + 0.35 * max(len(shown), 1)), dpi=100)
+    shown = [r for r in rows if not math.isnan(r["worst_robustness_score"])]
+    fig = Figure(figsize=(6.5, 1.4 + 0.4 * max(len(shown), 1)), dpi=100)
     ax = fig.add_subplot()
     names = [r["metric"] for r in reversed(shown)]
-    values = [r["robustness_score"] for r in reversed(shown)]
-    bars = ax.barh(names, values, color="tab:blue")
+    values = [r["worst_robustness_score"] for r in reversed(shown)]
+    bars = ax.barh(names, values, color="tab:blue", label="worst case (lowest R over attacks)")
     ax.bar_label(bars, labels=[f"{v:.3g}" for v in values], padding=3, fontsize=8)
-    ax.set_xlabel("mean robustness score R over attacks (higher = more robust)")
+    ax.scatter([r["robustness_score"] for r in reversed(shown)], names, marker="|", s=200, color="black",
+               label="mean over attacks (MSU)", zorder=3)  # fmt: skip
+    ax.axvline(0.0, color="0.6", linewidth=0.7)
+    ax.set_xlabel("robustness score R (higher = more robust)")
     ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="best")
     ax.margins(x=0.15)
     return _save(fig, path)
 
@@ -181,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from exc
     if args.defences:
         return _run_defences(args, session, cases)
-    rows = leaderboard(cases)
+    rows = leaderboard(cases, args.fooled_gain)
     if not any(r["n_cases"] for r in rows):
         raise CommandError(f"session {session.info.run_id} has no case with a robustness score")
     random = any("random" in r["weights_mode"].split(",") for r in rows)
@@ -194,20 +215,29 @@ def run(args: argparse.Namespace) -> int:
         print(f"session {describe_session(session)}")
         if random:
             print("random weights in this session: these are not benchmark numbers")
-        header = ["rank", "metric", "R (mean)", "norm gain", "attacks", "cases", "weights"]
+        print("ranked by the worst case over the attacks (lowest R); the MSU mean over attacks beside it")
+        header = ["rank", "metric", "worst R", "by", "max gain", "by", "mean R", "mean gain", "attacks", "cases",
+                  "verdict", "weights"]  # fmt: skip
         body = [
             [
                 str(r["rank"]),
                 r["metric"],
+                number(r["worst_robustness_score"]),
+                r["worst_robustness_attack"],
+                number(r["max_norm_abs_gain"]),
+                r["max_gain_attack"],
                 number(r["robustness_score"]),
                 number(r["norm_abs_gain"]),
                 str(r["n_attacks"]),
                 str(r["n_cases"]),
+                r["verdict"],
                 r["weights_mode"],
             ]
             for r in rows
         ]
-        for line in format_table(header, body, right=(0, 2, 3, 4, 5)):
+        for line in format_table(header, body, right=(0, 2, 4, 6, 7, 8, 9)):
             print(line)
+        for r in rows:
+            print(f"{r['metric']}: {r['text']}")
         print(f"saved: {csv_path}, {png_path}")
     return 0

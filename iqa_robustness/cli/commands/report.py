@@ -14,7 +14,13 @@ import argparse
 from pathlib import Path
 
 from iqa_robustness.cli import CommandError
-from iqa_robustness.cli.commands._sessions import METRIC_HELP, add_session_argument, load_named_session, metric_list
+from iqa_robustness.cli.commands._sessions import (
+    METRIC_HELP,
+    add_fooled_gain_argument,
+    add_session_argument,
+    load_named_session,
+    metric_list,
+)
 from iqa_robustness.cli.commands._store import add_store_arguments
 
 
@@ -29,12 +35,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("results/report"), help="folder written (default: results/report)")
     p.add_argument("--metric", default=None, help=METRIC_HELP)
     p.add_argument("--title", default="", help="the page's title (default: from the session)")
+    add_fooled_gain_argument(p)
     add_store_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from iqa_robustness.report.html import write_report
+    from iqa_robustness.scores.verdict import policy_for
 
     session = load_named_session(args.session, args, metrics=metric_list(args.metric))
     results = session.case_results()
@@ -44,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if session.run is not None:
         provenance.setdefault("mlflow_run_id", session.run.info.run_id)
         provenance.setdefault("status", session.run.info.status)
-    page = write_report(results, args.out, provenance, title=args.title)
+    page = write_report(results, args.out, provenance, title=args.title, policy=policy_for(args.fooled_gain))
     print(f"session: {session.description}")
     print(f"report: {page} ({len(results)} cases, {page.stat().st_size / 2**20:.1f} MiB)")
     return 0
