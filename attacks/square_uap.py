@@ -1,14 +1,17 @@
 """Square-UAP: a universal perturbation found by Square-attack random search, from scores alone
 (Bychkov et al., ICME 2025, the black-box universal attack of the follow-up benchmark).
 
-A 3 x 256 x 256 perturbation, tiled over images like every universal perturbation
-(:mod:`attacks.universal`), starts at zero. Each iteration draws a square window of side
-``round(sqrt(p * 256 * 256))`` (``p`` from ``p_init`` on Square's schedule, :func:`square_fraction`,
-rescaled to the budget), sets the perturbation inside it to a per-channel constant ``+-eps``, and
-keeps the candidate only when the mean q over the training batch rises strictly. One query is that
-mean: the batch is one random draw of ``batch_size`` training images (a full-reference metric scores
-it against its references), fixed for the whole search, so that the scores compared are of the same
-images. ``queries`` iterations, the first scoring the zero perturbation. Applied, the result is
+As the source's code runs it (georgebychkov/black-box-iqa, ``code/methods/square-attack-uap/train.py``;
+docs/methodology.md, "Black-box attacks"): a 3 x 256 x 256 perturbation, tiled over images like every
+universal perturbation (:mod:`attacks.universal`), starts at zero. Each iteration draws a square window
+of side ``round(sqrt(p * 256 * 256))`` (``p`` from ``p_init`` on Square's schedule,
+:func:`square_fraction`, rescaled to the budget), sets the perturbation inside it to a per-channel
+constant ``+-eps`` (signs redrawn until the window changes), and keeps the candidate only when the mean
+q rises strictly. One query is that mean over the **whole training set** (``batch_size=0``; a
+full-reference metric scores each distorted copy against its clean reference); a positive
+``batch_size`` takes that many training images, drawn once at random, instead (the suite's CPU cap:
+``iqa_robustness.runner.config.SuiteConfig.query_images``). ``queries`` scores in all, the first of
+the zero perturbation (the source makes 10 000 updates after it: one more). Applied, the result is
 clamped to [0, 1] like the images the search scored (unlike the MSU code's gradient-trained
 perturbations).
 
@@ -18,6 +21,7 @@ queries. No attack library implements a query-based universal perturbation; it i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import ClassVar
 
@@ -28,7 +32,7 @@ from iqa_robustness.metrics.base import Metric
 from .base import register_attack
 from .budget import Budget
 from .perturbation import Perturbation
-from .queries import random_int, square_fraction, thin_curve, tile_to
+from .queries import SquareWindows, signs_that_change, square_fraction, thin_curve, tile_to
 from .training import Batches
 from .universal import UniversalAttack
 
@@ -41,10 +45,11 @@ class SquareUAP(UniversalAttack):
     """Universal Square attack.
 
     Attributes:
-        epochs: unused by the search beyond drawing the training batch (kept for the universal machinery).
-        batch_size: training images per query.
+        epochs: unused by the search (kept for the universal machinery).
+        batch_size: training images per query: 0 for the whole training set (the source), else that many
+            drawn once at random.
         eps: L-inf bound of the perturbation (at amplitude 1).
-        queries: iterations, one query (a batch mean) each.
+        queries: scores of the mean q over the training images, the first of the zero perturbation.
         p_init: initial fraction of the perturbation a window covers.
     """
 
@@ -55,39 +60,43 @@ class SquareUAP(UniversalAttack):
     budget = Budget.linf_times_amplitude("eps")  # every value of delta is 0 or +-eps
 
     epochs: int = 1
-    batch_size: int = 8
+    batch_size: int = 0
     eps: float = 0.1
     queries: int = 10_000
     p_init: float = 0.05
 
     def __post_init__(self) -> None:
         if self.queries < 1:
-            raise ValueError(f"{self.name}: queries must be a positive number of batch scores")
+            raise ValueError(f"{self.name}: queries must be a positive number of training-set scores")
+        if self.batch_size < 0:
+            raise ValueError(f"{self.name}: batch_size is 0 (the whole training set per query) or a number of images")
 
     def _train(self, metric: Metric, batches: Batches) -> Perturbation:
         rng = torch.Generator().manual_seed(torch.initial_seed())  # fit() seeds the process generator
-        draws = iter(batches)
-        try:
-            x = next(draws)  # a full-reference batch keeps its references bound until the draws close
-            delta = torch.zeros(1, 3, _SIDE, _SIDE, device=x.device)
-            with torch.no_grad():
-                best = float(self._mean_q(metric, x, delta))
-                curve = [(1, best)]
-                for it in range(1, self.queries):
-                    fraction = square_fraction(self.p_init, it, self.queries)
-                    side = max(1, min(round((fraction * _SIDE * _SIDE) ** 0.5), _SIDE - 1))
-                    top, left = random_int(0, _SIDE - side, rng), random_int(0, _SIDE - side, rng)
-                    signs = torch.randint(0, 2, (1, 3, 1, 1), generator=rng).to(delta) * 2 - 1
-                    candidate = delta.clone()
-                    candidate[..., top : top + side, left : left + side] = self.eps * signs
-                    q = float(self._mean_q(metric, x, candidate))
-                    if q > best:
-                        delta, best = candidate, q
-                    curve.append((it + 1, best))
-        finally:
-            draws.close()
+        n = len(batches.data)
+        if self.batch_size == 0 or self.batch_size >= n:
+            index = list(range(n))
+        else:
+            index = torch.randperm(n, generator=batches.sampler)[: self.batch_size].tolist()
+        views = batches.views(batches.data.batch(index).to(batches.device))
+        windows = SquareWindows.on(_SIDE, _SIDE, _SIDE)
+        delta = torch.zeros(1, 3, _SIDE, _SIDE, device=batches.device)
+        with torch.no_grad():
+            best = _mean_q(metric, views, delta)
+            curve = [(1, best)]
+            for it in range(1, self.queries):
+                side = windows.side(square_fraction(self.p_init, it - 1, self.queries))  # the source counts from 0
+                window = (Ellipsis, *windows.corner(side, rng))
+                candidate = delta.clone()
+                candidate[window] = signs_that_change(
+                    lambda signs, held=delta[window]: (self.eps * signs).expand_as(held), delta[window], 3, rng
+                )
+                q = _mean_q(metric, views, candidate)
+                if q > best:
+                    delta, best = candidate, q
+                curve.append((it + 1, best))
         perturbation = Perturbation(delta=delta.cpu())
-        perturbation.meta.update(queries_used=self.queries, query_curve=thin_curve(curve))
+        perturbation.meta.update(queries_used=self.queries, query_images=len(index), query_curve=thin_curve(curve))
         return perturbation
 
     def apply(
@@ -97,7 +106,24 @@ class SquareUAP(UniversalAttack):
         and a metric queried only through valid images (entropy, PIQE) need not accept others."""
         return super().apply(perturbation, images, amplitude, clamp=True)
 
-    @staticmethod
-    def _mean_q(metric: Metric, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-        """One query: the mean q over the training batch of ``clamp(x + delta)`` (delta tiled to its size)."""
-        return metric.quality((x + tile_to(delta, x.shape[-2:])).clamp(0.0, 1.0)).mean()
+
+#: training images per metric call inside one query
+_CHUNK = 16
+
+
+def _mean_q(metric: Metric, views: list[tuple[torch.Tensor, torch.Tensor | None]], delta: torch.Tensor) -> float:
+    """One query: the mean q over the training images of ``clamp(x + delta)`` (delta tiled to their size)."""
+    total, count = 0.0, 0
+    for inputs, references in views:
+        for start in range(0, inputs.shape[0], _CHUNK):
+            x = inputs[start : start + _CHUNK]
+            bound = (
+                metric.reference(references[start : start + _CHUNK])
+                if references is not None
+                else contextlib.nullcontext()
+            )
+            with bound:
+                q = metric.quality((x + tile_to(delta, x.shape[-2:])).clamp(0.0, 1.0))
+            total += float(q.sum())
+            count += x.shape[0]
+    return total / count

@@ -112,7 +112,7 @@ class UniversalAttack(Attack):
             if value is not None and value < 1:
                 raise ValueError(f"{label} must be a positive number of optimisation steps, got {value}")
         data = prepare_training_set(train_images)
-        per_epoch = math.ceil(len(data) / self.batch_size)
+        per_epoch = math.ceil(len(data) / (self.batch_size or len(data)))  # batch_size 0: the whole set
         total = steps if steps is not None else self.epochs * per_epoch
         if steps is None and max_steps is not None:
             total = min(total, max_steps)

@@ -25,6 +25,10 @@ CPU_UAP_MAX_STEPS = 40
 #: benchmark's numbers come from the full budgets: the GPU pipeline runs them.
 CPU_MAX_QUERIES = 400
 
+#: On the CPU, one query of a query-based universal attack (square-uap) scores at most this many
+#: training images; its own query is the mean over the whole training set, which the GPU pipeline runs.
+CPU_QUERY_IMAGES = 8
+
 #: L-inf budgets (``--eps``) are named and plotted in units of one grey level of an 8-bit image.
 BUDGET_UNIT = 1 / 255
 

@@ -15,7 +15,7 @@ from typing import Literal
 
 import torch
 
-from iqa_robustness.conventions import CPU_MAX_QUERIES, CPU_UAP_MAX_STEPS, parse_budgets
+from iqa_robustness.conventions import CPU_MAX_QUERIES, CPU_QUERY_IMAGES, CPU_UAP_MAX_STEPS, parse_budgets
 
 #: Images per batch when the batch size is "auto"; CUDA out-of-memory halves it per metric.
 AUTO_BATCH_SIZE = {"cuda": 32, "cpu": 8}
@@ -99,6 +99,17 @@ class SuiteConfig:
         if own > CPU_MAX_QUERIES:
             return CPU_MAX_QUERIES, f"auto: capped at {CPU_MAX_QUERIES} on the CPU (the attack's own: {own})"
         return own, "auto: the attack's own budget (under the CPU cap)"
+
+    def query_images(self, own: int, device: torch.device) -> tuple[int, str]:
+        """Training images per query of a query-based universal attack whose own value is ``own`` (0: the
+        whole training set), on ``device``, and why: its own on CUDA, at most
+        :data:`~iqa_robustness.conventions.CPU_QUERY_IMAGES` on the CPU. ``rule`` is the params' record."""
+        if device.type == "cuda":
+            return own, "auto: the attack's own"
+        if own == 0 or own > CPU_QUERY_IMAGES:
+            mine = "the whole training set" if own == 0 else f"{own} images"
+            return CPU_QUERY_IMAGES, f"auto: capped at {CPU_QUERY_IMAGES} training images on the CPU (its own: {mine})"
+        return own, "auto: the attack's own (under the CPU cap)"
 
     @property
     def weights(self) -> str | None:

@@ -128,12 +128,17 @@ class Suite:
         """The case's attack object; a query-based one at the session's query budget (``--queries``).
 
         A ``queries`` given in the attack spec or ``attack_kwargs`` is the attack's own budget, which
-        ``--queries auto`` keeps on CUDA and caps on the CPU (:meth:`SuiteConfig.query_limit`).
+        ``--queries auto`` keeps on CUDA and caps on the CPU (:meth:`SuiteConfig.query_limit`); a
+        query-based universal attack's training images per query are capped on the CPU the same way
+        (:meth:`SuiteConfig.query_images`).
         """
         attack = case.run_spec.create(**(attack_kwargs or {}))
         if attack.iterations_attr == "queries":
             queries, _ = self.config.query_limit(attack.iterations, self.device)
             attack = dataclasses.replace(attack, queries=queries)
+            if attack.universal:
+                images, _ = self.config.query_images(attack.batch_size, self.device)
+                attack = dataclasses.replace(attack, batch_size=images)
         return attack
 
     # -- resuming -------------------------------------------------------------------------
@@ -170,6 +175,8 @@ class Suite:
             options["mos"] = file_digest(mos[1])
         if attack.iterations_attr == "queries":
             options.update(query_limit=c.query_limit(attack.iterations, self.device)[1])
+            if attack.universal:
+                options.update(query_images=c.query_images(attack.batch_size, self.device)[1])
         if attack.universal:
             options.update(clamp=c.clamp_uap, training_steps=list(c.uap_training_steps(self.device)))
         if c.transfer_to:  # a result without the target scores is not the same
@@ -282,8 +289,10 @@ class Suite:
             if metric.defence.random:
                 params["eot"] = metric.eot
         if attack.iterations_attr == "queries":  # the spec's own budget, before --queries
-            own = case.run_spec.create().iterations
-            params["query_limit"] = self.config.query_limit(own, self.device)[1]
+            own = case.run_spec.create()
+            params["query_limit"] = self.config.query_limit(own.iterations, self.device)[1]
+            if own.universal:
+                params["query_images"] = self.config.query_images(own.batch_size, self.device)[1]
         if self.config.image_shard is not None:
             params["image_shard"] = "{}/{}".format(*self.config.image_shard)
         if clips:
