@@ -24,6 +24,7 @@ import torch
 
 from .base import project_onto_ball, register_attack
 from .budget import Budget
+from .presets import Presets
 from .queries import BlackBoxAttack, Oracle, tile_to
 
 
@@ -45,6 +46,7 @@ class NES(BlackBoxAttack):
 
     name = "nes"
     budget = Budget.linf("eps")  # every step is projected onto the eps ball around the clean image
+    presets = Presets("grad-est", "eps", ((0, 2), (1, 4), (2, 8), (3, 16)))  # --eps b: eps = b
 
     eps: float = 0.1
     sigma: float = 0.001

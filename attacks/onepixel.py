@@ -34,6 +34,7 @@ from scipy.optimize import differential_evolution
 
 from .base import register_attack
 from .budget import Budget
+from .presets import Presets
 from .queries import BlackBoxAttack, Oracle
 
 _GENES = 5  # row, col, r, g, b
@@ -57,6 +58,7 @@ class OnePixel(BlackBoxAttack):
 
     name = "onepixel"
     budget = Budget.l0("pixels")  # a genome sets `pixels` pixel positions, nothing else
+    presets = Presets("onepixel", "pixels", ((0, 4), (1, 8), (2, 16)), integer=True)  # 10, 20, 40 pixels
 
     pixels: int = 3
     maxiter: int = 10

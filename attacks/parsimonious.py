@@ -43,6 +43,7 @@ import torch.nn.functional as F
 
 from .base import register_attack
 from .budget import Budget
+from .presets import Presets
 from .queries import BlackBoxAttack, Oracle, check_grid
 
 
@@ -66,6 +67,7 @@ class Parsimonious(BlackBoxAttack):
 
     name = "parsimonious"
     budget = Budget.linf("eps")  # every pixel is clean +- eps, clamped to [0, 1]
+    presets = Presets("parsimonious", "eps", ((0, 16), (1, 8), (2, 4)))  # PSNR 30, 35, 40 dB (attacks.presets)
 
     eps: float = 0.05
     block_size: int = 32

@@ -30,6 +30,7 @@ import torch
 
 from .base import register_attack
 from .budget import Budget
+from .presets import Presets
 from .queries import BlackBoxAttack, Oracle, random_int, square_fraction
 
 #: random sub-squares painted over the black patch to initialise it (the Sparse-RS code's count)
@@ -51,6 +52,7 @@ class PatchRS(BlackBoxAttack):
 
     name = "patch-rs"
     budget = Budget.l0("eps")  # only the patch's side x side <= eps pixel positions change
+    presets = Presets("patch-rs", "eps", ((0, 16), (1, 8), (2, 4)), integer=True)  # areas for PSNR 30, 35, 40 dB
 
     eps: int = 169
     p_init: float = 0.8

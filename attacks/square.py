@@ -24,6 +24,7 @@ import torch
 
 from .base import register_attack
 from .budget import Budget
+from .presets import Presets
 from .queries import BlackBoxAttack, Oracle, SquareWindows, check_grid, signs_that_change, square_fraction
 
 
@@ -42,6 +43,7 @@ class Square(BlackBoxAttack):
 
     name = "square"
     budget = Budget.linf("eps")  # every pixel of the result is clean +- eps or clean, clamped to [0, 1]
+    presets = Presets("square-attack", "eps", ((0, 2), (1, 4), (2, 8), (3, 16)))  # --eps b: eps = b
 
     eps: float = 0.1
     p_init: float = 0.05

@@ -336,15 +336,15 @@ def _check_names(config: pytest.Config) -> None:
     """
     from iqa_robustness.attacks import parse_attack_specs
     from iqa_robustness.metrics import list_metrics
-    from iqa_robustness.runner.grid import unbudgeted_reason
+    from iqa_robustness.runner.grid import budgets_of
 
     budgets = budgets_option(config)
     try:
         list_metrics(config.getoption("--metric"))
         grid_metrics(config)
         for spec in parse_attack_specs(config.getoption("--attack")):
-            if budgets is not None and unbudgeted_reason(spec) is None:
-                spec.at_budget(budgets[0])  # a spec giving the bound --eps sets stops the session here
+            if budgets is not None:
+                budgets_of(spec, budgets)  # a spec giving the value --eps sets stops the session here
     except (KeyError, ValueError) as exc:
         raise pytest.UsageError(str(exc).strip("'\"")) from None
 
@@ -437,7 +437,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     from iqa_robustness.attacks import parse_attack_specs
     from iqa_robustness.data.registry import is_video_dataset
     from iqa_robustness.metrics import get_spec
-    from iqa_robustness.runner.grid import build_grid, unbudgeted_reason
+    from iqa_robustness.runner.grid import build_grid, skip_reason
 
     _register_attack_markers(metafunc.config)
     opt = metafunc.config.getoption
@@ -472,8 +472,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             marks.append(pytest.mark.slow)
         if not opt("--random-weights"):
             marks.append(pytest.mark.weights)
-        if budgets is not None and case.budget is None:  # the attack declares no L-inf bound --eps could set
-            marks.append(pytest.mark.skip(reason=unbudgeted_reason(case.attack_spec)))
+        if budgets is not None and (reason := skip_reason(case, budgets)):  # no value --eps could set
+            marks.append(pytest.mark.skip(reason=reason))
         params.append(pytest.param(case, id=case.id, marks=marks))
     if not params:
         metafunc.config.stash.setdefault(STASH_EMPTY_GRIDS, set()).add(metafunc.definition.nodeid)
