@@ -7,11 +7,13 @@ universal perturbation (:mod:`attacks.universal`), starts at zero. Each iteratio
 of side ``round(sqrt(p * 256 * 256))`` (``p`` from ``p_init`` on Square's schedule,
 :func:`square_fraction`, rescaled to the budget), sets the perturbation inside it to a per-channel
 constant ``+-eps`` (signs redrawn until the window changes), and keeps the candidate only when the mean
-q rises strictly. One query is that mean over the **whole training set** (``batch_size=0``; a
-full-reference metric scores each distorted copy against its clean reference); a positive
+q rises strictly. One query is that mean over the **whole training set**, each image at its own size
+with the perturbation tiled over it (``batch_size=0``; not the 256 x 256 copies the gradient-trained
+universal attacks train on; a full-reference metric scores each distorted copy against its clean
+reference); a positive
 ``batch_size`` takes that many training images, drawn once at random, instead (the suite's CPU cap:
 ``iqa_robustness.runner.config.SuiteConfig.query_images``). ``queries`` scores in all, the first of
-the zero perturbation (the source makes 10 000 updates after it: one more). Applied, the result is
+the zero perturbation, then ``queries - 1`` updates (the source's 10 000: 10 001 by default). Applied, the result is
 clamped to [0, 1] like the images the search scored (unlike the MSU code's gradient-trained
 perturbations).
 
@@ -57,12 +59,13 @@ class SquareUAP(UniversalAttack):
     family: ClassVar[str] = "blackbox"
     needs_gradient: ClassVar[bool] = False
     iterations_attr: ClassVar[str | None] = "queries"
+    trains_at_native_size: ClassVar[bool] = True  # the source scores the training images as they are
     budget = Budget.linf_times_amplitude("eps")  # every value of delta is 0 or +-eps
 
     epochs: int = 1
     batch_size: int = 0
     eps: float = 0.1
-    queries: int = 10_000
+    queries: int = 10_001  # the zero perturbation's score, then the source's 10 000 updates
     p_init: float = 0.05
 
     def __post_init__(self) -> None:
@@ -78,14 +81,18 @@ class SquareUAP(UniversalAttack):
             index = list(range(n))
         else:
             index = torch.randperm(n, generator=batches.sampler)[: self.batch_size].tolist()
-        views = batches.views(batches.data.batch(index).to(batches.device))
+        by_size: dict[tuple[int, ...], list[torch.Tensor]] = {}
+        for image in batches.data.as_given(index):  # the source scores each image at its own size
+            by_size.setdefault(tuple(image.shape), []).append(image)
+        views = [view for same in by_size.values() for view in batches.views(torch.stack(same).to(batches.device))]
         windows = SquareWindows.on(_SIDE, _SIDE, _SIDE)
         delta = torch.zeros(1, 3, _SIDE, _SIDE, device=batches.device)
         with torch.no_grad():
             best = _mean_q(metric, views, delta)
             curve = [(1, best)]
             for it in range(1, self.queries):
-                side = windows.side(square_fraction(self.p_init, it - 1, self.queries))  # the source counts from 0
+                # update it - 1 of queries - 1, as the source's p_selection(p_init, i_iter, n_iters) counts them
+                side = windows.side(square_fraction(self.p_init, it - 1, max(1, self.queries - 1)))
                 window = (Ellipsis, *windows.corner(side, rng))
                 candidate = delta.clone()
                 candidate[window] = signs_that_change(
@@ -96,7 +103,8 @@ class SquareUAP(UniversalAttack):
                     delta, best = candidate, q
                 curve.append((it + 1, best))
         perturbation = Perturbation(delta=delta.cpu())
-        perturbation.meta.update(queries_used=self.queries, query_images=len(index), query_curve=thin_curve(curve))
+        n_images = sum(len(same) for same in by_size.values())
+        perturbation.meta.update(queries_used=self.queries, query_images=n_images, query_curve=thin_curve(curve))
         return perturbation
 
     def apply(

@@ -19,7 +19,6 @@ from test_plugin import run_suite
 from iqa_robustness.attacks import Budget, BudgetExceededError, create_attack, list_attacks
 from iqa_robustness.attacks.budget import active_budgets, changed_pixels
 from iqa_robustness.attacks.queries import QueryRecord, mean_curve, recording_queries, square_fraction
-from iqa_robustness.attacks.training import uap_train_transform
 from iqa_robustness.conventions import CPU_MAX_QUERIES, CPU_QUERY_IMAGES
 from iqa_robustness.metrics.base import FullReferenceMetric, Metric, MetricSpec
 from iqa_robustness.runner.config import SuiteConfig
@@ -185,7 +184,7 @@ def test_the_mean_curve_carries_each_images_best_forward() -> None:
 def test_square_uap_searches_a_universal_perturbation_with_training_set_mean_queries(tmp_path) -> None:
     metric = Brightness()
     attack = create_attack("square-uap", queries=25)
-    train = [img for img in images(3, (64, 64))]
+    train = [img for img in images(3, (256, 256))]  # the windows lie in a 256 x 256 grid, tiled over the images
     perturbation = attack.fit(metric, train, cache_dir=tmp_path)
 
     assert metric.scored == 25 * 3  # one query per iteration, each scoring the whole training set
@@ -203,13 +202,14 @@ def test_square_uap_searches_a_universal_perturbation_with_training_set_mean_que
     assert attack.fit(Brightness(), train, cache_dir=tmp_path).from_cache
 
 
-def test_a_square_uap_query_is_the_mean_over_the_whole_training_set_not_over_eight_images() -> None:
-    train = images(12, (64, 64))
+def test_a_square_uap_query_is_the_mean_over_the_whole_training_set_as_given_not_over_eight_images() -> None:
+    train = [*images(8, (64, 64)), *images(4, (40, 48))]
     metric = Brightness()
     perturbation = create_attack("square-uap", queries=4).fit(metric, train)
     assert metric.scored == 4 * 12
-    # the first query scores the zero perturbation: the mean q of all twelve prepared training images
-    assert perturbation.meta["query_curve"][0][1] == pytest.approx(float(uap_train_transform(train).mean()), abs=1e-6)
+    # the first query scores the zero perturbation: the mean q of all twelve training images at their own sizes
+    expected = sum(float(img.mean()) for img in train) / 12
+    assert perturbation.meta["query_curve"][0][1] == pytest.approx(expected, abs=1e-6)
     assert create_attack("square-uap", queries=4, batch_size=8).fit(Brightness(), train).meta["query_images"] == 8
 
 
