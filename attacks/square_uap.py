@@ -9,8 +9,8 @@ of side ``round(sqrt(p * 256 * 256))`` (``p`` from ``p_init`` on Square's schedu
 constant ``+-eps`` (signs redrawn until the window changes), and keeps the candidate only when the mean
 q rises strictly. One query is that mean over the **whole training set**, each image at its own size
 with the perturbation tiled over it (``batch_size=0``; not the 256 x 256 copies the gradient-trained
-universal attacks train on; a full-reference metric scores each distorted copy against its clean
-reference); a positive
+universal attacks train on; a full-reference metric scores the JPEG copy of each perturbed image against
+the clean one, as the source's ``metric(y, jpeg(clamp(y + noise)))``); a positive
 ``batch_size`` takes that many training images, drawn once at random, instead (the suite's CPU cap:
 ``iqa_robustness.runner.config.SuiteConfig.query_images``). ``queries`` scores in all, the first of
 the zero perturbation, then ``queries - 1`` updates (the source's 10 000: 10 001 by default). Applied, the result is
@@ -23,8 +23,8 @@ queries. No attack library implements a query-based universal perturbation; it i
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -84,7 +84,8 @@ class SquareUAP(UniversalAttack):
         by_size: dict[tuple[int, ...], list[torch.Tensor]] = {}
         for image in batches.data.as_given(index):  # the source scores each image at its own size
             by_size.setdefault(tuple(image.shape), []).append(image)
-        views = [view for same in by_size.values() for view in batches.views(torch.stack(same).to(batches.device))]
+        groups = [torch.stack(same).to(batches.device) for same in by_size.values()]
+        views = [_View(g, g, d) for g in groups for d in batches.distortions] or [_View(g) for g in groups]
         windows = SquareWindows.on(_SIDE, _SIDE, _SIDE)
         delta = torch.zeros(1, 3, _SIDE, _SIDE, device=batches.device)
         with torch.no_grad():
@@ -119,19 +120,32 @@ class SquareUAP(UniversalAttack):
 _CHUNK = 16
 
 
-def _mean_q(metric: Metric, views: list[tuple[torch.Tensor, torch.Tensor | None]], delta: torch.Tensor) -> float:
-    """One query: the mean q over the training images of ``clamp(x + delta)`` (delta tiled to their size)."""
-    total, count = 0.0, 0
-    for inputs, references in views:
-        for start in range(0, inputs.shape[0], _CHUNK):
-            x = inputs[start : start + _CHUNK]
-            bound = (
-                metric.reference(references[start : start + _CHUNK])
-                if references is not None
-                else contextlib.nullcontext()
-            )
-            with bound:
-                q = metric.quality((x + tile_to(delta, x.shape[-2:])).clamp(0.0, 1.0))
-            total += float(q.sum())
-            count += x.shape[0]
-    return total / count
+@dataclasses.dataclass(frozen=True)
+class _View:
+    """Training images as one query scores them: ``distort(clamp(images + delta))``, against ``references``
+    for a full-reference metric (the source's ``metric(y, jpeg(clamp(y + noise)))``)."""
+
+    images: torch.Tensor
+    references: torch.Tensor | None = None
+    distort: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def quality(self, metric: Metric, delta: torch.Tensor) -> torch.Tensor:
+        """q of every image of the view under the perturbation ``delta`` (tiled to their size)."""
+        scores = []
+        for start in range(0, self.images.shape[0], _CHUNK):
+            x = self.images[start : start + _CHUNK]
+            x = (x + tile_to(delta, x.shape[-2:])).clamp(0.0, 1.0)
+            if self.distort is not None:
+                x = self.distort(x)
+            if self.references is None:
+                scores.append(metric.quality(x))
+                continue
+            with metric.reference(self.references[start : start + _CHUNK]):
+                scores.append(metric.quality(x))
+        return torch.cat(scores)
+
+
+def _mean_q(metric: Metric, views: list[_View], delta: torch.Tensor) -> float:
+    """One query: the mean q over the training images (over every distortion, for a full-reference metric)."""
+    scores = torch.cat([view.quality(metric, delta).float().cpu() for view in views])
+    return float(scores.mean())

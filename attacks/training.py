@@ -279,16 +279,10 @@ class Batches:
                 with self._metric.reference(clean):
                     yield distort(clean)
 
-    def views(self, clean: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-        """What the metric scores of the clean images ``clean``: ``[(inputs, reference or None), ...]``.
-
-        The clean images themselves for a no-reference metric; for a full-reference one, one distorted
-        copy per distortion with the clean images as its references (bind them with
-        ``metric.reference``), as :meth:`__iter__` yields them one batch at a time.
-        """
-        if not self._distortions:
-            return [(clean, None)]
-        return [(distort(clean), clean) for _label, distort in self._distortions]
+    @property
+    def distortions(self) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+        """The distortions a full-reference metric is trained through (empty for a no-reference one)."""
+        return [distort for _label, distort in self._distortions]
 
     def report(self, step: int, loss: float) -> None:
         """Log the loss of step ``step`` (0-based): every epoch's mean and, on long runs, progress."""

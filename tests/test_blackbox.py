@@ -213,6 +213,21 @@ def test_a_square_uap_query_is_the_mean_over_the_whole_training_set_as_given_not
     assert create_attack("square-uap", queries=4, batch_size=8).fit(Brightness(), train).meta["query_images"] == 8
 
 
+def test_square_uap_on_a_full_reference_metric_distorts_each_perturbed_image_as_the_source() -> None:
+    train, seen = images(2, (256, 256)), []
+
+    def halve(x: torch.Tensor) -> torch.Tensor:  # stands in for the suite's JPEG copy
+        seen.append(x.clone())
+        return x * 0.5
+
+    metric = Closeness()
+    perturbation = create_attack("square-uap", queries=6).fit(metric, train, distortions=[("half", halve)])
+    assert len(seen) == 6  # every query distorts the perturbed images: metric(y, jpeg(clamp(y + noise)))
+    assert torch.equal(seen[0], train)
+    assert not torch.equal(seen[1], train)
+    assert perturbation.meta["query_curve"][0][1] == pytest.approx(float((0.5 * train - train).mean()), abs=1e-6)
+
+
 def test_the_query_budget_is_capped_on_the_cpu_only() -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert SuiteConfig().query_limit(10_000, cpu)[0] == CPU_MAX_QUERIES
