@@ -10,7 +10,8 @@ queries, the probes clamped to [0, 1]); then it always takes the step
 no query scores the iterate, and no step is refused. ``iters`` iterations of 40 queries make the
 source's 10 000; a smaller budget runs ``queries // (2 * samples)`` iterations (one iteration with
 fewer directions when the budget is below ``2 * samples``). The query curve is the mean of each
-iteration's probe scores, q near the iterate (:mod:`attacks.queries`).
+iteration's probe scores, q near the iterate (:mod:`attacks.queries`). What still differs from the
+source's code: docs/differences.md.
 
 ART and foolbox implement NES-style estimation inside classifier attacks (margin or cross-entropy
 losses) only; none takes a regression objective, so the estimator is written here.

@@ -15,7 +15,7 @@ the clean one, as the source's ``metric(y, jpeg(clamp(y + noise)))``); a positiv
 ``iqa_robustness.runner.config.SuiteConfig.query_images``). ``queries`` scores in all, the first of
 the zero perturbation, then ``queries - 1`` updates (the source's 10 000: 10 001 by default). Applied, the result is
 clamped to [0, 1] like the images the search scored (unlike the MSU code's gradient-trained
-perturbations).
+perturbations). What still differs from the source's code: docs/differences.md.
 
 The training record (:attr:`Perturbation.meta`) keeps the queries made and the best mean q against
 queries. No attack library implements a query-based universal perturbation; it is written here.
