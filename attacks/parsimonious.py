@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -113,7 +114,9 @@ class Parsimonious(BlackBoxAttack):
             return result
 
 
-def _mini_batch(score, signs: torch.Tensor, members: list[int]) -> tuple[torch.Tensor, float]:
+def _mini_batch(
+    score: Callable[[torch.Tensor], list[float]], signs: torch.Tensor, members: list[int]
+) -> tuple[torch.Tensor, float]:
     """One mini-batch of the source's ``LocalSearchHelper.perturb``: rescore, insert, delete."""
     (q,) = score(signs.unsqueeze(0))
     for inserting in (True, False):
