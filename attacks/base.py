@@ -6,8 +6,9 @@ serve as the pytest id and the MLflow params. Each class declares its perturbati
 (:mod:`attacks.budget`), and the base class checks every result against it.
 
 An L-inf budget ``b`` (``--eps``) puts an attack at that budget by one rule,
-:meth:`Attack.values_at_budget`: the field of the class's L-inf bound becomes ``b``, and the step
-the class names in ``budget_step`` becomes ``b / iterations``. A class declares both as data.
+:meth:`Attack.values_at_budget`: the benchmark's preset for that level when the class declares
+``presets`` (:mod:`attacks.presets`), otherwise the field of the class's L-inf bound becomes ``b``, and
+the step the class names in ``budget_step`` becomes ``b / iterations``. A class declares all three as data.
 
 Losses are summed over the batch so that each image gets exactly its own gradient: running a
 batch gives the same per-image result as running each image alone.
@@ -28,6 +29,7 @@ from iqa_robustness.metrics.base import Metric
 from iqa_robustness.registry import Registry
 
 from .budget import Budget, active_budgets, declared_budgets
+from .presets import Presets
 
 
 class UnknownAttackError(ValueError):
@@ -61,6 +63,8 @@ class Attack:
         budget_axis: False for a class whose cases run once whatever the L-inf budgets of ``--eps``
             (``certify`` has an L2 radius of its own); :meth:`AttackSpec.at_budget
             <attacks.spec.AttackSpec.at_budget>` then leaves its spec as it is.
+        presets: the follow-up benchmark's calibrated value per budget level (:class:`~attacks.presets.Presets`),
+            which a budget takes before the L-inf rule; ``None`` when the benchmark has none.
     """
 
     name: ClassVar[str] = ""
@@ -73,6 +77,7 @@ class Attack:
     budget_step: ClassVar[tuple[str, str] | None] = None
     opt_in: ClassVar[bool] = False
     budget_axis: ClassVar[bool] = True
+    presets: ClassVar[Presets | None] = None
 
     def hyperparameters(self) -> dict[str, Any]:
         """Every field with its value; an optional bound left unset (``linf=None``) is no hyperparameter of the run."""
@@ -89,21 +94,30 @@ class Attack:
         return next((b.field for b in declared_budgets(cls.budget) if b.bounds_linf), None)
 
     @classmethod
-    def values_at_budget(cls, budget: float, values: Mapping[str, Any]) -> dict[str, Any] | None:
+    def values_at_budget(
+        cls, budget: float, values: Mapping[str, Any], metric: str | None = None
+    ) -> dict[str, Any] | None:
         """The hyperparameters that put this attack at the L-inf budget ``budget`` (``--eps``).
 
-        The rule: the field of the class's L-inf bound (:meth:`budget_field`) takes ``budget``; with a
-        ``budget_step`` ``(step, iterations)``, the step takes ``budget / values[iterations]``, so the
-        steps still add up to the budget. Universal attacks bound their perturbation at amplitude 1,
-        so ``budget`` is their bound at amplitude 1.
+        The rule: a class with ``presets`` takes the benchmark's preset for that level and metric, where
+        there is one (:meth:`attacks.presets.Presets.value`); otherwise the field of the class's L-inf bound
+        (:meth:`budget_field`) takes ``budget``; with a ``budget_step`` ``(step, iterations)``, the step
+        takes ``budget / values[iterations]``, so the steps still add up to the budget. Universal attacks
+        bound their perturbation at amplitude 1, so ``budget`` is their bound at amplitude 1.
 
         Args:
             budget: the L-inf radius, in [0, 1] pixel units (4/255 = 0.0157).
             values: every hyperparameter of the attack as it would run (defaults and given values).
+            metric: the attacked metric's name, for a preset calibrated per metric.
 
         Returns:
-            Field -> value, or ``None`` when the class declares no L-inf bound a budget could set.
+            Field -> value (the field the budget bounds first), or ``None`` when the class has neither a
+            preset at this level nor an L-inf bound a budget could set.
         """
+        if cls.presets is not None:
+            preset = cls.presets.value(budget, metric)
+            if preset is not None:
+                return {cls.presets.field: preset}
         field = cls.budget_field()
         if field is None:
             return None

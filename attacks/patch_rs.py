@@ -2,15 +2,20 @@
 Hein, "Sparse-RS: a versatile framework for query-efficient sparse black-box adversarial attacks",
 AAAI 2022), raising a quality metric's score.
 
-One square patch of ``eps`` pixels (169 = 13 x 13) replaces the image at a random place. It starts
-black with 1000 random sub-squares of colours in {0, 1} per channel painted over it (the Sparse-RS
-code's ``random_squares``); every 4th iteration the patch moves by up to
-``0.75 * (1 - it / n) * side`` pixels in each direction, every other iteration a random sub-square
-of it (side ``sqrt(p) * side``, ``p`` from ``p_init = 0.8`` halved on Square's schedule) takes a
-random colour in {0, 1}^3. A candidate is kept only when q rises strictly, and the patched image is
-returned only when its q is strictly above the clean image's (the first query); otherwise the clean
-image. The result differs from the clean image in at most ``eps`` pixel positions: the class
-declares that L0 budget.
+As the follow-up benchmark's code runs it (adversarial-defenses-for-iqa, ``metrics/methods/patch-rs/run.py``,
+the Sparse-RS code's ``patches`` threat model; docs/methodology.md, "Black-box attacks"): one square
+patch of ``eps`` pixels (169 = 13 x 13) replaces the image at a random place. It starts black with 1000
+random sub-squares of colours in {0, 1} per channel painted over it (Sparse-RS's ``random_squares``).
+Iteration ``it`` of ``n`` (the budget) moves the patch by up to ``int(0.75 * (1 - it / n) * H)`` pixels
+in each direction, ``H`` the image height, when ``it`` is a multiple of 4 and that range is not 0;
+otherwise it recolours a random sub-square of the patch (side ``sqrt(p) * side``, ``p`` from
+``p_init = 0.8`` halved on Square's schedule) with a random colour in {0, 1}^3, a colour different from
+the old one when the sub-square is one pixel; from iteration ``it_start_cu`` on (half-way from the
+first one-pixel sub-square to the end, about 6 000 of 10 000 for 13 x 13) it flips one channel of one
+pixel instead. A candidate is kept only when q rises strictly. The first query scores the initial
+patch; the result is the patched image the search holds, whether or not it beats the clean image, as
+the source returns it. It differs from the clean image in at most ``eps`` pixel positions: the class
+declares that L0 budget. What still differs from the source's code: docs/differences.md.
 
 ART, torchattacks and foolbox implement Sparse-RS (or none of its patch variant) for a classifier's
 margin loss only; none takes a regression objective, so the search is written here.
@@ -25,6 +30,7 @@ import torch
 
 from .base import register_attack
 from .budget import Budget
+from .presets import Presets
 from .queries import BlackBoxAttack, Oracle, random_int, square_fraction
 
 #: random sub-squares painted over the black patch to initialise it (the Sparse-RS code's count)
@@ -37,15 +43,16 @@ class PatchRS(BlackBoxAttack):
     """Sparse-RS with one square patch.
 
     Attributes:
-        queries: query budget per image (the first scores the clean image, the second the initial patch).
+        queries: query budget per image (the first scores the initial patch).
         seed: seeds each image's generator.
         eps: the patch's area in pixels (its side is ``round(sqrt(eps))``).
         p_init: initial fraction of the patch a recoloured sub-square covers.
-        move_every: every this many iterations the patch moves instead of recolouring.
+        move_every: every this many iterations the patch moves instead of recolouring (while it may move).
     """
 
     name = "patch-rs"
     budget = Budget.l0("eps")  # only the patch's side x side <= eps pixel positions change
+    presets = Presets("patch-rs", "eps", ((0, 16), (1, 8), (2, 4)), integer=True)  # areas for PSNR 30, 35, 40 dB
 
     eps: int = 169
     p_init: float = 0.8
@@ -63,31 +70,49 @@ class PatchRS(BlackBoxAttack):
                 top, left = random_int(0, side - s, rngs[i]), random_int(0, side - s, rngs[i])
                 patch[:, top : top + s, left : left + s] = self._colour(c, s, rngs[i])
             patches.append(patch.to(images))
-            places.append((random_int(0, h - side, rngs[i]), random_int(0, w - side, rngs[i])))
-        clean_q = oracle(images)
-        oracle.floor = clean_q.tolist()
-        best_q = oracle(self._paste(images, patches, places, side)) if self.queries > 1 else clean_q
+            # torch.randint(h - s): the first place is never on the last row or column
+            places.append((random_int(0, max(0, h - side - 1), rngs[i]), random_int(0, max(0, w - side - 1), rngs[i])))
+        best_q = oracle(self._paste(images, patches, places, side))
         oracle.report_all(best_q)
-        for it in range(1, self.queries - 1):
+        single_channel_from = self.single_channel_start(side)
+        for it in range(1, self.queries):
+            s = self._sub_square(it, side)
+            reach = int(0.75 * (1 - it / self.queries) * h)
+            move = it % self.move_every == 0 and reach > 0
             new_patches, new_places = [p.clone() for p in patches], list(places)
             for i in range(n):
-                if it % self.move_every == 0:
-                    reach = max(1, round(0.75 * (1 - it / self.queries) * side))
+                if move:
                     top, left = places[i]
                     top = min(max(top + random_int(-reach, reach, rngs[i]), 0), h - side)
                     left = min(max(left + random_int(-reach, reach, rngs[i]), 0), w - side)
                     new_places[i] = (top, left)
-                else:
-                    s = max(1, min(side, int(math.sqrt(square_fraction(self.p_init, it, self.queries)) * side)))
-                    top, left = random_int(0, side - s, rngs[i]), random_int(0, side - s, rngs[i])
-                    new_patches[i][:, top : top + s, left : left + s] = self._colour(c, s, rngs[i]).to(images)
+                    continue
+                top, left = random_int(0, side - s, rngs[i]), random_int(0, side - s, rngs[i])
+                window = new_patches[i][:, top : top + s, left : left + s]
+                if it >= single_channel_from:  # one channel of one pixel flips
+                    channel = random_int(0, c - 1, rngs[i])
+                    window[channel] = 1.0 - window[channel]
+                    continue
+                colour = self._colour(c, s, rngs[i]).to(images)
+                while s == 1 and torch.equal(colour, window):  # a one-pixel sub-square takes a new colour
+                    colour = self._colour(c, s, rngs[i]).to(images)
+                window.copy_(colour)
             q = oracle(self._paste(images, new_patches, new_places, side))
             for i in range(n):
                 if q[i] > best_q[i]:
                     patches[i], places[i], best_q[i] = new_patches[i], new_places[i], q[i]
                 oracle.report(i, best_q[i])
-        patched = self._paste(images, patches, places, side)
-        return torch.where((best_q > clean_q)[:, None, None, None], patched, images)
+        return self._paste(images, patches, places, side)
+
+    def _sub_square(self, it: int, side: int) -> int:
+        """Side of the sub-square recoloured at iteration ``it``: ``sqrt(p) * side``, at least 1."""
+        return max(1, min(side, int(math.sqrt(square_fraction(self.p_init, it, self.queries)) * side)))
+
+    def single_channel_start(self, side: int) -> int:
+        """The iteration single-channel flips start at: half-way from the first one-pixel sub-square to the
+        end (the source's ``it_start_cu``); the budget when sub-squares never shrink to one pixel."""
+        first = next((it for it in range(self.queries) if self._sub_square(it, side) == 1), None)
+        return self.queries if first is None else first + (self.queries - first) // 2
 
     @staticmethod
     def _colour(c: int, s: int, rng: torch.Generator) -> torch.Tensor:

@@ -3,8 +3,9 @@
 A black-box attack sees only the metric's scores: it calls ``metric(x)`` (under ``torch.no_grad``),
 never a gradient, so it runs on every metric, differentiable or not, no-reference or full-reference
 (the oracle binds each candidate's own reference row, :meth:`~iqa_robustness.metrics.base.Metric.reference_rows`).
-It maximises the oriented score q, accepts a step only on strict improvement, counts every score of
-one image as one query and stops at its budget ``queries`` (docs/methodology.md, "Black-box attacks").
+It maximises the oriented score q as the source's code does (docs/methodology.md, "Black-box attacks";
+what differs from that code: docs/differences.md), counts every score of one image as one query and
+never exceeds its budget ``queries``.
 
 Randomness is per image: every image of a batch draws from its own ``torch.Generator`` seeded with the
 attack's ``seed``, so an image gets the same result in any batch, or alone.
@@ -13,6 +14,11 @@ The queries an attack made reach the runner through one channel, :func:`recordin
 block every black-box call appends one :class:`QueryRecord` per image (queries used, best q against
 queries) to the :class:`QueryLog` it yields. Attacks stay pure functions of their inputs; outside the
 block nothing is recorded.
+
+A query curve holds, after the queries made so far, the q of the image the attack would return if it
+stopped there: the best so far for a search that keeps only improvements (Square, Patch-RS, One-pixel),
+the current iterate for one that always steps (Parsimonious's mini-batches; NES, whose curve is the mean
+of each iteration's probe scores around its iterate, since the source spends no query on the iterate).
 """
 
 from __future__ import annotations
@@ -21,8 +27,7 @@ import bisect
 import contextlib
 import contextvars
 import dataclasses
-import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import ClassVar
 
 import torch
@@ -44,8 +49,8 @@ class QueryRecord:
     """What one black-box run did on one image.
 
     Attributes:
-        used: queries made (scores of this image, the clean one included).
-        curve: ``(queries so far, best q so far)`` points, in query order; the last is the result's q.
+        used: queries made (scores of this image).
+        curve: ``(queries so far, q held)`` points, in query order (see the module docstring).
     """
 
     used: int = 0
@@ -97,9 +102,6 @@ class Oracle:
         self.budget = budget
         self.used = [0] * n_images
         self.curves: list[list[tuple[int, float]]] = [[] for _ in range(n_images)]
-        #: per image, a q the result is known to reach whatever the search holds (the clean image's, for
-        #: an attack that returns the clean image unless its search beats it); the curve never drops below
-        self.floor = [-math.inf] * n_images
 
     def left(self, image: int) -> int:
         """Queries image ``image`` may still make."""
@@ -141,13 +143,13 @@ class Oracle:
             self.used[i] += n
         return torch.cat(scores) if scores else torch.empty(0)
 
-    def report(self, image: int, best: float) -> None:
-        """Mark the best q image ``image`` holds after the queries it has made so far (one curve point)."""
-        self.curves[image].append((self.used[image], max(float(best), self.floor[image])))
+    def report(self, image: int, held: float) -> None:
+        """Mark the q of the image ``image``'s search holds after the queries it has made so far (a curve point)."""
+        self.curves[image].append((self.used[image], float(held)))
 
-    def report_all(self, best: torch.Tensor) -> None:
-        """:meth:`report` for every image of the batch at once (``best``: one q per image)."""
-        for i, value in enumerate(best.tolist()):
+    def report_all(self, held: torch.Tensor) -> None:
+        """:meth:`report` for every image of the batch at once (``held``: one q per image)."""
+        for i, value in enumerate(held.tolist()):
             self.report(i, value)
 
     def records(self) -> list[QueryRecord]:
@@ -209,6 +211,73 @@ def square_fraction(p_init: float, it: int, n_iters: int) -> float:
 def random_int(low: int, high: int, rng: torch.Generator) -> int:
     """A uniform integer in ``[low, high]`` (both included) from ``rng``."""
     return int(torch.randint(low, high + 1, (1,), generator=rng))
+
+
+@dataclasses.dataclass(frozen=True)
+class SquareWindows:
+    """Where Square-style searches draw their windows: a fixed grid, or the image itself.
+
+    The follow-up benchmark's Square and Square-UAP work on a 3 x 256 x 256 grid: the window side is
+    ``round(sqrt(p * 256 * 256))`` (at most 255) and the window's top-left corner is drawn in
+    ``[0, 256 - side)``, as ``np.random.randint(0, h - s)`` draws it. On an image that grid is the
+    image's top-left 256 x 256 region; on an image smaller than the grid the region is the image, and
+    the side at most the region's side less one (the source would waste a query on every window that
+    leaves the image). ``grid=0`` puts the grid on the whole image: windows of ``sqrt(p * H * W)``.
+
+    Attributes:
+        area: pixels the fraction ``p`` is taken of (``grid**2``, or ``H * W``).
+        height, width: the region the windows lie in.
+    """
+
+    area: int
+    height: int
+    width: int
+
+    @classmethod
+    def on(cls, grid: int, height: int, width: int) -> SquareWindows:
+        if grid == 0:
+            return cls(height * width, height, width)
+        return cls(grid * grid, min(grid, height), min(grid, width))
+
+    def side(self, fraction: float) -> int:
+        """The window side for the area fraction ``fraction``, in ``[1, region side - 1]``."""
+        return max(1, min(round((fraction * self.area) ** 0.5), self.height - 1, self.width - 1))
+
+    def corner(self, side: int, rng: torch.Generator) -> tuple[slice, slice]:
+        """A random window of ``side`` in the region, as (row, column) slices."""
+        top = random_int(0, max(0, self.height - side - 1), rng)
+        left = random_int(0, max(0, self.width - side - 1), rng)
+        return slice(top, top + side), slice(left, left + side)
+
+
+def check_grid(attack: Attack) -> None:
+    """Refuse a negative ``grid`` (0 is the whole image, a positive value the grid's side in pixels)."""
+    if attack.grid < 0:
+        raise ValueError(
+            f"{attack.name}: grid is the side of the grid the search works on (the source's 256) or 0 for the "
+            f"whole image, got {attack.grid}"
+        )
+
+
+#: sign draws before a window that changes nothing is queried anyway (only reached with eps = 0: with
+#: eps > 0 at least 7 of the 8 per-channel sign choices change a window)
+_REDRAWS = 64
+
+
+def signs_that_change(
+    make: Callable[[torch.Tensor], torch.Tensor], held: torch.Tensor, channels: int, rng: torch.Generator
+) -> torch.Tensor:
+    """``make(signs)`` for per-channel signs (C, 1, 1) in {-1, 1} redrawn until it differs from ``held``.
+
+    The benchmark's Square and Square-UAP redraw a window's signs ``while`` it would leave the image (or
+    the perturbation) unchanged, so that no query is wasted on a repeat.
+    """
+    for _ in range(_REDRAWS):
+        signs = torch.randint(0, 2, (channels, 1, 1), generator=rng).to(held) * 2 - 1
+        window = make(signs)
+        if not torch.equal(window, held):
+            break
+    return window
 
 
 #: points a query curve keeps at most (case results, MLflow histories and plots stay small)

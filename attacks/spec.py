@@ -19,9 +19,9 @@ since ids are file stems and MSU result files are ``<attack>_<metric>_test.csv``
 :attr:`AttackSpec.text` is exact and parses back to the same spec.
 
 :meth:`AttackSpec.at_budget` is the spec at an L-inf budget of ``--eps``: the values the attack class
-derives for the budget (:meth:`attacks.base.Attack.values_at_budget`) under the values given here,
-which win (``ifgsm(alpha=0.002)`` keeps its step at every budget). The field that holds the bound
-itself cannot be given as well: the budget is that value.
+derives for the budget (:meth:`attacks.base.Attack.values_at_budget`: the benchmark's preset, or the
+bound) under the values given here, which win (``ifgsm(alpha=0.002)`` keeps its step at every budget).
+The field the budget sets cannot be given as well: the budget is that value.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from iqa_robustness.conventions import budget_in_units
 from iqa_robustness.registry import GLOB_CHARACTERS, split_commas
 
 from .base import ATTACKS, Attack, attack_class, unknown_hyperparameter_message
@@ -93,33 +94,40 @@ class AttackSpec:
         except (TypeError, ValueError) as exc:  # the class's own checks (a madc pull_step above eps, ...)
             raise AttackSpecError(f"{self.text}: {exc}") from exc
 
-    def at_budget(self, budget: float) -> AttackSpec:
+    def at_budget(self, budget: float, metric: str | None = None) -> AttackSpec:
         """This attack at the L-inf budget ``budget``: the class's derived values, then the values given here.
 
         Args:
             budget: the L-inf radius in [0, 1] pixel units (``4 / 255``).
+            metric: the attacked metric, for a preset the benchmark calibrated per metric
+                (:mod:`attacks.presets`); ``None``: the median over its metrics.
 
         A class off the budget axis (``budget_axis = False``) gives this spec unchanged.
 
         Raises:
-            NoBudgetError: the class declares no L-inf bound (:meth:`~attacks.base.Attack.values_at_budget`
-                gives none).
-            AttackSpecError: this spec gives the bound's field itself, which the budget sets.
+            NoBudgetError: the class has no preset at this level and declares no L-inf bound
+                (:meth:`~attacks.base.Attack.values_at_budget` gives none).
+            AttackSpecError: this spec gives the value the budget sets (the bound, or the preset's field).
         """
         cls = self.cls
         if not cls.budget_axis:
             return self
-        derived = cls.values_at_budget(budget, {**cls.defaults(), **self.kwargs})
+        derived = cls.values_at_budget(budget, {**cls.defaults(), **self.kwargs}, metric)
         if derived is None:
+            levels = ""
+            if cls.presets is not None:
+                levels = f"the benchmark's presets are at {', '.join(map(_in_255ths, cls.presets.budgets))} only; "
             raise NoBudgetError(
-                f"{self.name} declares no L-inf bound ({describe_budgets(cls.budget)}), so --eps cannot set its "
-                "budget: run it without --eps, or declare one on the class "
-                '(budget = Budget.linf("eps"), or Budget.linf("linf", optional=True) with a projection)'
+                f"{self.name} has no value at {_in_255ths(budget)}: {levels}it declares no L-inf bound "
+                f"({describe_budgets(cls.budget)}), so --eps cannot set its budget: run it without --eps, or "
+                'declare one on the class (budget = Budget.linf("eps"), or Budget.linf("linf", optional=True) '
+                "with a projection)"
             )
-        field = cls.budget_field()
+        field = next(iter(derived))  # the value the budget sets: the bound, or the preset's field
         if field in self.kwargs:
+            what = "L-inf bound" if field == cls.budget_field() else "benchmark's preset"
             raise AttackSpecError(
-                f"{self.text}: {field} is the L-inf bound that --eps sets to each budget ({budget_slug(budget)} "
+                f"{self.text}: {field} is the {what} that --eps sets to each budget ({budget_slug(budget)} "
                 f"= {budget:.6g}); drop {field}= from the attack, or drop --eps"
             )
         return AttackSpec(self.name, {**derived, **self.kwargs})
@@ -307,6 +315,10 @@ def _coerce(cls: type[Attack], field: str, declared: Any, value: Any, shown: str
             raise refuse("a string")
         return value
     return value  # a type this parser does not know: the class's own checks decide
+
+
+def _in_255ths(budget: float) -> str:
+    return f"{budget_in_units(budget):g}/255"
 
 
 def _is_number(text: str) -> bool:

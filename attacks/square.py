@@ -1,12 +1,16 @@
 """Square attack, L-inf (Andriushchenko, Croce, Flammarion and Hein, "Square Attack: a query-efficient
 black-box adversarial attack via random search", ECCV 2020), raising a quality metric's score.
 
-Random search on the vertices of the L-inf ball: start at the clean image; every iteration draws a
-square window of side ``round(sqrt(p * H * W))`` at a random place, sets the perturbation inside it to
-a per-channel constant ``+-eps`` and keeps the candidate only when q rises strictly. The window's
-area fraction ``p`` starts at ``p_init`` and halves on the paper's schedule (:func:`square_fraction`),
-rescaled to the query budget. The whole image is searched, as in the original attack (the follow-up
-benchmark's code searched only its top-left 256 x 256 region).
+Random search on the vertices of the L-inf ball, as the follow-up benchmark's code runs it
+(adversarial-defenses-for-iqa, ``metrics/methods/square-attack/run.py``; docs/methodology.md,
+"Black-box attacks"): start at the clean image; every iteration draws a square window at a random
+place, sets the perturbation inside it to a per-channel constant ``+-eps`` (signs redrawn until the
+window changes the image) and keeps the candidate only when q rises strictly. The window's area
+fraction ``p`` starts at ``p_init`` and halves on the paper's schedule (:func:`square_fraction`),
+rescaled to the query budget. The windows live on a fixed 256 x 256 grid as in the source: side
+``round(sqrt(p * 256 * 256))``, inside the image's top-left 256 x 256 region
+(:class:`~attacks.queries.SquareWindows`); ``grid=0`` searches the whole image with windows of
+``sqrt(p * H * W)``. What still differs from the source's code: docs/differences.md.
 
 ART, torchattacks and foolbox implement Square for a classifier's margin loss only; none takes a
 regression objective such as a quality score, so the search is written here.
@@ -20,10 +24,8 @@ import torch
 
 from .base import register_attack
 from .budget import Budget
-from .queries import BlackBoxAttack, Oracle, random_int, square_fraction
-
-#: draws of a window that would leave the image unchanged before one is queried anyway
-_REDRAWS = 10
+from .presets import Presets
+from .queries import BlackBoxAttack, Oracle, SquareWindows, check_grid, signs_that_change, square_fraction
 
 
 @register_attack
@@ -35,32 +37,39 @@ class Square(BlackBoxAttack):
         queries: query budget per image (the clean image's score is the first).
         seed: seeds each image's generator.
         eps: L-inf bound.
-        p_init: initial fraction of the image a window covers.
+        p_init: initial fraction of the grid a window covers.
+        grid: side of the square grid the windows are drawn on (the source's 256); 0: the whole image.
     """
 
     name = "square"
     budget = Budget.linf("eps")  # every pixel of the result is clean +- eps or clean, clamped to [0, 1]
+    presets = Presets("square-attack", "eps", ((0, 2), (1, 4), (2, 8), (3, 16)))  # --eps b: eps = b
 
     eps: float = 0.1
     p_init: float = 0.05
+    grid: int = 256
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_grid(self)
 
     def search(self, oracle: Oracle, images: torch.Tensor, rngs: list[torch.Generator]) -> torch.Tensor:
         n, c, h, w = images.shape
+        windows = SquareWindows.on(self.grid, h, w)
         best = images.clone()
         best_q = oracle(best)
         oracle.report_all(best_q)
         for it in range(1, self.queries):
-            side = max(1, min(round((square_fraction(self.p_init, it, self.queries) * h * w) ** 0.5), h - 1, w - 1))
+            side = windows.side(square_fraction(self.p_init, it - 1, self.queries))  # the source counts from 0
             candidates = best.clone()
             for i in range(n):
-                top, left = random_int(0, h - side, rngs[i]), random_int(0, w - side, rngs[i])
-                window = (slice(None), slice(top, top + side), slice(left, left + side))
-                for _ in range(_REDRAWS):  # a window already at these vertices would waste a query
-                    signs = torch.randint(0, 2, (c, 1, 1), generator=rngs[i]).to(images) * 2 - 1
-                    patch = (images[i][window] + self.eps * signs).clamp(0.0, 1.0)
-                    if not torch.equal(patch, best[i][window]):
-                        break
-                candidates[i][window] = patch
+                window = (slice(None), *windows.corner(side, rngs[i]))
+                candidates[i][window] = signs_that_change(
+                    lambda signs, i=i, window=window: (images[i][window] + self.eps * signs).clamp(0.0, 1.0),
+                    best[i][window],
+                    c,
+                    rngs[i],
+                )
             q = oracle(candidates)
             better = q > best_q
             best[better] = candidates[better]

@@ -99,25 +99,45 @@ class TrainingSet:
     Small sets are decoded once and kept in memory; a dataset of more than
     :data:`PRELOAD_LIMIT` images (COCO, VOC) is decoded batch by batch, as the MSU loader does.
 
+    An attack that trains on the images as given (:attr:`UniversalAttack.trains_at_native_size`, Square-UAP
+    as its source does) gets them unprepared, each at its own size (:meth:`as_given`).
+
     Attributes:
         identity: dataset name and (image name, H, W) of every source image, or a content hash
             for unnamed tensors.
         images: (N, 3, 256, 256) float32 on the CPU, when kept in memory.
         dataset: the dataset decoded lazily otherwise.
+        native: the images as given, (3, H, W) float32 on the CPU each, for an attack that trains on them.
     """
 
     identity: dict[str, Any]
     images: torch.Tensor | None = None
     dataset: ImageSource | None = None
+    native: tuple[torch.Tensor, ...] | None = None
 
     def __len__(self) -> int:
-        return int(self.images.shape[0]) if self.images is not None else len(self.dataset)
+        if self.images is not None:
+            return int(self.images.shape[0])
+        return len(self.native) if self.native is not None else len(self.dataset)
+
+    def as_given(self, indices: Sequence[int]) -> list[torch.Tensor]:
+        """The images at ``indices`` as given, each (3, H, W) at its own size; undecodable ones are left out
+        when the dataset skips errors."""
+        if self.native is not None:
+            return [self.native[i] for i in indices]
+        if self.dataset is None:
+            raise ValueError("this training set keeps only the prepared 256x256 copies: prepare it with native=True")
+        return [t for t in (self.dataset.load(self.dataset.items[i]) for i in indices) if t is not None]
 
     def batch(self, indices: Sequence[int]) -> torch.Tensor:
         """The prepared images at ``indices`` (N, 3, 256, 256); undecodable ones are left out when
         the dataset skips errors."""
         if self.images is not None:
             return self.images[list(indices)]
+        if self.dataset is None:
+            raise ValueError(
+                "this training set keeps the images as given: use as_given(), or prepare it with native=False"
+            )
         loaded = (self.dataset.load(self.dataset.items[i]) for i in indices)
         tensors = [uap_train_transform(t) for t in loaded if t is not None]
         if not tensors:
@@ -132,7 +152,7 @@ LOSS_CURVE_POINTS = 2000
 PRELOAD_LIMIT = 512
 
 
-def prepare_training_set(train_images: Any) -> TrainingSet:
+def prepare_training_set(train_images: Any, *, native: bool = False) -> TrainingSet:
     """Turn the training data into a :class:`TrainingSet` (256x256 by :func:`uap_train_transform`).
 
     Args:
@@ -140,6 +160,7 @@ def prepare_training_set(train_images: Any) -> TrainingSet:
             :class:`iqa_robustness.data.images.Dataset`), a tensor batch (N, 3, H, W) in [0, 1], or
             an iterable of images (3, H, W) or of ``(name, image)`` pairs. A dataset name or path is
             refused: opening it (``iqa_robustness.data.images.resolve_dataset``) is the caller's job.
+        native: keep the images as given (:attr:`TrainingSet.native`) instead of preparing them.
     """
     if isinstance(train_images, TrainingSet):
         return train_images
@@ -168,7 +189,8 @@ def prepare_training_set(train_images: Any) -> TrainingSet:
         identity = {}
     if not named:
         raise ValueError("no training images: give at least one image")
-    prepared = torch.stack([uap_train_transform(img.detach().float().cpu()) for _, img in named]).contiguous()
+    given = tuple(img.detach().float().cpu().contiguous() for _, img in named)
+    prepared = None if native else torch.stack([uap_train_transform(img) for img in given]).contiguous()
     if not identity:
         sizes = [[int(s) for s in img.shape[-2:]] for _, img in named]
         if all(name is not None for name, _ in named):
@@ -177,9 +199,10 @@ def prepare_training_set(train_images: Any) -> TrainingSet:
                 "images": [[name, *size] for (name, _), size in zip(named, sizes, strict=True)],
             }
         else:
-            digest = hashlib.sha256(prepared.numpy().tobytes()).hexdigest()
+            content = [prepared] if prepared is not None else given
+            digest = hashlib.sha256(b"".join(t.numpy().tobytes() for t in content)).hexdigest()
             identity = {"dataset": None, "n_images": len(named), "sizes": sizes, "sha256": digest}
-    return TrainingSet(identity, images=prepared)
+    return TrainingSet(identity, images=prepared, native=given if native else None)
 
 
 def _as_named(entry: Any) -> tuple[str | None, torch.Tensor]:
@@ -255,6 +278,11 @@ class Batches:
             for _label, distort in self._distortions:
                 with self._metric.reference(clean):
                     yield distort(clean)
+
+    @property
+    def distortions(self) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+        """The distortions a full-reference metric is trained through (empty for a no-reference one)."""
+        return [distort for _label, distort in self._distortions]
 
     def report(self, step: int, loss: float) -> None:
         """Log the loss of step ``step`` (0-based): every epoch's mean and, on long runs, progress."""

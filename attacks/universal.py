@@ -62,6 +62,8 @@ class UniversalAttack(Attack):
     family: ClassVar[str] = "uap"
     universal: ClassVar[bool] = True
     iterations_attr: ClassVar[str | None] = "epochs"
+    #: trains on the training images as given, each at its own size, not on the benchmark's 256x256 copies
+    trains_at_native_size: ClassVar[bool] = False
 
     epochs: int = 5
     batch_size: int = 8
@@ -111,8 +113,8 @@ class UniversalAttack(Attack):
         for label, value in (("steps", steps), ("max_steps", max_steps)):
             if value is not None and value < 1:
                 raise ValueError(f"{label} must be a positive number of optimisation steps, got {value}")
-        data = prepare_training_set(train_images)
-        per_epoch = math.ceil(len(data) / self.batch_size)
+        data = prepare_training_set(train_images, native=self.trains_at_native_size)
+        per_epoch = math.ceil(len(data) / (self.batch_size or len(data)))  # batch_size 0: the whole set
         total = steps if steps is not None else self.epochs * per_epoch
         if steps is None and max_steps is not None:
             total = min(total, max_steps)
@@ -130,6 +132,8 @@ class UniversalAttack(Attack):
         }
         if distortions:  # older no-reference keys stay valid
             key_fields["distortions"] = [label for label, _ in distortions]
+        if self.trains_at_native_size:
+            key_fields["training_images"] = "as given"
         key = hashlib.sha256(json.dumps(key_fields, sort_keys=True, default=str).encode()).hexdigest()
         stem = Path(cache_dir) / f"{self.name}_{metric.name}_{key[:16]}" if cache_dir is not None else None
         if stem is not None:

@@ -28,6 +28,9 @@ CPU_MAX_QUERIES = 400
 #: On the CPU, a ``certify`` case estimates each smoothed score from this many noise samples per image
 #: unless its spec gives ``n`` (the source's 1000 on a GPU; docs/certify.md has the CPU's cost per image).
 CPU_CERTIFY_SAMPLES = 100
+#: On the CPU, one query of a query-based universal attack (square-uap) scores at most this many
+#: training images; its own query is the mean over the whole training set, which the GPU pipeline runs.
+CPU_QUERY_IMAGES = 8
 
 #: L-inf budgets (``--eps``) are named and plotted in units of one grey level of an 8-bit image.
 BUDGET_UNIT = 1 / 255

@@ -9,6 +9,7 @@ ICML 2018) and the universal square-uap.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 
 import pytest
@@ -18,12 +19,12 @@ from test_plugin import run_suite
 from iqa_robustness.attacks import Budget, BudgetExceededError, create_attack, list_attacks
 from iqa_robustness.attacks.budget import active_budgets, changed_pixels
 from iqa_robustness.attacks.queries import QueryRecord, mean_curve, recording_queries, square_fraction
-from iqa_robustness.conventions import CPU_MAX_QUERIES
+from iqa_robustness.conventions import CPU_MAX_QUERIES, CPU_QUERY_IMAGES
 from iqa_robustness.metrics.base import FullReferenceMetric, Metric, MetricSpec
 from iqa_robustness.runner.config import SuiteConfig
 
 IMAGE_ATTACKS = ["nes", "onepixel", "parsimonious", "patch-rs", "square"]
-QUERIES = 60
+QUERIES = 240  # one Parsimonious mini-batch of 64 blocks takes up to about 200
 
 
 class Brightness(Metric):
@@ -59,20 +60,29 @@ def test_the_black_box_family_is_registered_gradient_free() -> None:
     assert all(not create_attack(name).needs_gradient for name in blackbox)
 
 
+def expected_queries(attack) -> int:
+    """Queries an attack makes of its budget: all of it, but One-pixel's schedule (generations x population)."""
+    if attack.name == "onepixel":
+        popsize, maxiter = attack.schedule()
+        return popsize * 5 * attack.pixels * (maxiter + 1)
+    return attack.queries
+
+
 @pytest.mark.parametrize("name", IMAGE_ATTACKS)
 def test_each_attack_raises_q_of_a_non_differentiable_metric_within_its_budget_and_queries(name: str) -> None:
     metric, x = Brightness(), images(1)
-    attack = create_attack(name, queries=QUERIES)
+    # Parsimonious starts every block at -eps and raises q above the clean image's after a full pass only
+    attack = create_attack(name, queries=700 if name == "parsimonious" else QUERIES)
     with recording_queries() as log:
         adv = attack(metric, x)  # the base class also checks the declared budget
     (record,) = log.records
 
     assert float(metric(adv)[0]) > float(metric(x)[0])
-    assert metric.scored - 2 == record.used <= QUERIES  # every scored image is a query (2: the checks above)
-    if name in ("square", "parsimonious", "patch-rs"):
-        assert record.used == QUERIES
-    assert record.curve[-1][1] == pytest.approx(float(metric.quality(adv)[0]), abs=1e-6)
-    assert all(a[1] <= b[1] for a, b in zip(record.curve, record.curve[1:], strict=False)), "best q never drops"
+    assert metric.scored - 2 == record.used == expected_queries(attack)  # every scored image is a query
+    if name != "nes":  # NES's curve is its probes' mean, q near the iterate before the last step
+        assert record.curve[-1][1] == pytest.approx(float(metric.quality(adv)[0]), abs=1e-6)
+    if name in ("square", "patch-rs", "onepixel"):  # they keep only improvements
+        assert all(a[1] <= b[1] for a, b in zip(record.curve, record.curve[1:], strict=False)), "best q dropped"
     for budget in active_budgets(attack):
         assert budget.measure(x, adv) <= budget.limit(attack) + 1e-6
 
@@ -86,13 +96,22 @@ class Greyness(Metric):
         return -(x - 0.5).abs().mean(dim=(1, 2, 3))
 
 
-@pytest.mark.parametrize("name", IMAGE_ATTACKS)
-def test_an_attack_that_finds_nothing_better_returns_the_clean_image(name: str) -> None:
+def test_square_returns_the_clean_image_when_it_finds_nothing_better() -> None:
     x = torch.full((2, 3, 24, 24), 0.5)
     with recording_queries() as log:
-        adv = create_attack(name, queries=40)(Greyness(), x)
+        adv = create_attack("square", queries=40)(Greyness(), x)
     assert torch.equal(adv, x)
     assert all(r.curve[-1][1] == 0.0 for r in log.records)
+
+
+@pytest.mark.parametrize("name", ["nes", "onepixel", "parsimonious", "patch-rs"])
+def test_the_others_return_what_their_search_holds_even_below_the_clean_image(name: str) -> None:
+    x = torch.full((2, 3, 24, 24), 0.5)
+    with recording_queries() as log:
+        adv = create_attack(name, queries=QUERIES)(Greyness(), x)
+    assert (Greyness()(adv) < 0).all(), "as the source, the result is not replaced by the clean image"
+    if name != "nes":
+        assert [r.curve[-1][1] for r in log.records] == pytest.approx(Greyness()(adv).tolist(), abs=1e-6)
 
 
 def test_linf_attacks_stay_in_a_smaller_ball_and_l0_attacks_change_few_pixels() -> None:
@@ -107,7 +126,7 @@ def test_linf_attacks_stay_in_a_smaller_ball_and_l0_attacks_change_few_pixels() 
 @pytest.mark.parametrize("name", IMAGE_ATTACKS)
 def test_an_image_gets_the_same_result_batched_or_alone(name: str) -> None:
     x = images(3)
-    attack = create_attack(name, queries=45, seed=7)
+    attack = create_attack(name, queries=QUERIES, seed=7)
     batched = attack(Brightness(), x)
     alone = attack(Brightness(), x[2:3])
     assert torch.allclose(batched[2], alone[0], atol=1e-6)
@@ -126,15 +145,15 @@ def test_a_full_reference_metric_is_queried_with_each_candidates_own_reference()
     reference = x.flip(0)  # images and references differ, so a wrong row would change the scores
     for name in ("onepixel", "square"):
         with metric.reference(reference):
-            adv = create_attack(name, queries=40)(metric, x)
+            adv = create_attack(name, queries=100)(metric, x)
             assert (metric(adv) > metric(x)).all(), name
 
 
 def test_onepixel_shrinks_its_population_to_the_query_budget() -> None:
     assert create_attack("onepixel").schedule() == (20, 10)  # 20 x 15 = 300 individuals, 10 generations
     popsize, maxiter = create_attack("onepixel", queries=CPU_MAX_QUERIES).schedule()
-    assert 1 + popsize * 15 * (maxiter + 1) <= CPU_MAX_QUERIES
-    with pytest.raises(ValueError, match="queries >= 16"):
+    assert popsize * 15 * (maxiter + 1) <= CPU_MAX_QUERIES
+    with pytest.raises(ValueError, match="queries >= 15"):
         create_attack("onepixel", queries=10).schedule()
 
 
@@ -162,14 +181,15 @@ def test_the_mean_curve_carries_each_images_best_forward() -> None:
     assert curve == {1: 1.0, 2: 2.0, 3: 2.5}
 
 
-def test_square_uap_searches_a_universal_perturbation_with_batch_mean_queries(tmp_path) -> None:
+def test_square_uap_searches_a_universal_perturbation_with_training_set_mean_queries(tmp_path) -> None:
     metric = Brightness()
-    attack = create_attack("square-uap", queries=25, batch_size=2)
-    train = [img for img in images(3, (64, 64))]
+    attack = create_attack("square-uap", queries=25)
+    train = [img for img in images(3, (256, 256))]  # the windows lie in a 256 x 256 grid, tiled over the images
     perturbation = attack.fit(metric, train, cache_dir=tmp_path)
 
-    assert metric.scored == 25 * 2  # one query per iteration, each scoring the training batch
+    assert metric.scored == 25 * 3  # one query per iteration, each scoring the whole training set
     assert perturbation.meta["queries_used"] == 25
+    assert perturbation.meta["query_images"] == 3
     curve = perturbation.meta["query_curve"]
     assert curve[-1][0] == 25
     assert curve[-1][1] > curve[0][1]
@@ -182,6 +202,32 @@ def test_square_uap_searches_a_universal_perturbation_with_batch_mean_queries(tm
     assert attack.fit(Brightness(), train, cache_dir=tmp_path).from_cache
 
 
+def test_a_square_uap_query_is_the_mean_over_the_whole_training_set_as_given_not_over_eight_images() -> None:
+    train = [*images(8, (64, 64)), *images(4, (40, 48))]
+    metric = Brightness()
+    perturbation = create_attack("square-uap", queries=4).fit(metric, train)
+    assert metric.scored == 4 * 12
+    # the first query scores the zero perturbation: the mean q of all twelve training images at their own sizes
+    expected = sum(float(img.mean()) for img in train) / 12
+    assert perturbation.meta["query_curve"][0][1] == pytest.approx(expected, abs=1e-6)
+    assert create_attack("square-uap", queries=4, batch_size=8).fit(Brightness(), train).meta["query_images"] == 8
+
+
+def test_square_uap_on_a_full_reference_metric_distorts_each_perturbed_image_as_the_source() -> None:
+    train, seen = images(2, (256, 256)), []
+
+    def halve(x: torch.Tensor) -> torch.Tensor:  # stands in for the suite's JPEG copy
+        seen.append(x.clone())
+        return x * 0.5
+
+    metric = Closeness()
+    perturbation = create_attack("square-uap", queries=6).fit(metric, train, distortions=[("half", halve)])
+    assert len(seen) == 6  # every query distorts the perturbed images: metric(y, jpeg(clamp(y + noise)))
+    assert torch.equal(seen[0], train)
+    assert not torch.equal(seen[1], train)
+    assert perturbation.meta["query_curve"][0][1] == pytest.approx(float((0.5 * train - train).mean()), abs=1e-6)
+
+
 def test_the_query_budget_is_capped_on_the_cpu_only() -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert SuiteConfig().query_limit(10_000, cpu)[0] == CPU_MAX_QUERIES
@@ -189,6 +235,20 @@ def test_the_query_budget_is_capped_on_the_cpu_only() -> None:
     assert SuiteConfig().query_limit(10_000, cuda)[0] == 10_000
     assert SuiteConfig().query_limit(100, cpu)[0] == 100
     assert SuiteConfig(queries=50).query_limit(10_000, cuda) == (50, "--queries 50")
+
+
+def test_square_uaps_training_images_per_query_are_capped_on_the_cpu_only() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert SuiteConfig().query_images(0, cuda) == (0, "auto: the attack's own")
+    images_on_cpu, rule = SuiteConfig().query_images(0, cpu)
+    assert images_on_cpu == CPU_QUERY_IMAGES
+    assert "capped" in rule
+    assert "whole training set" in rule
+    assert SuiteConfig().query_images(4, cpu)[0] == 4
+
+
+#: enough for one Parsimonious mini-batch on every metric (its result needs one)
+MARKER_QUERIES = 200
 
 
 def test_the_blackbox_marker_runs_every_black_box_attack_on_every_metric_within_its_limits(
@@ -199,7 +259,7 @@ def test_the_blackbox_marker_runs_every_black_box_attack_on_every_metric_within_
         tmp_path,
         torch_home,
         *("-m", "blackbox", "--metric", "piqe,entropy,cnniqa-live", "--dataset", "msu5", "--image-size", "64"),
-        *("--max-images", "2", "--queries", "30", "--amplitude", "0.8", "--train-dataset", "msu5"),
+        *("--max-images", "2", "--queries", str(MARKER_QUERIES), "--amplitude", "0.8", "--train-dataset", "msu5"),
         *("--weights-dir", str(weights / "original"), "--no-mlflow", "--results-dir", str(tmp_path / "r"), "-q"),
         timeout=400,
     )
@@ -212,15 +272,133 @@ def test_the_blackbox_marker_runs_every_black_box_attack_on_every_metric_within_
     }
     for row in rows:
         assert row["status"] == "passed", row
-        assert 1 <= float(row["queries_used"]) <= float(row["queries_used_max"]) <= 30, row
+        assert 1 <= float(row["queries_used"]) <= float(row["queries_used_max"]) <= MARKER_QUERIES, row
     cases = [json.loads(p.read_text()) for p in (tmp_path / "r" / "cases").glob("*/*.json")]
     for case in cases:
-        assert case["params"]["queries"] == 30
-        assert case["params"]["query_limit"] == "--queries 30"
+        assert case["params"]["queries"] == MARKER_QUERIES
+        assert case["params"]["query_limit"] == f"--queries {MARKER_QUERIES}"
         assert case["curves"]["best_q"], case["case_id"]
+        if case["attack"] == "square-uap":  # the five msu5 images, under the CPU cap of 8 per query
+            assert case["params"]["batch_size"] == CPU_QUERY_IMAGES
+            assert "capped at 8 training images" in case["params"]["query_images"]
         if case["attack"] == "onepixel":
             assert case["scores"]["max_l0"] <= 3
         elif case["attack"] != "patch-rs":
             assert case["scores"]["max_linf"] <= 0.1 * (case["amplitude"] or 1.0) + 1e-5
     report = (tmp_path / "r" / "report" / "index.html").read_text()
     assert report.count('class="plot query-curve"') == len(cases)
+
+
+# --- the source's code: what each attack does as the follow-up benchmark runs it ---------------
+
+
+class Recorder(Metric):
+    """Keeps every candidate it scores. Its score is a constant (no candidate is ever kept) or, with
+    ``rising``, grows with every image scored (every candidate is kept), so a search's proposals show."""
+
+    spec = MetricSpec(name="recorder", differentiable=False, bounds=(0.0, 1e9))
+
+    def __init__(self, rising: bool = False, value: float = 0.0) -> None:
+        super().__init__()
+        self.rising, self.value = rising, value
+        self.seen: list[torch.Tensor] = []
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.extend(x.detach().clone())
+        if self.rising:
+            return torch.arange(len(self.seen) - x.shape[0], len(self.seen), dtype=torch.float32)
+        return torch.full((x.shape[0],), self.value)
+
+
+def changed_box(a: torch.Tensor, b: torch.Tensor) -> tuple[int, int, int, int]:
+    """``(top, left, height, width)`` of the pixels where two images (3, H, W) differ."""
+    rows, cols = torch.nonzero((a - b).abs().amax(dim=0) > 0, as_tuple=True)
+    return int(rows.min()), int(cols.min()), int(rows.max() - rows.min()) + 1, int(cols.max() - cols.min()) + 1
+
+
+GREY_512x384 = torch.full((1, 3, 384, 512), 0.5)
+
+
+def test_squares_windows_on_a_512x384_image_follow_the_256_grid_inside_its_top_left_region() -> None:
+    metric, n = Recorder(), 30
+    create_attack("square", queries=n)(metric, GREY_512x384)  # nothing is ever kept: each candidate is one window
+    for it, candidate in enumerate(metric.seen[1:], start=1):
+        top, left, height, width = changed_box(candidate, GREY_512x384[0])
+        side = max(1, min(round((square_fraction(0.05, it - 1, n) * 256 * 256) ** 0.5), 255))
+        assert (height, width) == (side, side), it
+        assert top + side < 256, it
+        assert left + side < 256, it
+    assert changed_box(metric.seen[1], GREY_512x384[0])[2] == 57  # round(sqrt(0.05) * 256); 99 on the whole image
+
+    whole = Recorder()
+    create_attack("square", queries=2, grid=0)(whole, GREY_512x384)
+    assert changed_box(whole.seen[1], GREY_512x384[0])[2:] == (99, 99)  # round(sqrt(0.05 * 384 * 512))
+
+
+@pytest.mark.parametrize(("grid", "block"), [(256, (48, 64)), (0, (32, 32))])
+def test_a_512x384_image_gets_parsimonious_blocks_of_64x48_at_the_first_pass(grid: int, block: tuple) -> None:
+    metric = Recorder()
+    create_attack("parsimonious", queries=65, grid=grid)(metric, GREY_512x384)  # the rescoring and 64 flips
+    start, *flips = metric.seen
+    assert len(flips) == 64
+    for candidate in flips:
+        changed = (candidate - start).abs() > 0
+        assert int(changed.flatten(1).any(dim=1).sum()) == 1  # one block of one channel
+        assert changed_box(candidate, start)[2:] == block
+
+
+def patch_places(metric: Recorder, clean: torch.Tensor) -> list[tuple[int, int]]:
+    return [changed_box(candidate, clean)[:2] for candidate in metric.seen]
+
+
+def test_patch_rs_moves_its_patch_by_more_than_its_side_in_the_first_tenth_of_a_256_pixel_search() -> None:
+    x, metric, n = torch.full((1, 3, 256, 256), 0.5), Recorder(rising=True), 100
+    create_attack("patch-rs", queries=n)(metric, x)  # every candidate is kept: the patch's path is every proposal
+    places = patch_places(metric, x[0])
+    jumps = [max(abs(a - c), abs(b - d)) for (a, b), (c, d) in itertools.pairwise(places[: n // 10 + 1])]
+    assert max(jumps) > 13  # the move range is 0.75 (1 - it / n) of the image height, not of the 13-pixel side
+
+
+def test_patch_rs_stops_moving_once_its_move_range_is_zero() -> None:
+    x, metric, n = torch.full((1, 3, 16, 16), 0.5), Recorder(rising=True), 120
+    create_attack("patch-rs", queries=n, eps=16)(metric, x)
+    places = patch_places(metric, x[0])
+    assert len(set(places[: n // 2])) > 1
+    assert len(set(places[111:])) == 1  # int(0.75 * (1 - it / 120) * 16) is 0 from iteration 111 on
+
+
+def test_patch_rs_flips_single_channels_after_it_start_cu_and_always_recolours_a_pixel_before() -> None:
+    x, metric, n = torch.full((1, 3, 256, 256), 0.5), Recorder(rising=True), 100
+    attack = create_attack("patch-rs", queries=n)
+    attack(metric, x)
+    start = attack.single_channel_start(13)
+    assert start == 60  # one-pixel sub-squares from iteration 21 (p = 0.8 / 64): 21 + (100 - 21) // 2
+    for it in range(21, n):
+        if it % 4 == 0:
+            continue  # the patch moves
+        changed = (metric.seen[it] - metric.seen[it - 1]).abs() > 0
+        if it >= start:
+            assert int(changed.sum()) == 1, it  # one channel of one pixel
+        else:
+            assert int(changed.any(dim=0).sum()) == 1, it  # one pixel, in a colour different from its old one
+
+
+def test_nes_always_steps_and_makes_exactly_10000_queries() -> None:
+    metric = Brightness()
+    with recording_queries() as log:
+        create_attack("nes")(metric, images(1, (8, 8)))
+    assert log.records[0].used == metric.scored == 10_000  # 250 iterations x 20 antithetic pairs
+
+
+def test_onepixel_sets_integer_colours() -> None:
+    x = images(1)
+    adv = create_attack("onepixel", queries=200)(Brightness(), x)
+    values = adv[adv != x] * 255
+    assert values.numel() > 0
+    assert torch.allclose(values, values.round(), atol=1e-4)
+
+
+def test_onepixel_stops_when_the_population_agrees_to_one_percent_as_the_source() -> None:
+    with recording_queries() as log:
+        create_attack("onepixel")(Recorder(value=1000.0), images(1))  # std 0 <= -1 + 0.01 * 1000
+    assert log.records[0].used == 2 * 300  # the initial population and one generation, not 11 x 300

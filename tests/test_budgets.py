@@ -3,8 +3,10 @@
 For a budget b (docs/methodology.md, "Threat-model budgets"): attacks with an L-inf field take ``eps = b``
 (I-FGSM and MI-FGSM also ``alpha = b / iters``); universal attacks take b as their bound at amplitude
 1; korhonen and madc, which have no L-inf field, are projected onto the L-inf ball of radius b after
-every step. ``gain_auc`` is the trapezoidal area under the normalised absolute gain against budget
-(in units of 1/255) divided by the budget span; ``robustness_auc`` the same for R.
+every step; the black-box attacks take the follow-up benchmark's presets at its levels (Parsimonious's
+PSNR-calibrated eps, Patch-RS's area and One-pixel's pixel count at 4, 8 and 16 / 255). ``gain_auc``
+is the trapezoidal area under the normalised absolute gain against budget (in units of 1/255) divided
+by the budget span; ``robustness_auc`` the same for R.
 """
 
 from __future__ import annotations
@@ -27,18 +29,17 @@ from iqa_robustness.attacks import (
     AttackSpecError,
     Budget,
     BudgetExceededError,
-    attack_class,
     create_attack,
     list_attacks,
     parse_attack_specs,
     register_attack,
     unregister_attack,
 )
-from iqa_robustness.attacks.budget import TOLERANCE, active_budgets, declared_budgets
+from iqa_robustness.attacks.budget import TOLERANCE, active_budgets
 from iqa_robustness.attacks.spec import NoBudgetError
 from iqa_robustness.conventions import budget_slug, parse_budgets
 from iqa_robustness.metrics.base import Metric
-from iqa_robustness.runner.grid import build_grid, unbudgeted_reason
+from iqa_robustness.runner.grid import build_grid, skip_reason, unbudgeted_reason
 from iqa_robustness.scores.formulas import budget_auc
 from iqa_robustness.scores.results import CaseResult
 from iqa_robustness.scores.summary import amplitude_means, budget_rows, case_summary
@@ -88,14 +89,57 @@ def test_korhonen_and_madc_get_an_linf_ball_of_the_budget_and_keep_their_other_v
     assert create_attack(name).linf is None  # without --eps: the benchmark's attack, no ball
 
 
-def test_every_registered_attack_but_the_pixel_count_ones_can_be_put_at_a_budget() -> None:
-    for name in list_attacks():
-        reason = unbudgeted_reason(AttackSpec(name))
-        if any(b.norm == "l0" for b in declared_budgets(attack_class(name).budget)):
-            assert reason is not None, name  # onepixel, patch-rs: a number of pixels is no L-inf radius
-            assert "|adv - x|_0" in reason, reason
-        else:
-            assert reason is None, name
+def test_every_registered_attack_can_be_put_at_a_budget() -> None:
+    assert [name for name in list_attacks() if unbudgeted_reason(AttackSpec(name)) is not None] == []
+
+
+# --- the follow-up benchmark's presets (picked_presets_v1.csv, shipped with the package) ------------
+
+
+def test_the_pixel_count_attacks_take_the_benchmarks_presets_and_have_none_at_2_255() -> None:
+    assert [at("patch-rs", b / 255)["eps"] for b in (4, 8, 16)] == [64, 169, 625]
+    assert [at("onepixel", b / 255)["pixels"] for b in (4, 8, 16)] == [10, 20, 40]
+    for name, bound in [("patch-rs", "eps"), ("onepixel", "pixels")]:
+        reason = unbudgeted_reason(AttackSpec(name), [B2])
+        assert reason is not None
+        assert "presets are at 4/255, 8/255, 16/255 only" in reason
+        assert f"|adv - x|_0 <= {bound}" in reason
+
+
+def test_parsimonious_takes_the_eps_calibrated_to_psnr_30_35_40_db_inside_each_budget() -> None:
+    eps = [at("parsimonious", b / 255)["eps"] for b in (4, 8, 16)]
+    assert eps == pytest.approx([0.0104, 0.0186, 0.0337], abs=1e-4)
+    assert all(e <= b / 255 for e, b in zip(eps, (4, 8, 16), strict=True))
+    assert at("parsimonious", B2)["eps"] == B2  # no preset at 2/255: the L-inf rule
+
+
+def test_square_and_nes_take_the_budget_itself() -> None:
+    for name in ("square", "nes"):
+        assert [at(name, b / 255)["eps"] for b in (2, 4, 8, 16)] == [b / 255 for b in (2, 4, 8, 16)]
+
+
+def test_a_metric_the_benchmark_calibrated_takes_its_own_preset_and_any_other_the_median() -> None:
+    (patch,) = parse_attack_specs("patch-rs")
+    assert patch.at_budget(B8, metric="niqe").create().eps == 225  # the table's row for niqe
+    assert patch.at_budget(B8, metric="cnniqa-live").create().eps == 169  # five of its eight metrics
+    grid = build_grid(["niqe", "cnniqa-live"], ["patch-rs"], ["msu5"], budgets=(B8,))
+    assert [c.run_spec.create().eps for c in grid] == [225, 169]
+
+
+def test_giving_the_value_a_preset_sets_is_an_error_that_says_what_to_drop() -> None:
+    (spec,) = parse_attack_specs("patch-rs(eps=100)")
+    with pytest.raises(AttackSpecError, match=r"eps is the benchmark's preset that --eps sets.*drop eps="):
+        spec.at_budget(B8)
+
+
+def test_a_budget_sweep_skips_the_levels_without_a_preset_and_runs_the_others() -> None:
+    grid = build_grid(["niqe"], ["patch-rs"], ["msu5"], budgets=(B2, B8))
+    assert [c.id for c in grid] == ["patch-rs-eps2-niqe-msu5", "patch-rs-eps8-niqe-msu5"]
+    assert "no value at 2/255" in skip_reason(grid[0], (B2, B8))
+    assert skip_reason(grid[1], (B2, B8)) is None
+    (alone,) = build_grid(["niqe"], ["patch-rs"], ["msu5"], budgets=(B2,))
+    assert alone.budget is None
+    assert "no value at 2/255" in skip_reason(alone, (B2,))
 
 
 def test_a_value_the_user_gives_wins_over_the_derived_one() -> None:

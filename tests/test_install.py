@@ -246,6 +246,14 @@ def test_the_package_imports_from_the_new_environment_and_the_checkout_does_not_
     assert str(REPO_ROOT) not in " ".join(out)
 
 
+def test_the_benchmarks_attack_presets_ship_in_the_wheel_and_load_from_it(installed):
+    with zipfile.ZipFile(installed.wheel) as wheel:
+        assert "iqa_robustness/attacks/picked_presets_v1.csv" in wheel.namelist()
+    code = "from iqa_robustness.attacks import attack_class; print(attack_class('patch-rs').presets.value(16 / 255))"
+    proc = _check(installed.run(installed.python, "-c", code, cwd=installed.empty_folder("presets")))
+    assert proc.stdout.split() == ["625"]
+
+
 @pytest.mark.parametrize("name", OLD_TOP_LEVEL_NAMES)
 def test_the_old_top_level_names_do_not_import(installed, name):
     proc = installed.run(installed.python, "-c", f"import {name}", cwd=installed.empty_folder(f"old-{name}"))

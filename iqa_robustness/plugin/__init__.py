@@ -354,15 +354,15 @@ def _check_names(config: pytest.Config) -> None:
     with the same options), so cases, CSVs and MLflow all get the metric's spec name.
     """
     from iqa_robustness.metrics import list_metrics
-    from iqa_robustness.runner.grid import grid_attacks, unbudgeted_reason
+    from iqa_robustness.runner.grid import budgets_of, grid_attacks
 
     budgets = budgets_option(config)
     try:
         list_metrics(config.getoption("--metric"))
         grid_metrics(config)
         for spec in grid_attacks(config.getoption("--attack"), config.getoption("--certify")):
-            if budgets is not None and unbudgeted_reason(spec) is None:
-                spec.at_budget(budgets[0])  # a spec giving the bound --eps sets stops the session here
+            if budgets is not None:
+                budgets_of(spec, budgets)  # a spec giving the value --eps sets stops the session here
     except (KeyError, ValueError) as exc:
         raise pytest.UsageError(str(exc).strip("'\"")) from None
 
@@ -461,7 +461,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     from iqa_robustness.data.registry import is_video_dataset
     from iqa_robustness.metrics import get_spec
-    from iqa_robustness.runner.grid import build_grid, case_kind, grid_attacks, unbudgeted_reason
+    from iqa_robustness.runner.grid import build_grid, case_kind, grid_attacks, skip_reason
 
     _register_attack_markers(metafunc.config)
     opt = metafunc.config.getoption
@@ -497,8 +497,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             marks.append(pytest.mark.slow)
         if not opt("--random-weights"):
             marks.append(pytest.mark.weights)
-        # the attack declares no L-inf bound --eps could set
-        if budgets is not None and case.budget is None and (reason := unbudgeted_reason(case.attack_spec)):
+        if budgets is not None and (reason := skip_reason(case, budgets)):  # no value --eps could set
             marks.append(pytest.mark.skip(reason=reason))
         params.append(pytest.param(case, id=case.id, marks=marks))
     if not params:

@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
-from iqa_robustness.conventions import CPU_CERTIFY_SAMPLES, CPU_MAX_QUERIES, CPU_UAP_MAX_STEPS, parse_budgets
+from iqa_robustness.conventions import (
+    CPU_CERTIFY_SAMPLES,
+    CPU_MAX_QUERIES,
+    CPU_QUERY_IMAGES,
+    CPU_UAP_MAX_STEPS,
+    parse_budgets,
+)
 
 if TYPE_CHECKING:
     from iqa_robustness.attacks import Attack
@@ -121,20 +127,36 @@ class SuiteConfig:
             return gpu, "auto: the source's number on a GPU"
         return CPU_CERTIFY_SAMPLES, f"auto: capped at {CPU_CERTIFY_SAMPLES} on the CPU ({gpu} on a GPU)"
 
+    def query_images(self, own: int, device: torch.device) -> tuple[int, str]:
+        """Training images per query of a query-based universal attack whose own value is ``own`` (0: the
+        whole training set), on ``device``, and why: its own on CUDA, at most
+        :data:`~iqa_robustness.conventions.CPU_QUERY_IMAGES` on the CPU. ``rule`` is the params' record."""
+        if device.type == "cuda":
+            return own, "auto: the attack's own"
+        if own == 0 or own > CPU_QUERY_IMAGES:
+            mine = "the whole training set" if own == 0 else f"{own} images"
+            return CPU_QUERY_IMAGES, f"auto: capped at {CPU_QUERY_IMAGES} training images on the CPU (its own: {mine})"
+        return own, "auto: the attack's own (under the CPU cap)"
+
     @property
     def weights(self) -> str | None:
         return "random" if self.random_weights else self.weights_dir
 
 
 def at_query_limit(attack: Attack, config: SuiteConfig, device: torch.device) -> Attack:
-    """A query-based attack at the session's query budget on ``device`` (:meth:`SuiteConfig.query_limit`).
+    """A query-based attack at the session's query budget on ``device`` (:meth:`SuiteConfig.query_limit`), a
+    universal one also at its training images per query (:meth:`SuiteConfig.query_images`).
 
     Any other attack is returned as given.
     """
     if attack.iterations_attr != "queries":
         return attack
     queries, _ = config.query_limit(attack.iterations, device)
-    return dataclasses.replace(attack, queries=queries)
+    attack = dataclasses.replace(attack, queries=queries)
+    if attack.universal:  # a query scores a batch of training images: capped on the CPU too
+        images, _ = config.query_images(attack.batch_size, device)
+        attack = dataclasses.replace(attack, batch_size=images)
+    return attack
 
 
 def parse_shard(text: str, option: str = "--shard") -> tuple[int, int]:

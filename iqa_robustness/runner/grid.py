@@ -1,9 +1,12 @@
 """The grid: metric x attack [x L-inf budget] x dataset (x train set x amplitude for universal attacks), as case specs.
 
-With budgets (``--eps 2/255,8/255``), every attack that declares an L-inf bound runs once per budget
-at the values :meth:`~iqa_robustness.attacks.spec.AttackSpec.at_budget` derives, and its case id
-carries the budget after the attack (``ifgsm-eps4-niqe-msu5``). An attack that declares none gets one
-case without a budget, which the plugin skips with the reason (:func:`unbudgeted_reason`).
+With budgets (``--eps 2/255,8/255``), every attack that can be put at a budget (an L-inf bound, or the
+benchmark's presets: :mod:`iqa_robustness.attacks.presets`) runs once per budget at the values
+:meth:`~iqa_robustness.attacks.spec.AttackSpec.at_budget` derives for the case's metric, and its case id
+carries the budget after the attack (``ifgsm-eps4-niqe-msu5``). A budget an attack has no value at
+(Patch-RS at 2/255: its presets are at 4, 8 and 16 / 255) gets a case the plugin skips with the reason;
+an attack with a value at no budget gets one case without a budget, skipped the same way
+(:func:`skip_reason`).
 
 A defended metric (``jpeg50+niqe``, :mod:`iqa_robustness.defences`) gets two cases per attack: the
 adaptive one attacks the defended metric (BPDA / EoT through the defence), the non-adaptive one
@@ -86,7 +89,7 @@ class CaseSpec:
     @property
     def run_spec(self) -> AttackSpec:
         """The attack with the values it runs with: the selected spec at the case's budget."""
-        return self.attack_spec if self.budget is None else self.attack_spec.at_budget(self.budget)
+        return self.attack_spec if self.budget is None else self.attack_spec.at_budget(self.budget, self.base_metric)
 
     @property
     def attack(self) -> str:
@@ -154,7 +157,7 @@ def build_grid(
         for a in specs:
             certify = case_kind(a) == CERTIFY
             modes = (None,) if certify else defended
-            for b in _budgets_of(a, budgets):
+            for b in budgets_of(a, budgets):
                 for d in datasets:
                     for mode in modes:
                         if certify:
@@ -168,23 +171,43 @@ def build_grid(
     return grid
 
 
-def _budgets_of(spec: AttackSpec, budgets: Sequence[float] | None) -> list[float | None]:
-    if budgets is None or not spec.cls.budget_axis:
-        return [None]
-    if unbudgeted_reason(spec) is not None:
+def budgets_of(spec: AttackSpec, budgets: Sequence[float] | None) -> list[float | None]:
+    """The budgets ``spec`` gets cases at: all of ``budgets`` when it has a value at one of them (the
+    others are skipped, :func:`skip_reason`), else ``[None]`` (one skipped case).
+
+    Raises:
+        AttackSpecError: the spec gives the value a budget sets.
+    """
+    if budgets is None or not spec.cls.budget_axis or unbudgeted_reason(spec, budgets) is not None:
         return [None]
     for b in budgets:
-        spec.at_budget(b)  # a spec that also gives the bound fails here, at collection
+        budget_reason(spec, b)  # a spec that also gives the value a budget sets fails here, at collection
     return list(budgets)
 
 
-def unbudgeted_reason(spec: AttackSpec) -> str | None:
-    """Why ``--eps`` cannot bound this attack (its class declares no L-inf bound), or ``None`` when it can.
+def budget_reason(spec: AttackSpec, budget: float) -> str | None:
+    """Why ``--eps`` cannot put this attack at ``budget`` (no preset there, no L-inf bound), or ``None``.
 
-    ``None`` too for a class off the budget axis (``certify``): it runs once, at no L-inf budget.
+    Raises:
+        AttackSpecError: the spec gives the value the budget sets.
     """
     try:
-        spec.at_budget(1 / 255)
+        spec.at_budget(budget)
     except NoBudgetError as exc:
         return str(exc)
     return None
+
+
+def unbudgeted_reason(spec: AttackSpec, budgets: Sequence[float] | None = None) -> str | None:
+    """Why ``--eps`` cannot put this attack at any of ``budgets`` (default: at any budget at all), or ``None``."""
+    probes = list(budgets) if budgets else [1 / 255, *(spec.cls.presets.budgets if spec.cls.presets else ())]
+    reasons = [budget_reason(spec, b) for b in probes]
+    return None if None in reasons else reasons[0]
+
+
+def skip_reason(case: CaseSpec, budgets: Sequence[float]) -> str | None:
+    """Why the plugin skips ``case`` of a grid with ``budgets``: its attack has no value at the case's budget
+    (or, for a case without one, at any of them); ``None`` when it runs."""
+    if case.budget is None:
+        return unbudgeted_reason(case.attack_spec, budgets)
+    return budget_reason(case.attack_spec, case.budget)

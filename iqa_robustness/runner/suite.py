@@ -148,7 +148,9 @@ class Suite:
 
         A ``queries`` given in the attack spec or ``attack_kwargs`` is the attack's own budget, which
         ``--queries auto`` keeps on CUDA and caps on the CPU (:meth:`SuiteConfig.query_limit`). A
-        certify spec gets its samples per image for the device (:meth:`SuiteConfig.certify_samples`).
+        query-based universal attack's training images per query are capped on the CPU the same way
+        (:meth:`SuiteConfig.query_images`); a certify spec gets its samples per image for the device
+        (:meth:`SuiteConfig.certify_samples`).
         """
         attack = at_query_limit(case.run_spec.create(**(attack_kwargs or {})), self.config, self.device)
         if case.kind == CERTIFY:
@@ -189,6 +191,8 @@ class Suite:
             options["mos"] = file_digest(mos[1])
         if attack.iterations_attr == "queries":
             options.update(query_limit=c.query_limit(attack.iterations, self.device)[1])
+            if attack.universal:
+                options.update(query_images=c.query_images(attack.batch_size, self.device)[1])
         if attack.universal:
             options.update(clamp=c.clamp_uap, training_steps=list(c.uap_training_steps(self.device)))
         if c.eot:  # a random metric is attacked on the mean of this many draws
@@ -318,8 +322,10 @@ class Suite:
         if isinstance(metric, MeanOfDraws):
             params["eot"] = metric.draws
         if attack.iterations_attr == "queries":  # the spec's own budget, before --queries
-            own = case.run_spec.create().iterations
-            params["query_limit"] = self.config.query_limit(own, self.device)[1]
+            own = case.run_spec.create()
+            params["query_limit"] = self.config.query_limit(own.iterations, self.device)[1]
+            if own.universal:
+                params["query_images"] = self.config.query_images(own.batch_size, self.device)[1]
         if self.config.image_shard is not None:
             params["image_shard"] = "{}/{}".format(*self.config.image_shard)
         if clips:

@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         from iqa_robustness.attacks import attack_class, list_attacks
         from iqa_robustness.attacks.budget import describe_budgets
+        from iqa_robustness.attacks.presets import PRESETS_FILE
 
         for name in list_attacks(args.pattern):
             cls = attack_class(name)
@@ -49,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name:16s} family={cls.family:10s} universal={cls.universal!s:5s} budget: {budget}")
             fields = ", ".join(f"{k}={_default(v)}" for k, v in cls.defaults().items())
             print(f"{'':16s} {fields}")
+            if cls.presets is not None:  # what --eps sets: the follow-up benchmark's calibrated values
+                print(f"{'':16s} --eps presets: {cls.presets.describe()} (the benchmark's {PRESETS_FILE})")
     return 0
 
 
