@@ -25,6 +25,20 @@ CPU_UAP_MAX_STEPS = 40
 #: benchmark's numbers come from the full budgets: the GPU pipeline runs them.
 CPU_MAX_QUERIES = 400
 
+#: The quick grid: what the main job runs where the metrics run on the CPU (``--iqa-grid auto``, or
+#: ``--iqa-grid quick`` anywhere), so that a new user sees results in minutes on a laptop. Options left
+#: out are filled in with these: one attack or two of each family (gradient, perceptual, black-box,
+#: universal) instead of all, the sample set's first images at a reduced size, and lower query and step caps.
+#: ``--iqa-grid full`` (a GPU's default) runs the full grid. Each case's params record what it ran with.
+QUICK_ATTACKS = "fgsm,ifgsm,korhonen,square,uap"
+QUICK_MAX_IMAGES = 4
+QUICK_IMAGE_SIZE = 256
+QUICK_MAX_QUERIES = 100
+QUICK_UAP_MAX_STEPS = 20
+
+#: Draws averaged per gradient of a random defence (expectation over transformation) unless ``--iqa-eot`` says.
+DEFAULT_EOT = 8
+
 #: L-inf budgets (``--eps``) are named and plotted in units of one grey level of an 8-bit image.
 BUDGET_UNIT = 1 / 255
 
