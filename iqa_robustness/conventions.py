@@ -26,11 +26,11 @@ CPU_UAP_MAX_STEPS = 40
 CPU_MAX_QUERIES = 400
 
 #: The quick grid: what the main job runs where the metrics run on the CPU (``--iqa-grid auto``, or
-#: ``--iqa-grid quick`` anywhere), so that a new user sees results in minutes on a laptop. Options left
-#: out are filled in with these: one attack or two of each family (gradient, perceptual, black-box,
-#: universal) instead of all, the sample set's first images at a reduced size, and lower query and step caps.
-#: ``--iqa-grid full`` (a GPU's default) runs the full grid. Each case's params record what it ran with.
-QUICK_ATTACKS = "fgsm,ifgsm,korhonen,square,uap"
+#: ``--iqa-grid quick`` anywhere), so that a new user sees results in minutes on a laptop: every attack
+#: and metric of the default grid, on the sample set's first images at a reduced size, with lower
+#: query and step caps than :data:`CPU_MAX_QUERIES` and :data:`CPU_UAP_MAX_STEPS`. Options given on the
+#: command line are used as given; ``--iqa-grid full`` (a GPU's default) runs the full grid. Each case's
+#: params record what it ran with (docs/options.md).
 QUICK_MAX_IMAGES = 4
 QUICK_IMAGE_SIZE = 256
 QUICK_MAX_QUERIES = 100

@@ -19,16 +19,17 @@ from pathlib import Path
 
 import pytest
 
-from iqa_robustness.attacks import attack_class
+from iqa_robustness.attacks import attack_class, list_attacks
 from iqa_robustness.conventions import (
+    AMPLITUDES,
     CPU_MAX_QUERIES,
-    QUICK_ATTACKS,
     QUICK_IMAGE_SIZE,
     QUICK_MAX_IMAGES,
     QUICK_MAX_QUERIES,
     QUICK_UAP_MAX_STEPS,
 )
 from iqa_robustness.runner.options import (
+    DEFAULT_METRICS,
     OPTIONS,
     REFERENCE_COMMAND,
     AutoOr,
@@ -124,11 +125,7 @@ def test_the_auto_or_number_parser_refuses_anything_else_saying_what_to_give(tex
 def test_the_main_job_on_a_cpu_is_the_quick_grid_and_the_full_grid_is_one_option_away():
     quick = grid_values(defaults(), on_cuda=False)
     assert quick["grid"] == "quick"
-    assert (quick["attack"], quick["max_images"], quick["image_size"]) == (
-        QUICK_ATTACKS,
-        QUICK_MAX_IMAGES,
-        QUICK_IMAGE_SIZE,
-    )
+    assert (quick["attack"], quick["max_images"], quick["image_size"]) == ("all", QUICK_MAX_IMAGES, QUICK_IMAGE_SIZE)
 
     full = grid_values({**defaults(), "grid": "full"}, on_cuda=False)
     assert (full["grid"], full["attack"], full["max_images"], full["image_size"]) == ("full", "all", None, None)
@@ -137,8 +134,9 @@ def test_the_main_job_on_a_cpu_is_the_quick_grid_and_the_full_grid_is_one_option
 
 def test_the_quick_grid_leaves_what_is_given_alone():
     assert grid_values({**defaults(), "metric": "niqe"}, on_cuda=False)["grid"] == "full"
+    assert grid_values({**defaults(), "attack": "ifgsm"}, on_cuda=False)["grid"] == "full"
     given = grid_values({**defaults(), "grid": "quick", "dataset": ["msu5"], "attack": "ifgsm"}, on_cuda=False)
-    assert (given["attack"], given["max_images"], given["image_size"]) == ("ifgsm", None, None)
+    assert (given["grid"], given["attack"], given["max_images"], given["image_size"]) == ("quick", "ifgsm", None, None)
     sized = grid_values({**defaults(), "max_images": 2, "image_size": 128}, on_cuda=False)
     assert (sized["grid"], sized["max_images"], sized["image_size"]) == ("quick", 2, 128)
 
@@ -262,7 +260,7 @@ def test_pytest_help_lists_every_option_in_one_group(tmp_path, torch_home):
     assert "--metric" not in proc.stdout.replace("--iqa-metric", "")
 
 
-def test_the_main_job_collects_the_quick_grid_on_a_cpu_and_the_full_grid_with_one_option(tmp_path, torch_home):
+def test_the_main_job_on_a_cpu_runs_every_case_of_the_full_grid_on_fewer_smaller_images(tmp_path, torch_home):
     import torch
 
     if torch.cuda.is_available():
@@ -274,13 +272,36 @@ def test_the_main_job_collects_the_quick_grid_on_a_cpu_and_the_full_grid_with_on
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return [line.split("[")[-1].rstrip("]") for line in proc.stdout.splitlines() if "::" in line]
 
-    quick_cases, full_cases = cases(quick), cases(full)
-    attacks = QUICK_ATTACKS.split(",")
-    universal = [a for a in attacks if attack_class(a).universal]
-    assert {c for c in quick_cases if not c.startswith(tuple(attacks))} == set()
-    assert len(quick_cases) == 4 * (len(attacks) - len(universal)) + 4 * len(universal) * 3  # three amplitudes
-    assert set(quick_cases) < set(full_cases)
-    assert len(full_cases) == 104
+    universal = sum(attack_class(a).universal for a in list_attacks())
+    per_metric = len(list_attacks()) - universal + universal * len(AMPLITUDES)
+    assert cases(quick) == cases(full)
+    assert len(cases(full)) == len(DEFAULT_METRICS.split(",")) * per_metric  # 104 with 16 attacks, 5 universal
+
+
+def test_a_case_of_the_quick_grid_records_its_grid_and_caps_and_prints_a_progress_line(
+    tmp_path, torch_home, pyiqa_weights
+):
+    results = tmp_path / "results"
+    args = ("--iqa-grid", "quick", "--iqa-metric", "niqe", "--iqa-attack", "square,uap", "--iqa-amplitude", "0.8")
+    proc = pytest_in(
+        tmp_path,
+        torch_home,
+        *("--pyargs", "iqa_robustness.robustness_tests", *args, "--iqa-no-mlflow", "--iqa-results-dir", str(results)),
+    )
+
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    params = {}
+    for path in (results / "cases").glob("*/*.json"):
+        case = json.loads(path.read_text())
+        params[case["attack"]] = case["params"]
+    assert set(params) == {"square", "uap"}
+    for p in params.values():
+        assert (p["grid"], p["max_images"], p["image_size"]) == ("quick", QUICK_MAX_IMAGES, QUICK_IMAGE_SIZE)
+    assert params["square"]["queries"] == QUICK_MAX_QUERIES
+    assert params["square"]["query_limit"].startswith(f"auto: capped at {QUICK_MAX_QUERIES} on the quick grid")
+    assert params["uap"]["train_steps"] <= QUICK_UAP_MAX_STEPS
+    assert "[iqa-robustness] the quick grid: every attack on the first 4 sample images at 256 px" in proc.stdout
+    assert "[iqa-robustness] case 2/2 ended: " in proc.stdout
 
 
 def test_a_line_per_case_says_how_many_are_done_and_how_long_is_left():

@@ -53,7 +53,7 @@ def register_markers(config: pytest.Config) -> None:
 def grid_options_given(config: pytest.Config) -> bool:
     return (
         value(config, "metric") != DEFAULT_METRICS
-        or value(config, "attack") is not None
+        or value(config, "attack") != "all"
         or value(config, "eps") is not None
         or value(config, "defence") is not None
         or value(config, "transfer_to") is not None
@@ -118,7 +118,7 @@ def check_names(config: pytest.Config) -> None:
     try:
         list_metrics(value(config, "metric"))
         grid_metrics(config)
-        for spec in parse_attack_specs(value(config, "attack") or "all"):
+        for spec in parse_attack_specs(value(config, "attack")):
             if budgets is not None and unbudgeted_reason(spec) is None:
                 spec.at_budget(budgets[0])  # a spec giving the bound --iqa-eps sets stops the session here
         transfer_targets(value(config, "transfer_to"))
@@ -273,14 +273,12 @@ def grid_description(config: pytest.Config) -> list[str]:
     opts = grid_options(config)
     lines = []
     if opts["grid"] == "quick":
-        given = "" if value(config, "grid") == "quick" else " (the main job without a GPU)"
-        data = "your data as given"
-        if not opts["dataset"]:
-            data = f"the first {opts['max_images']} sample images at {opts['image_size']} px"
+        why = "" if value(config, "grid") == "quick" else " (the main job without a GPU)"
+        data = "" if opts["dataset"] else f" on the first {opts['max_images']} sample images at {opts['image_size']} px"
         lines.append(
-            f"the quick grid{given}: attacks {opts['attack']}, {data}, black-box attacks at most "
-            f"{QUICK_MAX_QUERIES} queries per image, universal training at most {QUICK_UAP_MAX_STEPS} steps; "
-            f"{flag('grid')} full runs the full grid (docs/options.md)"
+            f"the quick grid{why}: every attack{data}, black-box attacks at most {QUICK_MAX_QUERIES} queries per "
+            f"image, universal training at most {QUICK_UAP_MAX_STEPS} steps; {flag('grid')} full runs the full "
+            "grid (docs/options.md)"
         )
     for name in taken_short_names(config):
         lines.append(f"{name} belongs to another plugin or conftest.py of this run; the suite's is {SHORT_NAMES[name]}")

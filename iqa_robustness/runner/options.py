@@ -8,8 +8,8 @@ records (and ``iqa-robustness merge`` checks to agree), command lines built by c
 and the option reference ``docs/options.md`` (:func:`reference_page`; regenerate it with
 ``python -m iqa_robustness.runner.options docs/options.md``).
 
-The grid an unconfigured run gets on a CPU is the quick grid (``--iqa-grid``, :func:`grid_values`):
-the main job then finishes in minutes on a laptop; see docs/options.md.
+What the options leave out the grid fills in (``--iqa-grid``, :func:`grid_values`): the main job's
+grid on a CPU is the quick grid, which finishes in minutes on a laptop (docs/options.md).
 
 Plain Python (no torch): the plugin reads this table in every pytest run of an environment that
 has the package installed.
@@ -31,7 +31,6 @@ from iqa_robustness.conventions import (
     CPU_UAP_MAX_STEPS,
     DEFAULT_EOT,
     DEFAULT_EXPERIMENT,
-    QUICK_ATTACKS,
     QUICK_IMAGE_SIZE,
     QUICK_MAX_IMAGES,
     QUICK_MAX_QUERIES,
@@ -213,10 +212,10 @@ class Option:
             kwargs["action"] = self.action
         if self.takes_value and not self.choices:
             kwargs["metavar"] = self.metavar or self.name.upper()
-        for key in ("choices", "parse"):
-            value = getattr(self, key)
-            if value is not None:
-                kwargs["type" if key == "parse" else key] = value
+        if self.choices is not None:
+            kwargs["choices"] = self.choices
+        if self.parse is not None:
+            kwargs["type"] = self.parse
         return kwargs
 
     def fields(self, value: Any) -> dict[str, Any]:
@@ -274,11 +273,6 @@ def _weights_folder(folder: str | None) -> str | None:
 
 
 _AMPLITUDES = ",".join(f"{a:g}" for a in AMPLITUDES)
-_QUICK = (
-    f"the quick grid (`--iqa-grid`, the CPU's default) runs {QUICK_ATTACKS.replace(',', ', ')} on the "
-    f"first {QUICK_MAX_IMAGES} sample images at {QUICK_IMAGE_SIZE} px"
-)
-
 OPTIONS: tuple[Option, ...] = (
     # -- the grid
     Option(
@@ -293,21 +287,20 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "attack",
         "attacks: comma list, globs or 'all', each name optionally with hyperparameters, e.g. "
-        "'ifgsm(eps=4/255,iters=20),mifgsm' (ints, floats, a/b, true/false, strings); without it every attack, "
-        f"or on the quick grid {QUICK_ATTACKS}",
+        "'ifgsm(eps=4/255,iters=20),mifgsm' (ints, floats, a/b, true/false, strings)",
+        default="all",
         metavar="ATTACKS",
         setting=True,
-        shown_default=f"all; quick grid: `{QUICK_ATTACKS}`",
     ),
     Option(
         "grid",
-        "which grid the options left out make: 'auto': 'quick' for the main job on the CPU (no GPU, and neither "
-        f"{PREFIX}metric nor {PREFIX}attack given), else 'full'; 'quick': without {PREFIX}attack the attacks "
-        f"{QUICK_ATTACKS}, without {PREFIX}dataset the first {QUICK_MAX_IMAGES} sample images at {QUICK_IMAGE_SIZE} "
-        f"px (unless {PREFIX}max-images / {PREFIX}image-size say otherwise), black-box attacks at most "
-        f"{QUICK_MAX_QUERIES} queries per image and universal training at most {QUICK_UAP_MAX_STEPS} steps "
-        f"({PREFIX}queries auto / {PREFIX}uap-steps auto); 'full': every attack on every image at native size; "
-        "each case's params record the grid",
+        "what the options left out make: 'auto': 'quick' for the main job on the CPU (no GPU, and neither "
+        f"{PREFIX}metric nor {PREFIX}attack given), else 'full'; 'quick': without {PREFIX}dataset the first "
+        f"{QUICK_MAX_IMAGES} sample images at {QUICK_IMAGE_SIZE} px (unless {PREFIX}max-images / {PREFIX}image-size "
+        f"say otherwise), black-box attacks at most {QUICK_MAX_QUERIES} queries per image and universal training at "
+        f"most {QUICK_UAP_MAX_STEPS} steps ({PREFIX}queries auto / {PREFIX}uap-steps auto), every attack and metric "
+        "as on the full grid; 'full': every image at native size, with the CPU's caps of "
+        f"{PREFIX}queries auto / {PREFIX}uap-steps auto on a CPU; each case's params record its grid",
         default="auto",
         choices=GRIDS,
         setting=True,
@@ -317,9 +310,9 @@ OPTIONS: tuple[Option, ...] = (
         "eps",
         "L-inf budgets, comma list of fractions or numbers (e.g. 2/255,4/255,8/255,16/255): every attack with an "
         "L-inf bound runs once per budget, its bound (and step) derived from it, case ids ifgsm-eps4-...; the summary "
-        "gains a budget column and budgets.csv the areas under gain and R against budget (default: no budget axis, "
-        "the benchmark's hyperparameters)",
+        "gains a budget column and budgets.csv the areas under gain and R against budget",
         parse=budgets,
+        shown_default="no budget axis: the benchmark's hyperparameters",
         metavar="BUDGETS",
         field="budgets",
         setting=True,
@@ -329,12 +322,13 @@ OPTIONS: tuple[Option, ...] = (
         "test dataset by name (sample, msu5, ...) or folder path; repeatable",
         action="append",
         setting=True,
-        shown_default=f"{DEFAULT_DATASET}; quick grid: its first {QUICK_MAX_IMAGES} images at {QUICK_IMAGE_SIZE} px",
+        shown_default=f"{DEFAULT_DATASET} (quick grid: its first {QUICK_MAX_IMAGES} images at {QUICK_IMAGE_SIZE} px)",
     ),
     Option(
         "train_dataset",
         "training set for universal attacks, name or folder; repeatable",
         action="append",
+        metavar="DATASET",
         setting=True,
         shown_default=DEFAULT_DATASET,
     ),
@@ -380,7 +374,7 @@ OPTIONS: tuple[Option, ...] = (
         metavar="N",
         field="max_images",
         setting=True,
-        shown_default=f"all; quick grid: {QUICK_MAX_IMAGES} of the sample set",
+        shown_default=f"all (quick grid: {QUICK_MAX_IMAGES} of the sample set)",
     ),
     Option(
         "max_frames",
@@ -398,7 +392,7 @@ OPTIONS: tuple[Option, ...] = (
         metavar="N",
         field="image_size",
         setting=True,
-        shown_default=f"native; quick grid: {QUICK_IMAGE_SIZE} for the sample set",
+        shown_default=f"native (quick grid: {QUICK_IMAGE_SIZE} for the sample set)",
     ),
     Option(
         "on_bad_image",
@@ -626,24 +620,21 @@ def resolve_grid(values: Mapping[str, Any], on_cuda: bool) -> str:
         raise ValueError(f"{flag('grid')} takes one of {', '.join(GRIDS)}; got {grid!r}")
     if grid != "auto":
         return grid
-    selected = values.get("metric", DEFAULT_METRICS) != DEFAULT_METRICS or values.get("attack") is not None
+    selected = values.get("metric", DEFAULT_METRICS) != DEFAULT_METRICS or values.get("attack", "all") != "all"
     return "full" if on_cuda or selected else "quick"
 
 
 def grid_values(values: Mapping[str, Any], on_cuda: bool) -> dict[str, Any]:
     """The options with what the grid fills in for those left out (``grid`` resolved to ``quick`` or ``full``).
 
-    On the quick grid: without ``attack`` the quick attacks; without ``dataset`` the sample set cut to its
-    first :data:`~iqa_robustness.conventions.QUICK_MAX_IMAGES` images at
+    On the quick grid, without ``dataset``, the sample set is cut to its first
+    :data:`~iqa_robustness.conventions.QUICK_MAX_IMAGES` images at
     :data:`~iqa_robustness.conventions.QUICK_IMAGE_SIZE` px (each unless given). The query and step caps of
     ``auto`` follow the resolved grid in :class:`~iqa_robustness.runner.config.SuiteConfig`.
     """
     out = dict(values)
     out["grid"] = resolve_grid(values, on_cuda)
-    quick = out["grid"] == "quick"
-    if out.get("attack") is None:
-        out["attack"] = QUICK_ATTACKS if quick else "all"
-    if quick and not out.get("dataset"):
+    if out["grid"] == "quick" and not out.get("dataset"):
         if out.get("max_images") is None:
             out["max_images"] = QUICK_MAX_IMAGES
         if out.get("image_size") is None:
@@ -686,13 +677,23 @@ def reference_page() -> str:
         f"`{PREFIX}device` the suite's. Code that writes command lines (CI jobs, scripts) should use the "
         "prefixed names, which work in any environment.",
         "",
-        "The main job (`pytest` in the checkout) runs the default grid. Without a GPU that is the quick grid "
-        f"(`{PREFIX}grid auto`): {_QUICK}, black-box attacks at most {QUICK_MAX_QUERIES} queries per image and "
-        f"universal training at most {QUICK_UAP_MAX_STEPS} steps, so it finishes in minutes on a laptop. "
-        f"`{PREFIX}grid full` runs the full grid on the CPU too (every attack on every image at native size, "
-        f"with the CPU caps of {CPU_MAX_QUERIES} queries and {CPU_UAP_MAX_STEPS} steps); on a GPU it is the "
-        "default. An option given on the command line is used as given. Each case's params record the grid and "
-        "the caps it ran with (`grid`, `image_size`, `max_images`, `query_limit`, `train_steps`, `full_epochs`).",
+        "## The quick grid and the full grid",
+        "",
+        f"`{PREFIX}grid` decides what the options left out make. The main job (`pytest` in the checkout: the "
+        "default metrics and every attack on the built-in `sample` photographs) is the quick grid where the "
+        f"metrics run on the CPU (`{PREFIX}grid auto` without a GPU, and neither `{PREFIX}metric` nor "
+        f"`{PREFIX}attack` given), so that a laptop shows results in minutes: every attack and metric of the "
+        f"full grid, on the first {QUICK_MAX_IMAGES} sample images at {QUICK_IMAGE_SIZE} px on the longer side, "
+        f"black-box attacks at most {QUICK_MAX_QUERIES} queries per image and universal perturbations trained "
+        f"for at most {QUICK_UAP_MAX_STEPS} steps. `{PREFIX}grid full` runs the full grid on the CPU too: every "
+        f"sample image at native size, with the CPU's caps of {CPU_MAX_QUERIES} queries and {CPU_UAP_MAX_STEPS} "
+        f"steps (`{PREFIX}queries N`, `{PREFIX}uap-steps epochs` lift them); on a GPU the full grid is the "
+        "default, with each attack's own query budget and epochs. An option given on the command line is used "
+        "as given (`--iqa-max-images 8` on the quick grid tests 8 images). Each case's params record what it "
+        "ran with: `grid`, `image_size`, `max_images`, `query_limit` (the rule that set the query budget), "
+        "`train_steps` and `full_epochs`.",
+        "",
+        "## Options",
         "",
         "| option | short name | default | session setting | `SuiteConfig` field | meaning |",
         "|---|---|---|---|---|---|",
@@ -708,7 +709,7 @@ def reference_page() -> str:
             o.default_text().replace("|", "\\|"),
             (o.record_as or o.name) if o.setting else "",
             f"`{fields}`" if fields else "",
-            o.help.replace("|", "\\|"),
+            o.help.replace("|", "\\|").replace("<", "&lt;"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
