@@ -79,11 +79,8 @@ def read_short_names(config: pytest.Config, parser: pytest.Parser, args: list[st
     The names given that another plugin or conftest.py declares stay theirs; they are remembered so a
     session that runs the grid can say where they went.
     """
-    free = _free_short_names(parser, args)
-    args[:] = with_flags(args, free)
-    config.stash[STASH_TAKEN] = [
-        name for name in _short_names_in(args) if name not in free and name in SHORT_NAMES
-    ]
+    args[:] = with_flags(args, _free_short_names(parser, args))
+    config.stash[STASH_TAKEN] = _short_names_in(args)  # the short names left are another option's
 
 
 def with_flags(args: list[str], short_names: set[str]) -> list[str]:
