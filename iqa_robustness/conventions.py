@@ -34,7 +34,12 @@ CPU_MAX_QUERIES = 400
 QUICK_MAX_IMAGES = 4
 QUICK_IMAGE_SIZE = 256
 QUICK_MAX_QUERIES = 100
-QUICK_UAP_MAX_STEPS = 20
+QUICK_UAP_MAX_STEPS = 10
+#: The quick grid runs torch on this many threads (unless ``OMP_NUM_THREADS`` says): its batches of a few
+#: small images gain little from more, and on a CPU that other programs share, two threads spend their
+#: share waiting on each other (measured on a busy 2-core CPU: the main job took 22 min on two threads,
+#: 5 min on one).
+QUICK_TORCH_THREADS = 1
 
 #: Draws averaged per gradient of a random defence (expectation over transformation) unless ``--iqa-eot`` says.
 DEFAULT_EOT = 8

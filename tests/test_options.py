@@ -100,6 +100,7 @@ def test_a_session_records_every_setting_merge_may_let_differ():
 
     recorded = settings(defaults())
     assert set(recorded) >= LOCAL_SETTINGS
+    assert (recorded["resume"], recorded["random_weights"], recorded["clamp_uap"]) == (False, False, False)
     assert {"metric", "attack", "grid", "image_size", "max_images", "queries", "uap_steps", "seed"} <= set(recorded)
     json.dumps(recorded)  # a session record is JSON
 

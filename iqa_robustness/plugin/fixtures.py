@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from iqa_robustness.conventions import QUICK_TORCH_THREADS
+
 from .grid import grid_options
 from .options import value
 from .session import STASH_SESSION, stop_on_sigterm
@@ -27,6 +29,10 @@ def suite(request: pytest.FixtureRequest):
         suite_config = SuiteConfig.from_options({**grid_options(config), "device": value(config, "device")})
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
+    if suite_config.grid == "quick" and not hasattr(config, "workerinput") and "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        torch.set_num_threads(QUICK_TORCH_THREADS)
     return Suite(suite_config)
 
 

@@ -34,6 +34,7 @@ from iqa_robustness.conventions import (
     QUICK_IMAGE_SIZE,
     QUICK_MAX_IMAGES,
     QUICK_MAX_QUERIES,
+    QUICK_TORCH_THREADS,
     QUICK_UAP_MAX_STEPS,
     parse_budgets,
 )
@@ -185,6 +186,10 @@ class Option:
     record_as: str | None = None
     shown_default: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.action == "store_true" and self.default is None:
+            object.__setattr__(self, "default", False)  # a switch left off is False, as argparse has it
+
     @property
     def flag(self) -> str:
         """``--iqa-batch-size``: the option's flag, accepted in every pytest run."""
@@ -299,7 +304,8 @@ OPTIONS: tuple[Option, ...] = (
         f"{QUICK_MAX_IMAGES} sample images at {QUICK_IMAGE_SIZE} px (unless {PREFIX}max-images / {PREFIX}image-size "
         f"say otherwise), black-box attacks at most {QUICK_MAX_QUERIES} queries per image and universal training at "
         f"most {QUICK_UAP_MAX_STEPS} steps ({PREFIX}queries auto / {PREFIX}uap-steps auto), every attack and metric "
-        "as on the full grid; 'full': every image at native size, with the CPU's caps of "
+        f"as on the full grid, torch on {QUICK_TORCH_THREADS} thread unless OMP_NUM_THREADS says; 'full': every "
+        "image at native size, with the CPU's caps of "
         f"{PREFIX}queries auto / {PREFIX}uap-steps auto on a CPU; each case's params record its grid",
         default="auto",
         choices=GRIDS,
@@ -685,7 +691,10 @@ def reference_page() -> str:
         f"`{PREFIX}attack` given), so that a laptop shows results in minutes: every attack and metric of the "
         f"full grid, on the first {QUICK_MAX_IMAGES} sample images at {QUICK_IMAGE_SIZE} px on the longer side, "
         f"black-box attacks at most {QUICK_MAX_QUERIES} queries per image and universal perturbations trained "
-        f"for at most {QUICK_UAP_MAX_STEPS} steps. `{PREFIX}grid full` runs the full grid on the CPU too: every "
+        f"for at most {QUICK_UAP_MAX_STEPS} steps, with torch on {QUICK_TORCH_THREADS} thread unless "
+        "`OMP_NUM_THREADS` says otherwise (batches of a few small images gain little from more threads, and on "
+        "a CPU that other programs share, more threads wait on each other). "
+        f"`{PREFIX}grid full` runs the full grid on the CPU too: every "
         f"sample image at native size, with the CPU's caps of {CPU_MAX_QUERIES} queries and {CPU_UAP_MAX_STEPS} "
         f"steps (`{PREFIX}queries N`, `{PREFIX}uap-steps epochs` lift them); on a GPU the full grid is the "
         "default, with each attack's own query budget and epochs. An option given on the command line is used "
