@@ -49,6 +49,7 @@ from typing import Any, ClassVar
 import torch
 
 from iqa_robustness.attacks.spec import coerce_values, parse_value, split_call
+from iqa_robustness.conventions import DEFAULT_EOT
 from iqa_robustness.metrics import Metric, MetricSpec, create_metric, get_spec, register_metric
 from iqa_robustness.registry import Registry, split_commas
 
@@ -56,8 +57,6 @@ from iqa_robustness.registry import Registry, split_commas
 NONE = "none"
 #: joins a defence's label and the metric's name: ``jpeg50+niqe``
 SEPARATOR = "+"
-#: draws per gradient evaluation of a random defence when ``--eot`` is not given
-DEFAULT_EOT = 8
 #: the seed of a defended metric's own generator: its draws outside an :class:`ImageDraws` binding
 UNBOUND_SEED = 0
 #: what one draw of a random defence is for an image: ``{"angle": -3.2}``, ``{"top": 5, "left": 17}``

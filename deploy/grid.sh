@@ -3,7 +3,7 @@
 # chain as the GitLab pipeline's: train the universal perturbations once, run the grid's cases in N shards
 # that load them, merge the shards into one session.
 #
-#   deploy/grid.sh train   pytest --train-only into $GRID_RESULTS/train
+#   deploy/grid.sh train   pytest --iqa-train-only into $GRID_RESULTS/train
 #   deploy/grid.sh shard   shard K of N into $GRID_RESULTS/shard-K; K from SHARD_INDEX (1..N), else from
 #                          Slurm's SLURM_ARRAY_TASK_ID (K = id - SLURM_ARRAY_TASK_MIN + 1), else from a
 #                          Kubernetes Indexed Job's JOB_COMPLETION_INDEX (K = index + 1)
@@ -41,8 +41,8 @@ shard_number() {
 
 case "${1:-}" in
   train)
-    exec "$pytest" --pyargs iqa_robustness.robustness_tests "${grid[@]}" --train-only --resume \
-      --results-dir "$results/train"
+    exec "$pytest" --pyargs iqa_robustness.robustness_tests "${grid[@]}" --iqa-train-only --iqa-resume \
+      --iqa-results-dir "$results/train"
     ;;
   shard)
     k=$(shard_number)
@@ -55,8 +55,8 @@ case "${1:-}" in
     if [ -d "$results/train/perturbations" ] && [ ! -d "$folder/perturbations" ]; then
       cp -rp "$results/train/perturbations" "$folder/"
     fi
-    exec "$pytest" --pyargs iqa_robustness.robustness_tests "${grid[@]}" --shard "$k/$n" --resume \
-      --results-dir "$folder"
+    exec "$pytest" --pyargs iqa_robustness.robustness_tests "${grid[@]}" --iqa-shard "$k/$n" --iqa-resume \
+      --iqa-results-dir "$folder"
     ;;
   merge)
     shopt -s nullglob

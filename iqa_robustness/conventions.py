@@ -31,6 +31,24 @@ CPU_CERTIFY_SAMPLES = 100
 #: On the CPU, one query of a query-based universal attack (square-uap) scores at most this many
 #: training images; its own query is the mean over the whole training set, which the GPU pipeline runs.
 CPU_QUERY_IMAGES = 8
+#: The quick grid: what the main job runs where the metrics run on the CPU (``--iqa-grid auto``, or
+#: ``--iqa-grid quick`` anywhere), so that a new user sees results in minutes on a laptop: every attack
+#: and metric of the default grid, on the sample set's first images at a reduced size, with lower
+#: query and step caps than :data:`CPU_MAX_QUERIES` and :data:`CPU_UAP_MAX_STEPS`. Options given on the
+#: command line are used as given; ``--iqa-grid full`` (a GPU's default) runs the full grid. Each case's
+#: params record what it ran with (docs/options.md).
+QUICK_MAX_IMAGES = 4
+QUICK_IMAGE_SIZE = 256
+QUICK_MAX_QUERIES = 100
+QUICK_UAP_MAX_STEPS = 10
+#: The quick grid runs torch on this many threads (unless ``OMP_NUM_THREADS`` says): its batches of a few
+#: small images gain little from more, and on a CPU that other programs share, two threads spend their
+#: share waiting on each other (measured on a busy 2-core CPU: the main job took 22 min on two threads,
+#: 5 min on one).
+QUICK_TORCH_THREADS = 1
+
+#: Draws averaged per gradient of a random defence (expectation over transformation) unless ``--iqa-eot`` says.
+DEFAULT_EOT = 8
 
 #: L-inf budgets (``--eps``) are named and plotted in units of one grey level of an 8-bit image.
 BUDGET_UNIT = 1 / 255

@@ -118,4 +118,5 @@ def register_library_metric(
                 raise MissingWeightsError(f"{spec.name}: {exc}") from exc
         return LibraryMetric(spec, scorer())
 
+    build.__module__ = scorer.__module__  # the family file is the metric's code (iqa_robustness.ci.changes)
     register_metric(spec, build)

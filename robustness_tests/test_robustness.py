@@ -146,7 +146,7 @@ def test_image_specific_attack(image_case, suite, case_results_dir, baseline):
 
 
 def test_universal_attack(universal_case, suite, case_results_dir, baseline, pytestconfig):
-    if pytestconfig.getoption("--train-only"):
+    if pytestconfig.getoption("--iqa-train-only"):
         perturbation = suite.train(universal_case)
         assert perturbation.path is not None, "the trained perturbation is saved"
         assert Path(perturbation.path).is_file(), perturbation.path

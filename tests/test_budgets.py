@@ -262,7 +262,7 @@ def test_a_bad_eps_option_stops_the_session_with_the_expected_form(tmp_path, tor
     proc = run_suite(tmp_path, torch_home, "--collect-only", "-q", "--attack", "fgsm", "--eps", "2/255,abc")
     output = proc.stdout + proc.stderr
     assert proc.returncode == pytest.ExitCode.USAGE_ERROR, output
-    assert "--eps takes L-inf budgets" in output
+    assert "--iqa-eps takes L-inf budgets" in output
     assert "'abc' is not one" in output
     assert "Traceback" not in output
 

@@ -122,10 +122,11 @@ def test_a_case_with_jpeg_quality_attacks_the_jpeg_copies(msu_test_images, tmp_p
 
 
 def test_bad_jpeg_qualities_on_the_command_line_are_usage_errors():
-    from iqa_robustness.plugin import parse_qualities
+    import argparse
 
-    assert parse_qualities("30, 70") == (30, 70)
-    assert parse_qualities(None) is None
+    from iqa_robustness.runner.options import qualities
+
+    assert qualities("30, 70") == (30, 70)
     for bad in ("0", "30,high", "101"):
-        with pytest.raises(pytest.UsageError, match="1 to 100"):
-            parse_qualities(bad)
+        with pytest.raises(argparse.ArgumentTypeError, match="1 to 100"):
+            qualities(bad)

@@ -182,7 +182,7 @@ def test_the_default_results_dir_is_checked_once_grid_cases_are_collected(tmp_pa
     output = proc.stdout + proc.stderr
 
     assert proc.returncode == pytest.ExitCode.USAGE_ERROR, output
-    assert "results folder results is a file, not a folder; choose another --results-dir" in output
+    assert "results folder results is a file, not a folder; choose another --iqa-results-dir" in output
     assert "INTERNALERROR" not in output
 
 

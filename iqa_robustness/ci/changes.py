@@ -50,6 +50,8 @@ EVERY_METRIC = (
     "metrics/pyiqa_names.py",
     "metrics/_targets.py",
     "metrics/_released.py",
+    "metrics/_libraries.py",
+    "metrics/draws.py",
 )
 
 #: what ``CI_COMMIT_BEFORE_SHA`` holds when a push has no previous commit (a new branch)

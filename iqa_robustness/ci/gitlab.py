@@ -78,11 +78,14 @@ IMAGE_TORCH = {
 
 
 def pytest_option(name: str) -> str:
-    """The suite's pytest option called ``name`` (``train_only`` -> ``--train-only``).
+    """The suite's pytest option called ``name`` (``train_only`` -> ``--iqa-train-only``).
 
-    The one place the generated jobs spell the plugin's option names.
+    The one place the generated jobs spell the plugin's option names: the prefixed flags, which no
+    other plugin or ``conftest.py`` of the project can have taken (docs/options.md).
     """
-    return "--" + name.replace("_", "-")
+    from iqa_robustness.runner.options import flag
+
+    return flag(name)
 
 
 def suite_args(**options: str | bool) -> str:

@@ -21,8 +21,13 @@ import pytest
 log = logging.getLogger(__name__)
 
 
-def reroot(config: pytest.Config, args: list[str]) -> None:
-    """Re-decide rootdir and ini file from the positional arguments as parsed with every option known."""
+def reroot(config: pytest.Config, args: list[str]) -> bool:
+    """Re-decide rootdir and ini file from the positional arguments as parsed with every option known.
+
+    Returns:
+        True when the ini file changed and its ``addopts`` were put in front of ``args``: the caller
+        reads the known arguments again.
+    """
     try:
         from _pytest.config.findpaths import determine_setup
 
@@ -37,9 +42,9 @@ def reroot(config: pytest.Config, args: list[str]) -> None:
         old_root, old_ini = config.rootpath, config.inipath
     except (ImportError, AttributeError, TypeError, ValueError) as exc:  # another pytest: leave it alone
         log.debug("not re-rooting: %s", exc)
-        return
+        return False
     if (rootpath, inipath) == (old_root, old_ini) or inipath is None:
-        return
+        return False
     config._rootpath, config._inipath, config._inicfg = rootpath, inipath, inicfg
     if hasattr(config, "_inicache"):
         config._inicache.clear()
@@ -49,4 +54,4 @@ def reroot(config: pytest.Config, args: list[str]) -> None:
     addopts = config.getini("addopts")
     if addopts:
         args[:] = [*addopts, *args]
-        config._parser.parse_known_args(args, namespace=ns)
+    return bool(addopts)

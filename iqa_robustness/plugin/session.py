@@ -19,6 +19,7 @@ pytest run of an environment that has the package.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -30,8 +31,12 @@ from typing import Any
 
 import pytest
 
+from iqa_robustness.runner.options import settings
 from iqa_robustness.runner.sessions import SessionRecord
 from iqa_robustness.scores.results import CaseResult, interrupted_message, unfinished_result
+
+from .options import value, values
+from .progress import CaseProgress
 
 log = logging.getLogger("iqa_robustness")
 
@@ -42,54 +47,15 @@ CASE_FIELDS_PROPERTY = "iqa_case_fields"
 #: the grid's test functions (robustness_tests/test_robustness.py)
 GRID_TESTS = ("test_image_specific_attack", "test_universal_attack", "test_certified_bound")
 
-#: options that make up a session's settings (checked to agree when shards are merged)
-SETTING_OPTIONS = (
-    "metric",
-    "attack",
-    "certify",
-    "dataset",
-    "train_dataset",
-    "amplitude",
-    "device",
-    "batch_size",
-    "random_weights",
-    "max_images",
-    "max_frames",
-    "image_size",
-    "seed",
-    "uap_steps",
-    "queries",
-    "uap_file",
-    "clamp_uap",
-    "amp",
-    "channels_last",
-    "on_bad_image",
-    "mos",
-    "jpeg_quality",
-    "jpeg_colour",
-    "transfer_to",
-    "defence",
-    "eot",
-    "fooled_gain",
-    "baseline",
-    "shard",
-    "shard_images",
-    "resume",
-    "results_dir",
-)
+STASH_SESSION = pytest.StashKey[str]()  # the session id, the same in the controller and its workers
+STASH_CONTROLLER = pytest.StashKey["SessionController"]()  # the controller process's SessionController
 
 
 def session_settings(config: pytest.Config) -> dict[str, Any]:
-    """The session's options as plain values, plus the suite's version."""
+    """The session's settings (the table's session options, as plain values), plus the suite's version."""
     from iqa_robustness import __version__
 
-    settings: dict[str, Any] = {"suite_version": __version__}
-    for name in SETTING_OPTIONS:
-        value = getattr(config.option, name, None)
-        if name == "shard_images":
-            name = "image_shard"
-        settings[name] = value if value is None or isinstance(value, (bool, int, float, str, list)) else str(value)
-    return settings
+    return {"suite_version": __version__, **settings(values(config))}
 
 
 class SessionController:
@@ -98,11 +64,10 @@ class SessionController:
     def __init__(self, config: pytest.Config, session_id: str) -> None:
         self.config = config
         self.session_id = session_id
-        opt = config.getoption
-        self.results_dir = Path(opt("--results-dir"))
+        self.results_dir = Path(value(config, "results_dir"))
         self.cases_dir = self.results_dir / "cases" / session_id
-        self.mlflow_uri: str | None = None if opt("--no-mlflow") else (opt("--mlflow-uri") or "")
-        self.train_only = bool(opt("--train-only"))
+        self.mlflow_uri: str | None = None if value(config, "no_mlflow") else (value(config, "mlflow_uri") or "")
+        self.train_only = bool(value(config, "train_only"))
         self.logger: Any = None  # a tracking.SessionLogger once the session has begun with MLflow on
         self.record: SessionRecord | None = None
         self.tracking_error = ""
@@ -112,6 +77,7 @@ class SessionController:
         self._pending = False
         self._previous_handlers: dict[int, Any] = {}
         self._workers: list[int] = []  # pytest-xdist worker processes
+        self.progress = CaseProgress(self._write_line)
 
     # -- start ----------------------------------------------------------------------------
     def check_results_dir(self) -> None:
@@ -125,7 +91,9 @@ class SessionController:
         try:
             check_results_dir(self.results_dir)
         except ValueError as exc:
-            raise pytest.UsageError(f"--results-dir: {exc}; choose another --results-dir") from None
+            from iqa_robustness.runner.options import flag
+
+            raise pytest.UsageError(f"{flag('results_dir')}: {exc}; choose another {flag('results_dir')}") from None
 
     def begin(self) -> None:
         """Record the session and create its MLflow parent run (once); a stop signal waits until both are done.
@@ -139,19 +107,19 @@ class SessionController:
             self._begin()
 
     def _begin(self) -> None:
-        opt = self.config.getoption
+        opt = functools.partial(value, self.config)
         self.record = SessionRecord(
             self.session_id,
             settings=session_settings(self.config),
-            shard=opt("--shard") or "",
-            image_shard=opt("--shard-images") or "",
+            shard=opt("shard") or "",
+            image_shard=opt("shard_images") or "",
         )
         if self.train_only:
             return  # training writes perturbations, not cases: nothing to record or log
         from iqa_robustness.tracking import session_tags
 
-        weights = "random" if opt("--random-weights") else "pretrained"
-        tags = {**session_tags(device=str(opt("--device")), weights_mode=weights), "session_id": self.session_id}
+        weights = "random" if opt("random_weights") else "pretrained"
+        tags = {**session_tags(device=str(opt("device")), weights_mode=weights), "session_id": self.session_id}
         if self.record.shard:
             tags["shard"] = self.record.shard
         if self.record.image_shard:
@@ -166,7 +134,7 @@ class SessionController:
 
         uri = self.mlflow_uri or default_tracking_uri(Path.cwd())
         kind = KIND_SHARD if (self.record.shard or self.record.image_shard) else KIND_SESSION
-        self.logger = SessionLogger(uri, opt("--experiment"), tags, self.results_dir, kind=kind)
+        self.logger = SessionLogger(uri, opt("experiment"), tags, self.results_dir, kind=kind)
         self.record.tracking_uri = uri  # the store `iqa-robustness upload` completes the session in
         try:
             self.record.mlflow_run_id = self.logger.start()
@@ -176,13 +144,35 @@ class SessionController:
 
     # -- hooks ----------------------------------------------------------------------------
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        if any(CASE_PROPERTY in dict(item.user_properties) for item in session.items):
+        cases = sum(CASE_PROPERTY in dict(item.user_properties) for item in session.items)
+        if cases:
             self.begin()
+            self._count(cases)
 
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         """Under pytest-xdist, before any case is scheduled: a new store's set-up then holds up no worker."""
-        if any(f"::{name}[" in nodeid for nodeid in ids for name in GRID_TESTS):
+        cases = sum(any(f"::{name}[" in nodeid for name in GRID_TESTS) for nodeid in ids)
+        if cases:
             self.begin()
+            self._count(cases)
+
+    def _count(self, cases: int) -> None:
+        """The grid's cases are known: the progress lines begin, with what the grid is."""
+        if self.config.option.collectonly:
+            return
+        from .grid import grid_description
+
+        self.progress.begin(cases, grid_description(self.config))
+
+    def _write_line(self, text: str) -> None:
+        """A line of its own on the terminal, also after ``-q``'s progress dots (which leave no mark to end)."""
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None:
+            return
+        reporter.ensure_newline()
+        if getattr(getattr(reporter, "_tw", None), "width_of_current_line", 0):
+            reporter.write("\n")
+        reporter.write_line(text)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         props = dict(report.user_properties)
@@ -191,9 +181,11 @@ class SessionController:
             return
         if report.when == "setup":
             self.running[case_id] = dict(props.get(CASE_FIELDS_PROPERTY) or {})
+            self.progress.started(case_id)
             self.begin()
         elif report.when == "teardown":
             self.running.pop(case_id, None)
+            self.progress.ended(case_id)
             path = self.cases_dir / f"{case_id}.json"
             if self.logger is not None and not self.logger.offline and path.is_file():
                 from iqa_robustness.tracking import TrackingError
@@ -292,7 +284,7 @@ class SessionController:
         if results:
             from iqa_robustness.scores.verdict import policy_for
 
-            policy = policy_for(self.config.getoption("--fooled-gain"))
+            policy = policy_for(value(self.config, "fooled_gain"))
             write_outputs(results, self.results_dir, write, {**self.record.provenance(), "status": status}, policy)
             report = self.results_dir / REPORT_DIR
         resumed = sum(bool(r.resumed_from) for r in finished)

@@ -1,4 +1,4 @@
-"""What a session shares, as data: the options of the pytest plugin, one field each, and the device facts.
+"""What a session shares, as data: the options of the pytest plugin (:mod:`.options`), and the device facts.
 
 Also the small device helpers every runner and ``iqa-robustness bench`` use: the per-case seed,
 CUDA synchronisation for honest timings, and the peak-memory reading.
@@ -10,8 +10,9 @@ import dataclasses
 import resource
 import sys
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -20,8 +21,11 @@ from iqa_robustness.conventions import (
     CPU_MAX_QUERIES,
     CPU_QUERY_IMAGES,
     CPU_UAP_MAX_STEPS,
+    QUICK_MAX_QUERIES,
+    QUICK_UAP_MAX_STEPS,
     parse_budgets,
 )
+from iqa_robustness.runner.options import check_shard, config_fields, grid_values
 
 if TYPE_CHECKING:
     from iqa_robustness.attacks import Attack
@@ -36,7 +40,7 @@ OnBadImage = Literal["skip", "fail"]
 
 @dataclasses.dataclass
 class SuiteConfig:
-    """Everything a session shares; the pytest options map one-to-one onto these fields."""
+    """Everything a session shares; the pytest options set these fields (:meth:`from_options`)."""
 
     device: str = "auto"
     batch_size: int = 0  # 0 = auto: AUTO_BATCH_SIZE for the device
@@ -60,10 +64,11 @@ class SuiteConfig:
     budgets: tuple[float, ...] | None = None  # L-inf budgets of --eps: the grid's budget axis (None: no axis)
     queries: int | None = None  # black-box query budget per image; None = the attacks' own (capped on the CPU)
     eot: int | None = None  # --eot: draws averaged per gradient of a metric found random (None: no EoT for them)
+    grid: str = "full"  # "quick": the quick grid's caps on queries and training steps (docs/options.md)
 
     def __post_init__(self) -> None:
         if self.image_shard is not None:
-            check_shard(*self.image_shard, option="--shard-images")
+            check_shard(*self.image_shard, option="--iqa-shard-images")
         if self.budgets is not None:
             self.budgets = parse_budgets(",".join(repr(float(b)) for b in self.budgets))
 
@@ -72,6 +77,19 @@ class SuiteConfig:
     jpeg_quality: tuple[int, ...] | None = None  # attack JPEG copies of the test images at these qualities
     jpeg_colour: str = "code"  # "code": the benchmark's JPEG (OpenCV reading RGB as BGR); "rgb": a correct one
     transfer_to: tuple[str, ...] | None = None  # --transfer-to: metrics that also score every case's adversarial images
+
+    @classmethod
+    def from_options(cls, values: Mapping[str, Any]) -> SuiteConfig:
+        """The config of a session run with these option values (name -> value as parsed; left out: default).
+
+        ``grid`` ``auto`` is resolved here, on the device the options select, and the quick grid fills
+        in what it cuts down (:func:`~iqa_robustness.runner.options.grid_values`).
+
+        Raises:
+            ValueError: a value that gives no field (``--iqa-transfer-to`` naming no metric).
+        """
+        on_cuda = resolve_device(str(values.get("device") or "auto")).type == "cuda"
+        return cls(**config_fields(grid_values(values, on_cuda)))
 
     @property
     def skip_bad_images(self) -> bool:
@@ -83,17 +101,17 @@ class SuiteConfig:
         return self.batch_size or AUTO_BATCH_SIZE["cuda" if device.type == "cuda" else "cpu"]
 
     def resolved_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        return resolve_device(self.device)
 
     def uap_training_steps(self, device: torch.device) -> tuple[int | None, int | None]:
         """``(steps, max_steps)`` for :meth:`~iqa_robustness.attacks.universal.UniversalAttack.fit` on ``device``."""
         if self.uap_steps is not None:
             return self.uap_steps, None
-        if self.uap_full_epochs or device.type == "cuda":
+        if self.uap_full_epochs:
             return None, None
-        return None, CPU_UAP_MAX_STEPS
+        if self.grid == "quick":
+            return None, QUICK_UAP_MAX_STEPS
+        return (None, None) if device.type == "cuda" else (None, CPU_UAP_MAX_STEPS)
 
     def query_limit(self, own: int, device: torch.device) -> tuple[int, str]:
         """The query budget a black-box attack with its own budget ``own`` runs with on ``device``, and why.
@@ -104,6 +122,11 @@ class SuiteConfig:
         """
         if self.queries is not None:
             return self.queries, f"--queries {self.queries}"
+        if self.grid == "quick":
+            if own > QUICK_MAX_QUERIES:
+                rule = f"auto: capped at {QUICK_MAX_QUERIES} on the quick grid (the attack's own: {own})"
+                return QUICK_MAX_QUERIES, rule
+            return own, "auto: the attack's own budget (under the quick grid's cap)"
         if device.type == "cuda":
             return own, "auto: the attack's own budget"
         if own > CPU_MAX_QUERIES:
@@ -159,19 +182,11 @@ def at_query_limit(attack: Attack, config: SuiteConfig, device: torch.device) ->
     return attack
 
 
-def parse_shard(text: str, option: str = "--shard") -> tuple[int, int]:
-    """``"2/4"`` -> ``(2, 4)``: shard K of N, 1-based."""
-    try:
-        k, n = (int(part) for part in str(text).split("/"))
-    except ValueError:
-        raise ValueError(f"{option} takes K/N (shard K of N, 1-based), e.g. 1/4; got {text!r}") from None
-    check_shard(k, n, option)
-    return k, n
-
-
-def check_shard(k: int, n: int, option: str = "--shard") -> None:
-    if not 1 <= k <= n:
-        raise ValueError(f"{option} {k}/{n}: K must be between 1 and N (shards are 1-based)")
+def resolve_device(text: str) -> torch.device:
+    """``auto`` -> ``cuda`` when present, else ``cpu``; any other torch device as given."""
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(text)
 
 
 def take_shard(items: tuple, shard: tuple[int, int] | None) -> tuple:

@@ -304,6 +304,7 @@ class Suite:
             "max_images": self.config.max_images,
             "amp": self.config.amp or "off",
             "channels_last": self.config.channels_last,
+            "suite_grid": self.config.grid,  # quick: the main job's CPU grid (fewer images, queries, steps)
             **attack.params(),  # last: a universal attack's batch_size is its training batch, not the suite's
         }
         if case.budget is not None:
