@@ -156,6 +156,8 @@ def _metric_facts(verdict: MetricVerdict, cases: Sequence[Any], tags: Mapping[st
     name = verdict.base_metric or verdict.metric
     spec, implementation = _spec(name)
     source = _first_param(cases, "metric_source") or (spec.source if spec is not None else None)
+    if implementation is None and source and source.startswith("module:"):  # a user's metric: its import path
+        implementation = source.removeprefix("module:")
     library = source if source in _LIBRARIES else None
     if library is not None:
         version = tags.get(f"{library}_version")
