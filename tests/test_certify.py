@@ -90,7 +90,7 @@ def test_a_certify_value_out_of_range_stops_the_session_saying_what_it_should_be
 def test_projection_scales_each_image_onto_its_l2_ball_and_keeps_the_pixel_range() -> None:
     x = torch.rand(3, 3, 16, 16)
     target = torch.rand(3, 3, 16, 16)
-    target[2] = x[2] + 0.001  # already inside the ball: unchanged
+    target[2] = (x[2] + 0.001).clamp(max=1.0)  # already inside the ball (and the pixel range): unchanged
 
     moved = x + project_l2(target - x, EPS)
 

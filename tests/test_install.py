@@ -254,6 +254,20 @@ def test_the_benchmarks_attack_presets_ship_in_the_wheel_and_load_from_it(instal
     assert proc.stdout.split() == ["625"]
 
 
+def test_the_robustness_card_schema_ships_in_the_wheel_and_the_core_checks_cards_against_it(installed_core):
+    with zipfile.ZipFile(installed_core.wheel) as wheel:
+        assert "iqa_robustness/schemas/robustness-card-1.json" in wheel.namelist()
+    code = (
+        "from iqa_robustness.report.card import CardError, validate_card, card_schema\n"
+        "print(card_schema()['$id'])\n"
+        "try:\n    validate_card({'schema': 'robustness-card'}, 'x')\nexcept CardError as exc:\n    print(exc)"
+    )
+    proc = _check(installed_core.run(installed_core.python, "-c", code, cwd=installed_core.empty_folder("card")))
+    schema_id, error = proc.stdout.splitlines()
+    assert schema_id == "urn:iqa-robustness:robustness-card:1"
+    assert error.startswith("x is not a valid robustness-card-1: at (the top level): ")
+
+
 @pytest.mark.parametrize("name", OLD_TOP_LEVEL_NAMES)
 def test_the_old_top_level_names_do_not_import(installed, name):
     proc = installed.run(installed.python, "-c", f"import {name}", cwd=installed.empty_folder(f"old-{name}"))

@@ -26,6 +26,7 @@ from iqa_robustness.metrics import Metric, MetricSpec
 from iqa_robustness.metrics.draws import MeanOfDraws
 from iqa_robustness.scores.checks import (
     BLACKBOX_BEATS_WHITEBOX,
+    CERTIFICATE_BREACH,
     CHECK_DEAD_GRADIENT,
     CHECK_DIFFERENTIABLE,
     CHECK_IMAGES,
@@ -43,6 +44,7 @@ from iqa_robustness.scores.verdict import (
     FOOLED,
     ROBUST,
     UNRELIABLE,
+    MetricVerdict,
     VerdictPolicy,
     metric_verdict,
     parse_fooled_gain,
@@ -290,6 +292,75 @@ def test_the_reports_verdict_adds_certified_vs_achieved_once_a_certificate_is_in
 
     assert "certified vs achieved" in html
     assert "certified ≤ 0.12 range · achieved 1.5" in html
+
+
+def certify_row(bound: float, achieved: float, breaches: float = 0.0, **more: object) -> dict[str, object]:
+    """A certify case's row as a session summary has it: no R, no gain; its certificate's scores and parameters."""
+    out: dict[str, object] = {
+        "case_id": "certify-m-msu5", "metric": "m", "attack": "certify", "dataset": "msu5", "amplitude": "",
+        "train_dataset": "", "budget": "", "status": "failed" if breaches else "passed", "n": 5,
+        "certified_change": bound * 10, "certified_change_scaled": bound, "achieved_change_scaled": achieved,
+        "achieved_change_scaled_max": achieved * 1.5, "achieved_ratio_max": 1.2 if breaches else 0.4,
+        "achieved_change_scaled/ifgsm": achieved * 0.5, "achieved_change_scaled/pgd-l2-eot": achieved,
+        "certificate_breaches": breaches, "certify_sigma": 0.12, "certify_eps": 0.05, "certify_n": 100,
+        "certify_alpha": 0.001,
+    }  # fmt: skip
+    out.update(more)
+    return out
+
+
+def test_a_certify_case_fills_the_certified_slot_of_its_dataset_beside_what_the_attacks_achieved():
+    rows = [row("ifgsm-eps4", 1.0, 0.1, budget=4 / 255), row("ifgsm-eps8", 0.8, 0.15, budget=8 / 255)]
+    rows += [certify_row(0.6, 0.17), {**certify_row(0.9, 0.2), "dataset": "koniq"}]
+
+    verdict = metric_verdict("m", rows)
+
+    assert verdict.verdict == ROBUST  # a certify case has no MSU score: it is not an attack of the worst case
+    assert [c.n_cases for c in verdict.worst_case] == [1, 1]
+    for case in verdict.worst_case:  # the L2 certificate of msu5 stands beside every L-inf budget of msu5
+        assert (case.certified["bound"], case.certified["achieved"]) == (0.6, 0.17)
+        assert case.certified["achieved_by"] == "pgd-l2-eot"
+        assert (case.certified["eps"], case.certified["sigma"], case.certified["n"]) == (0.05, 0.12, 100)
+    assert [c["dataset"] for c in verdict.certified["certificates"]] == ["msu5", "koniq"]
+    assert verdict.certified["bound"] == 0.9  # the loosest bound of the metric
+    table = verdict_table([verdict])
+    assert [r["certified_bound"] for r in table] == [0.6, 0.6]
+    assert table[0]["certified"].startswith("certified ≤ 0.6 · achieved 0.17 (min-max units; L2 0.05")
+    assert metric_verdict("m", rows[:2]).certified is None
+
+
+def test_a_certificate_breach_is_a_flag_that_makes_the_evaluation_unreliable():
+    rows = [row("ifgsm", 1.0, 0.1), certify_row(0.6, 0.17)]
+    assert metric_verdict("m", rows).checks[CERTIFICATE_BREACH] == PASSED
+    assert metric_verdict("m", rows[:1]).checks[CERTIFICATE_BREACH] == NOT_APPLICABLE
+
+    rows[1] = certify_row(0.6, 0.17, breaches=2.0)
+    verdict = metric_verdict("m", rows)
+
+    assert verdict.checks[CERTIFICATE_BREACH] == FLAGGED
+    assert verdict.verdict == UNRELIABLE
+    assert verdict.text == "evaluation unreliable: certificate breach on msu5"
+    (flag,) = verdict.flags
+    assert flag.evidence["breaches"] == 2.0
+    assert flag.evidence["case"] == "certify-m-msu5"
+    assert "the certificate's implementation or statistics failed" in flag.reason
+    assert verdict.worst_case[0].certified["breaches"] == 2
+
+
+def test_a_verdict_read_back_from_its_json_is_the_same_and_can_be_judged_at_another_threshold():
+    rows = [row("ifgsm-eps4", 1.0, 0.3, budget=4 / 255, improved_fraction=0.3), certify_row(0.6, 0.17)]
+    verdict = metric_verdict("m", rows)
+
+    back = MetricVerdict.from_dict(json.loads(json.dumps(verdict.to_dict())))
+
+    assert back == verdict
+    assert back.to_dict() == verdict.to_dict()
+    lenient = back.judged(VerdictPolicy(fooled_gain=0.5))
+    assert (verdict.verdict, lenient.verdict) == (FOOLED, UNRELIABLE)
+    assert lenient.text == "evaluation unreliable: no progress (ifgsm-eps4)"
+    assert back.verdict == FOOLED  # judging makes a new verdict
+    with pytest.raises(ValueError, match="schema_version 2"):
+        MetricVerdict.from_dict({**verdict.to_dict(), "schema_version": 2})
 
 
 # --------------------------------------------------------------------------- EoT for a random metric

@@ -120,6 +120,7 @@ class SessionController:
 
         weights = "random" if opt("random_weights") else "pretrained"
         tags = {**session_tags(device=str(opt("device")), weights_mode=weights), "session_id": self.session_id}
+        tags["seed"] = str(self.record.settings.get("seed"))  # a robustness card names it (docs/card.md)
         if self.record.shard:
             tags["shard"] = self.record.shard
         if self.record.image_shard:

@@ -204,4 +204,5 @@ table.worst tr.optimistic td, table.worst tr.optimistic th { color: var(--muted)
 ul.flags { margin: 6px 0; padding-left: 20px; } ul.flags li { margin: 3px 0; }
 ul.flags code { font-size: 11px; color: var(--muted); }
 table.checks td.flagged { color: #b3261e; font-weight: 600; } table.checks td.passed { color: #137333; }
+strong.breach { color: #b3261e; }
 """

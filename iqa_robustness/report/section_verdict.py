@@ -3,8 +3,9 @@
 docs/verdict.md: per metric x dataset x budget the lowest R and the largest normalised gain, each with the
 attack that reached it (linked to its case), and the benchmark's mean over attacks beside them; a defended
 metric's non-adaptive numbers in grey as "non-adaptive (optimistic)"; every flag with its evidence and
-the state of each check. When certificates exist (a ``certified`` entry of the verdict), a column puts
-the certified bound beside what the attacks achieved.
+the state of each check. When certificates exist (a ``certified`` entry of the verdict: a session with
+certify cases, docs/certify.md), a column puts the certified bound of the smoothed metric beside what the
+attacks achieved within the same L2 radius, and a line under the table names each certificate's parameters.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from iqa_robustness.report.markup import esc, fmt, slug
 from iqa_robustness.report.view import Section, SessionView
+from iqa_robustness.scores.certificate import certificate_text
 from iqa_robustness.scores.checks import CHECKS
 from iqa_robustness.scores.verdict import MetricVerdict, WorstCase
 
@@ -61,7 +63,7 @@ def _metric(v: MetricVerdict, anchors: Mapping[str, str]) -> str:
     return (
         f'<div class="verdict {esc(state)}" id="verdict-{esc(slug(v.metric))}">'
         f'<h3>{esc(v.metric)}{defence} <span class="badge {esc(state)}">{esc(v.verdict)}</span></h3>'
-        f'<p class="line">{esc(v.text)}</p>{table}{mean}{_flags(v)}{_checks(v)}</div>'
+        f'<p class="line">{esc(v.text)}</p>{table}{mean}{_certificates(v)}{_flags(v)}{_checks(v)}</div>'
     )
 
 
@@ -91,12 +93,36 @@ def _case_link(label: str, case_id: str, anchors: Mapping[str, str]) -> str:
 
 
 def _certified(certificate: Mapping[str, Any] | None, achieved: float) -> str:
-    """``certified ≤ 0.12 · achieved 0.05``: the certificate's bound beside what the attacks reached."""
+    """``certified ≤ 0.12 · achieved 0.05``: the certificate's bound beside what the attacks reached.
+
+    With the certificate's radius (``L2 ≤ 0.05``) under it, and its breaches in red where there are any.
+    """
     if not certificate:
         return "–"
     reached = certificate.get("achieved", achieved)
     unit = f" {esc(certificate['unit'])}" if certificate.get("unit") else ""
-    return f"certified ≤ {fmt(certificate.get('bound'))}{unit} · achieved {fmt(reached)}"
+    text = f"certified ≤ {fmt(certificate.get('bound'))}{unit} · achieved {fmt(reached)}"
+    if certificate.get("eps") is not None:
+        text += f'<br><span class="legend">{esc(certificate.get("norm", "L2"))} ≤ {fmt(certificate["eps"])}</span>'
+    breaches = int(certificate.get("breaches") or 0)
+    if breaches:
+        text += f' <strong class="breach">{breaches} breach(es)</strong>'
+    return text
+
+
+def _certificates(v: MetricVerdict) -> str:
+    """One line per certificate of the metric: its dataset, bound, achieved change and parameters."""
+    if not v.certified:
+        return ""
+    items = "".join(
+        f"<li>{esc(c.get('dataset', ''))}: {esc(certificate_text(c))} <code>{esc(c.get('case', ''))}</code></li>"
+        for c in v.certified.get("certificates", ())
+    )
+    return (
+        '<p class="legend">Certified (median smoothing, docs/certify.md): no perturbation within the L2 radius '
+        "moves the smoothed metric by more than the bound (mean over the images); achieved: the mean of each "
+        f'image\'s largest change by the attacks within it.</p><ul class="flags">{items}</ul>'
+    )
 
 
 def _flags(v: MetricVerdict) -> str:

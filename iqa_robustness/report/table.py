@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 
 from iqa_robustness.conventions import dataset_slug
+from iqa_robustness.scores.certificate import certificate_text
 from iqa_robustness.scores.verdict import MetricVerdict
 
 TABLE_COLUMNS = (
@@ -117,7 +118,7 @@ def format_certify_table(rows: list[dict[str, object]]) -> list[str]:
 
 def format_verdicts(verdicts: Sequence[MetricVerdict]) -> list[str]:
     """Per metric its verdict line, then per dataset x budget the worst case (R and gain, each with its attack)
-    and the mean over attacks beside it, then each flag's reason."""
+    and the mean over attacks beside it, each certificate beside what the attacks achieved, then each flag's reason."""
     lines = []
     for v in verdicts:
         lines.append(f"{v.metric}: {v.text}")
@@ -129,5 +130,7 @@ def format_verdicts(verdicts: Sequence[MetricVerdict]) -> list[str]:
                     f"({c.max_gain_attack}); mean over {c.n_attacks} attack(s): R "
                     f"{as_number(c.mean_robustness_score):.4g}, norm gain {as_number(c.mean_norm_abs_gain):.4g}"
                 )
+        for c in (v.certified or {}).get("certificates", ()):
+            lines.append(f"  {c['dataset']} {certificate_text(c)}")
         lines.extend(f"  flag {f.reason}" for f in v.flags)
     return lines

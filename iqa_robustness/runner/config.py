@@ -1,12 +1,14 @@
 """What a session shares, as data: the options of the pytest plugin (:mod:`.options`), and the device facts.
 
 Also the small device helpers every runner and ``iqa-robustness bench`` use: the per-case seed,
-CUDA synchronisation for honest timings, and the peak-memory reading.
+CUDA synchronisation for honest timings, the peak-memory reading, and the hardware's name.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import platform
 import resource
 import sys
 import zlib
@@ -214,3 +216,25 @@ def sync_device(device: torch.device) -> None:
     """Wait for queued CUDA work, so wall-clock timings cover it (no-op on the CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+@functools.cache
+def device_name(device: torch.device) -> str:
+    """The hardware behind a device, for provenance: the GPU's name, or the CPU's model.
+
+    The CPU's model is the first ``model name`` of ``/proc/cpuinfo`` on Linux, else what
+    :func:`platform.processor` says (macOS, Windows), else the machine type.
+    """
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type != "cpu":
+        return device.type
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"

@@ -29,7 +29,7 @@ from iqa_robustness.runner.artefacts import ArtefactWriter
 from iqa_robustness.runner.cases import CaseRunner, Outcome
 from iqa_robustness.runner.certify import CertifyCaseRunner, certify_params, resolve_samples
 from iqa_robustness.runner.clips import ClipCaseRunner
-from iqa_robustness.runner.config import SuiteConfig, at_query_limit, peak_memory_mb, stable_seed
+from iqa_robustness.runner.config import SuiteConfig, at_query_limit, device_name, peak_memory_mb, stable_seed
 from iqa_robustness.runner.fingerprint import case_fingerprint, dataset_identity, file_digest
 from iqa_robustness.runner.grid import CERTIFY, NON_ADAPTIVE, CaseSpec
 from iqa_robustness.runner.images import ImageCaseRunner
@@ -158,11 +158,15 @@ class Suite:
         return attack
 
     # -- resuming -------------------------------------------------------------------------
+    def _metric_identity(self, name: str) -> str:
+        """:func:`~iqa_robustness.metrics.metric_identity` of the metric, computed once per session."""
+        key = ("metric", name)
+        if key not in self._identities:
+            self._identities[key] = metric_identity(self.resources.metric(name))
+        return self._identities[key]
+
     def fingerprint(self, case: CaseSpec, attack: Attack) -> str:
         """The case's fingerprint (:mod:`~iqa_robustness.runner.fingerprint`): same value, same numbers."""
-        metric_key = ("metric", case.metric)
-        if metric_key not in self._identities:
-            self._identities[metric_key] = metric_identity(self.resources.metric(case.metric))
         data_key = ("dataset", case.dataset, case.metric)
         if data_key not in self._identities:
             self._identities[data_key] = dataset_identity(self.resources.dataset(case.dataset, case.metric))
@@ -202,7 +206,7 @@ class Suite:
         if case.kind == CERTIFY:  # the attacks it measures, as they run on this device
             options["companions"] = [at_query_limit(s.create(), c, self.device).params() for s in case.companions]
         return case_fingerprint(
-            metric=self._identities[metric_key],
+            metric=self._metric_identity(case.metric),
             attack=attack,
             dataset=self._identities[data_key],
             amplitude=case.amplitude,
@@ -300,6 +304,7 @@ class Suite:
             "seed": seed,
             "batch_size": self.resources.effective_batch_size(case.metric),
             "device": str(self.device),
+            "device_name": device_name(self.device),
             "image_size": self.config.image_size,
             "max_images": self.config.max_images,
             "amp": self.config.amp or "off",
@@ -313,6 +318,9 @@ class Suite:
         if bound is not None:
             params["linf_bound"] = bound
         metric = self.resources.metric(case.metric)
+        # what the robustness card names the metric by (docs/card.md): its implementation's source and the
+        # checksum of its parameter values as loaded, the one its fingerprint holds
+        params.update(metric_source=metric.spec.source, metric_checksum=self._metric_identity(case.metric))
         if isinstance(metric, DefendedMetric):
             params.update(metric.defence.params(), base_metric=case.base_metric, defence_mode=case.defence_mode)
             if metric.defence.random:  # each image's draw comes from this seed and its name

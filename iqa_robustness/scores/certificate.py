@@ -340,3 +340,99 @@ def _mean(values: np.ndarray) -> float:
 def _max(values: np.ndarray) -> float:
     finite = values[np.isfinite(values)]
     return float(np.max(finite)) if finite.size else math.nan
+
+
+# ----------------------------------------------------------------------------- a certify case in the verdict
+
+#: the certify spec's fields that say what a certificate is about; a verdict row names them ``certify_<field>``
+CERTIFY_FIELDS = ("sigma", "eps", "n", "alpha")
+#: the unit of a certificate in the verdict: changes of the smoothed score over the span of its clean scores
+CERTIFIED_UNIT = "min-max"
+
+
+def certify_fields(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A certify case's ``sigma``, ``eps``, ``n`` and ``alpha`` as ``certify_<field>`` (other scores share names)."""
+    return {f"certify_{key}": params[key] for key in CERTIFY_FIELDS if key in params}
+
+
+def certificate_summary(row: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What a verdict says of one certify case, from its flat row (a summary row, or a logged case's metrics).
+
+    The comparison is per image and then averaged, so that a bound and what attacks achieved
+    are about the same images: ``bound`` is the mean certified change of the smoothed score and
+    ``achieved`` the mean of each image's largest change by any attack within the same L2 ball
+    (both in :data:`CERTIFIED_UNIT`: over the span of the smoothed clean scores). No image's
+    achieved change may exceed its own certified change; ``achieved_ratio_max`` is the largest
+    such ratio and ``breaches`` counts estimates outside their interval (docs/certify.md).
+
+    Args:
+        row: the case's identity (``case_id``, ``dataset``, ``status``), its scores
+            (:func:`certified_case_scores`) and :func:`certify_fields` (numbers may be text).
+
+    Returns:
+        ``None`` for a row without a finite certified change (another kind of case, or a certify
+        case that raised); else ``bound``, ``achieved``, ``unit``, ``achieved_max``,
+        ``achieved_ratio_max``, ``achieved_by`` (the attack with the largest mean change),
+        ``resampled``, ``breaches``, ``smoothing_shift``, the raw ``bound_raw`` and
+        ``achieved_raw``, the certificate's ``norm``, ``eps``, ``sigma``, ``n`` and ``alpha``,
+        ``images``, ``case``, ``dataset``, ``seconds_per_image`` (the whole case) and
+        ``certificate_seconds_per_image`` (the n noisy copies of the clean image). A number that is
+        not known (not finite) is ``None``: the entry is JSON as it is.
+    """
+    bound = _number(row.get(f"{CERTIFIED_CHANGE}_scaled"))
+    if not math.isfinite(bound) or str(row.get("status", "passed")) not in ("passed", "failed"):
+        return None
+    prefix = f"{ACHIEVED_CHANGE}_scaled/"
+    per_attack = {str(k).removeprefix(prefix): _number(v) for k, v in row.items() if str(k).startswith(prefix)}
+    per_attack = {k: v for k, v in per_attack.items() if math.isfinite(v)}
+    breaches = _number(row.get("certificate_breaches"))
+    samples = _number(row.get("certify_n"))
+    entry = {
+        "bound": bound,
+        "achieved": _number(row.get(f"{ACHIEVED_CHANGE}_scaled")),
+        "unit": CERTIFIED_UNIT,
+        "achieved_max": _number(row.get(f"{ACHIEVED_CHANGE}_scaled_max")),
+        "achieved_ratio_max": _number(row.get("achieved_ratio_max")),
+        "achieved_by": max(per_attack, key=lambda k: per_attack[k]) if per_attack else "",
+        "resampled": _number(row.get(f"{RESAMPLED_CHANGE}_scaled")),
+        "breaches": int(breaches) if math.isfinite(breaches) else 0,
+        "smoothing_shift": _number(row.get("smoothing_shift")),
+        "bound_raw": _number(row.get(CERTIFIED_CHANGE)),
+        "achieved_raw": _number(row.get(ACHIEVED_CHANGE)),
+        "norm": "L2",
+        "eps": _number(row.get("certify_eps")),
+        "sigma": _number(row.get("certify_sigma")),
+        "n": int(samples) if math.isfinite(samples) else None,
+        "alpha": _number(row.get("certify_alpha")),
+        "images": int(_number(row.get("n"))) if math.isfinite(_number(row.get("n"))) else None,
+        "case": str(row.get("case_id", "")),
+        "dataset": str(row.get("dataset", "")),
+        "seconds_per_image": _number(row.get("seconds_per_image")),
+        f"{CERTIFICATE_SECONDS}_per_image": _number(row.get(f"{CERTIFICATE_SECONDS}_per_image")),
+    }
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in entry.items()}
+
+
+def certificate_text(entry: Mapping[str, Any]) -> str:
+    """``certified ≤ 0.617 · achieved 0.169 (min-max units; L2 0.05, sigma 0.12, n 100, alpha 0.001)``."""
+    breaches = int(entry.get("breaches") or 0)
+    tail = f"; {breaches} BREACH(ES)" if breaches else ""
+    return (
+        f"certified ≤ {_short(entry.get('bound'))} · achieved {_short(entry.get('achieved'))} "
+        f"({entry.get('unit', CERTIFIED_UNIT)} units; {entry.get('norm', 'L2')} {_short(entry.get('eps'))}, "
+        f"sigma {_short(entry.get('sigma'))}, n {entry.get('n')}, alpha {_short(entry.get('alpha'))}{tail})"
+    )
+
+
+def _short(value: Any) -> str:
+    x = _number(value)
+    return f"{x:.3g}" if math.isfinite(x) else "–"
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool):
+        return float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan

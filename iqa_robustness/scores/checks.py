@@ -11,7 +11,10 @@ are their counterparts for quality metrics (docs/verdict.md gives each one's mea
   than every gradient attack at the same or a larger L-inf budget;
 - **no progress** (:func:`check_no_progress`): an iterative attack raised the score of under half the images;
 - **weaker at a larger budget** (:func:`check_weaker_at_larger_budget`): an attack's gain falls as its
-  budget grows.
+  budget grows;
+- **certificate breach** (:func:`check_certificate_breach`): a certify case's smoothed score after an
+  attack (or re-estimated) left the interval the certificate guarantees: the implementation or its
+  statistics failed (docs/certify.md).
 
 The first two read evidence the runner measured on the metric itself (:mod:`iqa_robustness.runner.probes`),
 recorded with every case as its ``probes`` (the ``check_*`` values); the other three compare a metric's cases.
@@ -35,7 +38,11 @@ RANDOM_METRIC = "random-metric"
 BLACKBOX_BEATS_WHITEBOX = "black-box-beats-white-box"
 NO_PROGRESS = "no-progress"
 WEAKER_AT_LARGER_BUDGET = "weaker-at-larger-budget"
-CHECKS = (NO_GRADIENT, RANDOM_METRIC, BLACKBOX_BEATS_WHITEBOX, NO_PROGRESS, WEAKER_AT_LARGER_BUDGET)
+CERTIFICATE_BREACH = "certificate-breach"
+CHECKS = (NO_GRADIENT, RANDOM_METRIC, BLACKBOX_BEATS_WHITEBOX, NO_PROGRESS, WEAKER_AT_LARGER_BUDGET, CERTIFICATE_BREACH)
+#: the checks that read every row of a metric (evidence measured on the metric, certify cases); the others
+#: compare the scores of the attack cases that count for its worst case
+ON_EVERY_ROW = frozenset({NO_GRADIENT, RANDOM_METRIC, CERTIFICATE_BREACH})
 #: what a check's state can be for one metric
 PASSED, FLAGGED, NOT_APPLICABLE, NOT_RUN = "passed", "flagged", "not applicable", "not run"
 
@@ -397,6 +404,37 @@ def _largest_drop(points: Sequence[tuple[float, Mapping[str, Any]]], policy: Che
     return found
 
 
+def check_certificate_breach(rows: Sequence[Mapping[str, Any]], policy: CheckPolicy) -> tuple[str, list[Flag]]:
+    """A certify case with a smoothed score outside its certified interval (``certificate_breaches`` > 0).
+
+    The certificate bounds every perturbation within its L2 radius, so an attack inside the ball that
+    leaves the interval means the certificate, its estimate or the attack's projection is wrong, or an
+    event of probability about ``alpha`` per image happened (docs/certify.md, "What the check compares,
+    and how often chance breaks it"). Either way the session's certified numbers cannot be trusted.
+    """
+    flags: list[Flag] = []
+    state = NOT_APPLICABLE
+    for r in rows:
+        breaches = number(r.get("certificate_breaches"))
+        if not math.isfinite(breaches):
+            continue
+        state = PASSED if state == NOT_APPLICABLE else state
+        if breaches > 0:
+            dataset = dataset_slug(str(r.get("dataset", "")))
+            evidence = {"case": str(r.get("case_id", "")), "breaches": breaches, "images": number(r.get("n")),
+                        "achieved_ratio_max": number(r.get("achieved_ratio_max")),
+                        "alpha": number(r.get("certify_alpha"))}  # fmt: skip
+            case = r.get("attack", "certify")
+            reason = (
+                f"certificate breach: {_count(breaches)} smoothed score(s) of {case} on {dataset} "
+                f"left their certified interval (largest achieved / certified change "
+                f"{number(r.get('achieved_ratio_max')):.3g}); the certificate's implementation or statistics failed"
+            )
+            flags.append(Flag(CERTIFICATE_BREACH, reason, evidence, dataset=dataset))
+            state = FLAGGED
+    return state, flags
+
+
 def _count(value: Any) -> str:
     x = number(value)
     return f"{x:g}" if math.isfinite(x) else "?"
@@ -409,6 +447,7 @@ CHECK_FUNCTIONS = (
     (BLACKBOX_BEATS_WHITEBOX, check_blackbox_beats_whitebox),
     (NO_PROGRESS, check_no_progress),
     (WEAKER_AT_LARGER_BUDGET, check_weaker_at_larger_budget),
+    (CERTIFICATE_BREACH, check_certificate_breach),
 )
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from iqa_robustness.attacks import AttackSpec
 from iqa_robustness.conventions import budget_in_units, budget_slug
+from iqa_robustness.scores.certificate import CERTIFIED_CHANGE, certify_fields
 from iqa_robustness.scores.formulas import budget_auc
 from iqa_robustness.scores.msu_csv import write_msu_csv
 from iqa_robustness.scores.results import CaseResult
@@ -69,8 +70,13 @@ def case_summary(r: CaseResult) -> dict[str, object]:
 
 def verdict_rows(results: Iterable[CaseResult]) -> list[dict[str, object]]:
     """What a session's verdicts are computed from: each case's summary row with its probes' evidence
-    (the ``check_*`` values, :mod:`iqa_robustness.scores.checks`)."""
-    return [{**case_summary(r), **r.probes} for r in results]
+    (the ``check_*`` values, :mod:`iqa_robustness.scores.checks`), and a certify case's parameters
+    (``certify_sigma``, ``certify_eps``, ...: :func:`~iqa_robustness.scores.certificate.certify_fields`)."""
+    return [{**case_summary(r), **r.probes, **_certify_fields(r)} for r in results]
+
+
+def _certify_fields(r: CaseResult) -> dict[str, object]:
+    return certify_fields(r.params) if CERTIFIED_CHANGE in r.scores else {}
 
 
 def attack_spec_text(r: CaseResult) -> str:

@@ -11,14 +11,18 @@ answer them for classifiers (docs/verdict.md, docs/methodology.md "Verdicts"):
   attacks beside them. A defended metric's worst case counts adaptive attacks only; its
   non-adaptive rows are kept apart as "non-adaptive (optimistic)".
 - **evaluation checks** (:mod:`iqa_robustness.scores.checks`): no gradient, random metric, black-box
-  beats white-box, no progress, weaker at a larger budget.
+  beats white-box, no progress, weaker at a larger budget, certificate breach.
+- **certified bound** (``certified``), where the session has certify cases (docs/certify.md): per
+  dataset the mean certified change of the median-smoothed metric beside the mean of the largest
+  change its attacks achieved within the same L2 radius
+  (:func:`~iqa_robustness.scores.certificate.certificate_summary`).
 - **verdict**: ``fooled`` when the worst-case normalised gain reaches
   :attr:`VerdictPolicy.fooled_gain`; otherwise ``unreliable`` when a check flagged the metric, else
   ``robust`` (under the attacks tried).
 
 Everything here is a pure function of plain rows; a :class:`MetricVerdict` is JSON-serialisable
-(:meth:`MetricVerdict.to_dict`) and carries a slot for a certified bound (``certified``), so that a
-robustness card can be made from it.
+(:meth:`MetricVerdict.to_dict`, read back by :meth:`MetricVerdict.from_dict`), so that a robustness
+card (docs/card.md) can carry it and a leaderboard be rebuilt from cards.
 """
 
 from __future__ import annotations
@@ -32,12 +36,15 @@ from pathlib import Path
 from typing import Any
 
 from iqa_robustness.conventions import budget_in_units, dataset_slug
+from iqa_robustness.scores.certificate import certificate_summary, certificate_text
 from iqa_robustness.scores.checks import (
     BLACKBOX_BEATS_WHITEBOX,
+    CERTIFICATE_BREACH,
     CHECK_FUNCTIONS,
     NO_GRADIENT,
     NO_PROGRESS,
     NON_ADAPTIVE,
+    ON_EVERY_ROW,
     RANDOM_METRIC,
     WEAKER_AT_LARGER_BUDGET,
     CheckPolicy,
@@ -111,8 +118,10 @@ class WorstCase:
         mean_robustness_score, mean_norm_abs_gain: the MSU mean: per attack over its cases, then over attacks.
         n_attacks, n_cases: what the worst case is taken over.
         verdict: ``fooled``, ``robust`` or ``unreliable`` (a flag applies here) for this budget.
-        certified: a certified bound for this budget, when certificates were computed (filled by the
-            certification; ``None`` here).
+        certified: the certificate of the group's dataset when the session certified the metric on it
+            (:func:`~iqa_robustness.scores.certificate.certificate_summary`: ``bound``, ``achieved``,
+            ``unit``, ``eps``, ...); an L2 certificate of the smoothed metric, the same for every L-inf
+            budget of the dataset. ``None`` without one.
     """
 
     dataset: str
@@ -140,6 +149,11 @@ class WorstCase:
         """``msu5 at 4/255``, or ``msu5`` without a budget."""
         return self.dataset if self.budget is None else f"{self.dataset} at {budget_text(self.budget)}"
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WorstCase:
+        """A group as :meth:`MetricVerdict.to_dict` wrote it (``null`` numbers back to NaN)."""
+        return cls(**_fields_of(cls, data))
+
 
 @dataclasses.dataclass
 class MetricVerdict:
@@ -155,7 +169,10 @@ class MetricVerdict:
         mean_robustness_score, mean_norm_abs_gain, n_attacks: the MSU mean over every counted case.
         flags: the checks that fired, with evidence; checks: every check's state.
         policy: the thresholds used.
-        certified: a slot for the certified bound of the metric (filled by certification; ``None`` here).
+        certified: the metric's certificates, where the session has certify cases: ``certificates`` (one
+            :func:`~iqa_robustness.scores.certificate.certificate_summary` per certify case), and the
+            loosest ``bound``, the largest ``achieved``, their ``unit`` and the total ``breaches``;
+            ``None`` without any.
     """
 
     metric: str
@@ -192,6 +209,51 @@ class MetricVerdict:
             for entry, case in zip(data[key], getattr(self, key), strict=True):
                 entry["budget_255"] = case.budget_units
         return {"schema_version": SCHEMA_VERSION, **_plain(data)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MetricVerdict:
+        """A verdict as :meth:`to_dict` wrote it (a ``verdict.json`` entry, a robustness card's ``verdict``).
+
+        Raises:
+            ValueError: a layout of another ``schema_version``, or a policy out of range.
+        """
+        version = data.get("schema_version", SCHEMA_VERSION)
+        if version != SCHEMA_VERSION:
+            raise ValueError(f"a verdict of schema_version {version!r}; this suite reads version {SCHEMA_VERSION}")
+        fields = _fields_of(cls, data)
+        fields["worst_case"] = [WorstCase.from_dict(c) for c in data.get("worst_case") or ()]
+        fields["non_adaptive"] = [WorstCase.from_dict(c) for c in data.get("non_adaptive") or ()]
+        fields["flags"] = [Flag(**_fields_of(Flag, f)) for f in data.get("flags") or ()]
+        fields["checks"] = dict(data.get("checks") or {})
+        fields["policy"] = VerdictPolicy(**_fields_of(VerdictPolicy, data.get("policy") or {}))
+        return cls(**fields)
+
+    def judged(self, policy: VerdictPolicy) -> MetricVerdict:
+        """The same worst cases and flags judged at ``policy``'s ``fooled_gain`` (a card read at another threshold).
+
+        The flags stay those of the thresholds the verdict was computed with: only the rows can re-run a check.
+        """
+        out = dataclasses.replace(
+            self,
+            worst_case=[dataclasses.replace(c) for c in self.worst_case],
+            non_adaptive=[dataclasses.replace(c) for c in self.non_adaptive],
+            policy=dataclasses.replace(self.policy, fooled_gain=policy.fooled_gain),
+        )
+        _judge(out)
+        return out
+
+
+def _fields_of(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of ``data`` that are fields of the dataclass ``cls``; a float field's ``null`` as NaN."""
+    out: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):
+        if field.name not in data:
+            continue
+        value = data[field.name]
+        if value is None and field.type in ("float", float):
+            value = math.nan
+        out[field.name] = value
+    return out
 
 
 # ----------------------------------------------------------------------------- worst case
@@ -286,15 +348,54 @@ def metric_verdict(
     verdict.mean_norm_abs_gain, _ = _mean_over_attacks(adaptive, "norm_abs_gain")
     # evidence measured on the metric is in every case's row, scored or not; comparisons need scores
     for name, check in CHECK_FUNCTIONS:
-        source = rows if name in (NO_GRADIENT, RANDOM_METRIC) else adaptive
+        source = rows if name in ON_EVERY_ROW else adaptive
         verdict.checks[name], flags = check(source, policy)
         verdict.flags.extend(flags)
+    _certify(verdict, rows)
+    _judge(verdict)
+    return verdict
+
+
+def _judge(verdict: MetricVerdict) -> None:
+    """Each group's verdict and the metric's, from the worst cases, the flags and the policy."""
+    policy = verdict.policy
     for case in verdict.worst_case:
         case.verdict = _case_verdict(case, verdict.flags, policy)
     for case in verdict.non_adaptive:
         case.verdict = FOOLED if case.max_norm_abs_gain >= policy.fooled_gain else ROBUST
     verdict.verdict, verdict.text = _overall(verdict, policy)
-    return verdict
+
+
+def _certify(verdict: MetricVerdict, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Fill the ``certified`` slots from the metric's certify cases (docs/certify.md), where it has any.
+
+    Each worst-case group gets its dataset's certificate; where several certify specs ran on one dataset,
+    the one at the largest L2 radius (then the loosest bound) stands for it. The metric gets them all.
+    """
+    certificates = []
+    for r in rows:
+        entry = certificate_summary(r)
+        if entry is not None:
+            entry["dataset"] = dataset_slug(entry["dataset"])
+            certificates.append(entry)
+    if not certificates:
+        return
+    for case in [*verdict.worst_case, *verdict.non_adaptive]:
+        mine = [c for c in certificates if c["dataset"] == case.dataset]
+        if mine:
+            case.certified = dict(max(mine, key=lambda c: (_finite_or(c["eps"]), _finite_or(c["bound"]))))
+    verdict.certified = {
+        "bound": max(_finite_or(c["bound"]) for c in certificates),
+        "achieved": max(_finite_or(c["achieved"]) for c in certificates),
+        "unit": certificates[0]["unit"],
+        "breaches": sum(int(c["breaches"]) for c in certificates),
+        "certificates": certificates,
+    }
+
+
+def _finite_or(value: Any, default: float = -math.inf) -> float:
+    x = number(value)
+    return x if math.isfinite(x) else default
 
 
 def _case_verdict(case: WorstCase, flags: Sequence[Flag], policy: VerdictPolicy) -> str:
@@ -345,7 +446,7 @@ def _reasons(flags: Sequence[Flag]) -> list[str]:
     out = []
     for check, details in where.items():
         what = check.replace("-", " ")
-        if check in (NO_GRADIENT, RANDOM_METRIC):
+        if check in (NO_GRADIENT, RANDOM_METRIC, CERTIFICATE_BREACH):
             out.append(f"{what} on {', '.join(details)}" if any(details) else what)
         else:
             out.append(f"{what} ({', '.join(details)})")
@@ -403,9 +504,27 @@ def verdict_table(verdicts: Iterable[MetricVerdict]) -> list[dict[str, Any]]:
                         "flags": "; ".join(f.check for f in flags),
                         "metric_verdict": v.text,
                         "weights_mode": v.weights_mode,
+                        **_certified_columns(c.certified),
                     }
                 )
     return out
+
+
+def _certified_columns(certified: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A group's certificate as ``verdict.csv`` columns (none without one)."""
+    if not certified:
+        return {}
+    return {
+        "certified_bound": certified.get("bound"),
+        "certified_achieved": certified.get("achieved"),
+        "certified_unit": certified.get("unit"),
+        "certified_eps": certified.get("eps"),
+        "certified_sigma": certified.get("sigma"),
+        "certified_n": certified.get("n"),
+        "certified_alpha": certified.get("alpha"),
+        "certificate_breaches": certified.get("breaches"),
+        "certified": certificate_text(certified),
+    }
 
 
 def verdict_leaderboard(verdicts: Iterable[MetricVerdict]) -> list[dict[str, Any]]:

@@ -3,8 +3,10 @@
 docs/verdict.md: per metric x dataset x budget the worst R and the largest normalised gain
 (``worst_robustness_score/<metric>/<dataset>[/eps<b>]``, ``max_norm_abs_gain/...``), the MSU mean over
 attacks (``mean_robustness_score/<metric>``, ``mean_norm_abs_gain/<metric>``) and how many flags;
-the tags ``verdict/<metric>`` (the verdict's line), ``flags/<metric>`` (each flag's reason) and
-``checks/<metric>`` (every check's state). Also: a logged case back as the flat row the verdict reads.
+the tags ``verdict/<metric>`` (the verdict's line), ``flags/<metric>`` (each flag's reason),
+``checks/<metric>`` (every check's state) and, for a certified metric, ``certified/<metric>`` (per dataset
+the certified bound beside what the attacks achieved in the same L2 ball, docs/certify.md). Also: a
+logged case back as the flat row the verdict reads.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from iqa_robustness.conventions import budget_slug
+from iqa_robustness.scores.certificate import CERTIFIED_CHANGE, certificate_text, certify_fields
 from iqa_robustness.scores.verdict import VERDICT_FILE, MetricVerdict, VerdictPolicy
 from iqa_robustness.tracking.query import LoggedCase
 from iqa_robustness.tracking.store import TAG_VALUE_LIMIT, cut_text, mlflow_key
@@ -42,13 +45,18 @@ def verdict_metrics(verdicts: Iterable[MetricVerdict]) -> dict[str, float]:
 
 
 def verdict_tags(verdicts: Iterable[MetricVerdict]) -> dict[str, str]:
-    """``verdict/<metric>``, ``flags/<metric>`` (when a check fired) and ``checks/<metric>``, cut to MLflow's limit."""
+    """``verdict/<metric>``, ``flags/<metric>`` (when a check fired), ``checks/<metric>`` and ``certified/<metric>``
+    (when the metric has certificates), cut to MLflow's limit."""
     tags: dict[str, str] = {}
     for v in verdicts:
         tags[f"verdict/{v.metric}"] = v.text
         if v.flags:
             tags[f"flags/{v.metric}"] = " | ".join(f.reason for f in v.flags)
         tags[f"checks/{v.metric}"] = ", ".join(f"{name}={state}" for name, state in v.checks.items())
+        if v.certified:
+            tags[f"certified/{v.metric}"] = " | ".join(
+                f"{c['dataset']}: {certificate_text(c)}" for c in v.certified["certificates"]
+            )
     return {mlflow_key(k): cut_text(text, TAG_VALUE_LIMIT) for k, text in tags.items()}
 
 
@@ -85,4 +93,6 @@ def logged_row(case: LoggedCase) -> dict[str, Any]:
         **{key: params.get(key, "") for key in _VERDICT_PARAMS},
     }
     row.update(case.metrics)
+    if CERTIFIED_CHANGE in case.metrics:  # a certify case: what its certificate is about
+        row.update(certify_fields(params))
     return row

@@ -10,6 +10,11 @@ With ``--fail-on-regression`` the command exits 1 when B is less robust than A o
 ran, by the paired per-image test of :mod:`iqa_robustness.scores.regression`; the gate's table
 names each case's mean drop, its interval and the test's confidence. Cases in one session only,
 and cases whose settings differ (image size, images, seed, weights), are listed, not failed.
+
+A and B may also be robustness cards (``iqa-robustness card``, docs/card.md): a card file or a folder
+of cards. Then, and after the case table of two sessions (whose cards are made on the fly), the
+command lists the card-level changes per metric (:mod:`iqa_robustness.report.card_changes`): the
+verdict, the worst case per budget and the mean, flags added or removed, the certified bound.
 """
 
 from __future__ import annotations
@@ -22,9 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from iqa_robustness.cli import CommandError
+from iqa_robustness.cli.commands._cards import cards_of, session_cards
 from iqa_robustness.cli.commands._sessions import (
     METRIC_HELP,
     NamedSession,
+    add_fooled_gain_argument,
     is_results_folder,
     load_named_session,
     metric_list,
@@ -59,13 +66,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Side-by-side scores of two sessions from the MLflow store, with delta = B - A.",
     )
     p.add_argument(
-        "a", metavar="A", help="session run id, git commit (prefix), 'latest', 'previous', branch, or results folder"
+        "a",
+        metavar="A",
+        help="session run id, git commit (prefix), 'latest', 'previous', branch, results folder, card file or folder",
     )
     p.add_argument("b", metavar="B", help="the same kinds of reference; deltas are B - A")
     add_store_arguments(p)
     p.add_argument("--metric", default=None, help=METRIC_HELP)
     p.add_argument("--out", type=Path, default=Path("results/compare"), help="CSV folder (default: results/compare)")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table", help="printed format")
+    add_fooled_gain_argument(p)
     gate = p.add_argument_group("regression gate")
     gate.add_argument(
         "--fail-on-regression", action="store_true", help="exit 1 when B is less robust than A on a shared case"
@@ -199,8 +209,68 @@ def gate_lines(rows: Sequence[dict]) -> list[str]:
     return format_table(header, body, right=range(len(header) - 7, len(header) - 1))
 
 
+def _card_rows(a: Sequence[dict], b: Sequence[dict], args: argparse.Namespace, stem: str) -> tuple[list, Path]:
+    """The card-level changes from ``a`` to ``b``, saved as ``cards_<stem>.csv``."""
+    from iqa_robustness.report.card_changes import card_changes
+
+    rows = card_changes(a, b)
+    columns = {"metric": "", "change": "", "where": "", "a": "", "b": "", "delta": math.nan, "detail": ""}
+    return rows, write_csv(rows or [columns], args.out / f"cards_{stem}.csv")
+
+
+def _print_card_changes(rows: Sequence[dict], path: Path) -> None:
+    from iqa_robustness.report.card_changes import changes_lines
+
+    print(f"card-level changes, A -> B ({len(rows)}; docs/card.md):" if rows else "cards: no card-level change")
+    for line in changes_lines(rows):
+        print(f"  {line}")
+    print(f"saved: {path}")
+
+
+def _compare_session_cards(a: NamedSession, b: NamedSession, args: argparse.Namespace, stem: str) -> None:
+    """The card-level changes of two sessions, after their case table; a card that cannot be made is a note."""
+    from iqa_robustness.report.card import CardError
+
+    try:
+        cards = [session_cards(s, args.fooled_gain) for s in (a, b)]
+    except CardError as exc:
+        print(f"cards: not compared ({exc})")
+        return
+    _print_card_changes(*_card_rows(*cards, args, stem))
+
+
+def run_cards(args: argparse.Namespace, metrics: Sequence[str]) -> int:
+    """``compare`` of two sets of robustness cards (either side a card file, a folder of cards, or a session)."""
+    if args.fail_on_regression:
+        raise CommandError(
+            "--fail-on-regression tests the per-image scores of two sessions; cards hold none: give two sessions"
+        )
+    store = None
+    if not all(is_results_folder(ref) or Path(ref).is_file() for ref in (args.a, args.b)):
+        store = open_store(args)
+    cards = [cards_of(ref, args, metrics, store) for ref in (args.a, args.b)]
+    for ref, found in zip((args.a, args.b), cards, strict=True):
+        if not found:
+            raise CommandError(f"{ref} has no card" + (f" of metric(s) {args.metric}" if metrics else ""))
+    stem = "_".join(Path(ref).name.removesuffix(".json") or "cards" for ref in (args.a, args.b))
+    rows, path = _card_rows(*cards, args, stem)
+    if args.format == "json":
+        print(to_json(rows))
+    elif args.format == "csv":
+        print(path.read_text(), end="")
+    else:
+        print(f"A = {args.a} ({len(cards[0])} card(s))")
+        print(f"B = {args.b} ({len(cards[1])} card(s))")
+        _print_card_changes(rows, path)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    from iqa_robustness.report.card import is_card_source
+
     metrics = metric_list(args.metric)
+    if any(is_card_source(ref) for ref in (args.a, args.b)):
+        return run_cards(args, metrics)
     rule = GateRule(args.gate_score, args.tolerance, args.alpha)
     store = None
     if not all(is_results_folder(ref) for ref in (args.a, args.b)):
@@ -242,6 +312,7 @@ def run(args: argparse.Namespace) -> int:
         for line in table_lines(rows, scores):
             print(line)
         print(f"saved: {path}")
+        _compare_session_cards(session_a, session_b, args, stem)
     if gate:
         lines = [f"regression gate: {rule.describe()}", *gate_lines(gate)]
         if regressed:

@@ -9,6 +9,10 @@ metric's worst case and mean count adaptive attacks only. Each metric's verdict 
 evaluation unreliable, with the flags of the evaluation checks) follows the table. Printed, saved as
 CSV and drawn as a bar chart.
 
+``--cards DIR`` ranks the metrics of a folder of robustness cards instead (``iqa-robustness card``,
+docs/card.md): the same table from the verdicts the cards carry, so cards of one session give the
+leaderboard its store gives, and cards collected from several sessions (or repositories) rank together.
+
 ``--defences`` ranks, per metric, the defences of a session run with ``--defence`` instead: by the
 adaptive robust gain ``|c - d(x_adv)| / range`` averaged over attacks (lower = the defence holds),
 beside the non-adaptive one and the share of the credited gain the adaptive attack recovers
@@ -31,11 +35,18 @@ from iqa_robustness.cli.commands._store import add_store_arguments, format_table
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "leaderboard",
-        help="rank the metrics of a logged session by robustness",
-        description="Metrics ranked by mean robustness score over attacks (higher = more robust).",
+        help="rank the metrics of a logged session (or a folder of robustness cards) by robustness",
+        description="Metrics ranked by their worst case over the attacks (higher = more robust), the mean beside it.",
     )
     add_store_arguments(p)
     p.add_argument("--run", default="latest", help="session run id, git commit (prefix), latest or previous")
+    p.add_argument(
+        "--cards",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="rank the metrics of a folder of robustness cards (iqa-robustness card) instead of a logged session",
+    )
     p.add_argument(
         "--out",
         type=Path,
@@ -191,28 +202,56 @@ def _run_defences(args: argparse.Namespace, session: Any, cases: Sequence[Any]) 
     return 0
 
 
+def card_leaderboard(folder: Path, fooled_gain: float | None = None) -> tuple[list[dict[str, Any]], str]:
+    """Ranked rows of the verdicts a folder of robustness cards carries, and a line naming their sessions.
+
+    Without ``fooled_gain`` each card's verdict stands as written; with it, the cards' worst cases and flags
+    are judged again at that threshold (:meth:`~iqa_robustness.scores.verdict.MetricVerdict.judged`).
+
+    Raises:
+        CommandError: no card in the folder, an invalid card, or two cards of one metric.
+    """
+    from iqa_robustness.report.card import CardError, card_verdicts, read_cards
+    from iqa_robustness.scores.verdict import policy_for, verdict_leaderboard
+
+    try:
+        cards = read_cards(folder)
+    except CardError as exc:
+        raise CommandError(str(exc)) from exc
+    policy = policy_for(fooled_gain) if fooled_gain is not None else None
+    sessions = sorted({str(c["session"].get("id") or c["session"].get("ref")) for c in cards})
+    source = f"{len(cards)} card(s) in {folder} (session {', '.join(sessions)})"
+    return verdict_leaderboard(card_verdicts(cards, policy)), source
+
+
 def run(args: argparse.Namespace) -> int:
     from iqa_robustness.tracking import TrackingError, describe_session, find_session, load_session_cases
 
-    client, uri = open_store(args)
-    try:
-        session = find_session(client, args.experiment, args.run, uri)
-        cases = load_session_cases(client, session)
-    except TrackingError as exc:
-        raise CommandError(str(exc)) from exc
-    if args.defences:
-        return _run_defences(args, session, cases)
-    rows = leaderboard(cases, args.fooled_gain)
-    if not any(r["n_cases"] for r in rows):
-        raise CommandError(f"session {session.info.run_id} has no case with a robustness score")
+    if args.cards is not None:
+        if args.defences:
+            raise CommandError("--defences ranks a session's defences from its cases; leave out --cards")
+        rows, source = card_leaderboard(args.cards, args.fooled_gain)
+        title = f"cards in {args.cards.name or args.cards}"
+    else:
+        client, uri = open_store(args)
+        try:
+            session = find_session(client, args.experiment, args.run, uri)
+            cases = load_session_cases(client, session)
+        except TrackingError as exc:
+            raise CommandError(str(exc)) from exc
+        if args.defences:
+            return _run_defences(args, session, cases)
+        rows, source = leaderboard(cases, args.fooled_gain), f"session {describe_session(session)}"
+        title = f"session {session.info.run_id[:8]}"
+        if not any(r["n_cases"] for r in rows):
+            raise CommandError(f"session {session.info.run_id} has no case with a robustness score")
     random = any("random" in r["weights_mode"].split(",") for r in rows)
-    title = f"session {session.info.run_id[:8]}"
     if random:
         title += " - random weights: not benchmark numbers"
     csv_path = write_csv(rows, args.out / "leaderboard.csv")
     png_path = plot_leaderboard(rows, args.out / "leaderboard.png", title)
     if not _printed_as_data(args, rows, csv_path):
-        print(f"session {describe_session(session)}")
+        print(source)
         if random:
             print("random weights in this session: these are not benchmark numbers")
         print("ranked by the worst case over the attacks (lowest R); the MSU mean over attacks beside it")

@@ -37,10 +37,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cases_folder(path: Path) -> Path:
-    """``path`` itself when it holds case JSON files, else its newest ``cases/<session>`` folder."""
+    """``path`` itself when it holds case JSON files, else its newest ``cases/<session>`` folder.
+
+    A results folder (one with ``cases/``) holds JSON files of its own (``verdict.json``): its cases are below.
+    """
     if not path.is_dir():
         raise CommandError(f"{path} is not a folder; give the results folder or a folder of case JSON files")
-    if any(path.glob("*.json")):
+    if not (path / "cases").is_dir() and any(path.glob("*.json")):
         return path
     sessions = [d for d in (path / "cases").glob("*") if d.is_dir() and any(d.glob("*.json"))]
     if not sessions:
