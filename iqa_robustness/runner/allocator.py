@@ -16,8 +16,12 @@ the pytest plugin is loaded by every pytest run of an environment that has the p
 nothing process-wide in a run that does not run the grid. What it does, in order:
 
 * ``IQA_ROBUSTNESS_ALLOCATOR=system`` in the environment: nothing (the allocator stays as it is);
-* jemalloc or tcmalloc already replaces ``malloc`` (``LD_PRELOAD``, which only the user can set, before
-  the process starts): nothing, they keep freed memory by themselves;
+* tcmalloc already replaces ``malloc`` (``LD_PRELOAD``, which only the user can set, before the process
+  starts): nothing, it keeps freed memory by itself;
+* jemalloc already replaces it: unless ``MALLOC_CONF`` is set (the user's choice stands), its decay is
+  turned off through ``mallctl`` (``arenas.dirty_decay_ms`` and ``muzzy_decay_ms`` -1, and each arena's):
+  with its defaults jemalloc purges every buffer above its ``oversize_threshold`` (8 MiB) at once, and a
+  positive decay time, however long, still leaves that arena purging at once;
 * glibc with ``MALLOC_TRIM_THRESHOLD_`` or ``MALLOC_MMAP_THRESHOLD_`` set: nothing, the user's choice stands;
 * glibc otherwise: ``mallopt(M_TRIM_THRESHOLD, 1 GiB)`` and ``mallopt(M_MMAP_THRESHOLD, 1 GiB)``
   (through ctypes; the same as both environment variables at start-up): buffers under 1 GiB come from the
@@ -47,8 +51,8 @@ THRESHOLD = 1 << 30
 ENV_VAR = "IQA_ROBUSTNESS_ALLOCATOR"
 #: glibc's own environment variables for the two thresholds (read once, at process start-up)
 GLIBC_ENV_VARS = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")
-#: allocators that keep freed memory by themselves when preloaded
-PRELOADED = ("jemalloc", "tcmalloc")
+#: allocators that replace glibc's when preloaded, and a function only each of them defines
+PRELOADED = {"jemalloc": "mallctl", "tcmalloc": "tc_malloc"}
 
 _setting: str | None = None
 
@@ -68,19 +72,24 @@ def tune_allocator() -> str:
 
 
 def preloaded_allocator() -> str | None:
-    """``"jemalloc"`` or ``"tcmalloc"`` when one is loaded into this process (by ``LD_PRELOAD``), else None."""
+    """``"jemalloc"`` or ``"tcmalloc"`` when one replaces ``malloc`` in this process (``LD_PRELOAD``), else None.
+
+    Told by the functions only they define, looked up in the process's global namespace (a copy bundled
+    privately by some package, which replaces nothing, is not found there).
+    """
     try:
-        with open("/proc/self/maps") as maps:
-            loaded = maps.read()
-    except OSError:  # no procfs (not Linux): look at what the user asked to preload
-        loaded = os.environ.get("LD_PRELOAD", "")
-    return next((name for name in PRELOADED if f"lib{name}" in loaded), None)
+        process = ctypes.CDLL(None)
+    except OSError:  # no dlopen(NULL) (Windows)
+        return None
+    return next((name for name, symbol in PRELOADED.items() if hasattr(process, symbol)), None)
 
 
 def _tune() -> str:
     if os.environ.get(ENV_VAR, "").strip().lower() == "system":
         return f"the system's, unchanged ({ENV_VAR}=system)"
     preloaded = preloaded_allocator()
+    if preloaded == "jemalloc":
+        return _tune_jemalloc()
     if preloaded is not None:
         return f"{preloaded} (preloaded)"
     if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
@@ -96,3 +105,27 @@ def _tune() -> str:
     if not done:
         return "glibc, unchanged (mallopt refused the thresholds)"
     return f"glibc, trim and mmap thresholds {THRESHOLD >> 30} GiB (mallopt)"
+
+
+def _tune_jemalloc() -> str:
+    if "MALLOC_CONF" in os.environ:
+        return "jemalloc (preloaded) as MALLOC_CONF set it"
+    never = ctypes.c_ssize_t(-1)
+    try:
+        mallctl = ctypes.CDLL(None).mallctl
+    except AttributeError:
+        return "jemalloc (preloaded), unchanged (no mallctl)"
+
+    def write(name: str) -> bool:
+        return mallctl(name.encode(), None, None, ctypes.byref(never), ctypes.c_size_t(ctypes.sizeof(never))) == 0
+
+    arenas = ctypes.c_uint()
+    size = ctypes.c_size_t(ctypes.sizeof(arenas))
+    mallctl(b"arenas.narenas", ctypes.byref(arenas), ctypes.byref(size), None, ctypes.c_size_t(0))
+    done = write("arenas.dirty_decay_ms") and write("arenas.muzzy_decay_ms")  # arenas made from now on
+    for i in range(arenas.value):  # those made already (one not made yet refuses and takes the default)
+        write(f"arena.{i}.dirty_decay_ms")
+        write(f"arena.{i}.muzzy_decay_ms")
+    if not done:
+        return "jemalloc (preloaded), unchanged (mallctl refused the decay times)"
+    return "jemalloc (preloaded), decay off (mallctl)"

@@ -130,8 +130,8 @@ class Resources:
         self.config = config
         self._mos: dict[tuple[str, str | None], tuple[dict[str, float], Path] | None] = {}
         self.device = config.resolved_device()
-        if self.device.type == "cpu":  # the metric's buffers stay in the process between calls
-            tune_allocator()
+        # on the CPU the metric's buffers stay in the process between calls; what the allocator is, in words
+        self.allocator = tune_allocator() if self.device.type == "cpu" else None
         self.batch_size = config.resolved_batch_size(self.device)
         self._metrics: dict[str, Metric] = {}
         self._datasets: dict[tuple[str, bool], Dataset | VideoDataset] = {}
