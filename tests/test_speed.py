@@ -45,6 +45,23 @@ def test_bench_measures_every_task_with_a_positive_time(cnniqa):
 
 
 @pytest.mark.pyiqa
+def test_bench_times_black_box_attacks_against_the_fastest_forward_pass(cnniqa):
+    config = BenchConfig(
+        batch_size=3, image_size=48, attacks=("square", "onepixel"), universal=(), repeats=1, warmup=0, queries=30
+    )
+    rows = {row.task: row for row in run_bench(cnniqa, config)}
+    assert list(rows) == ["floor", "floor:batch1", "forward", "square", "onepixel", "evaluation"]
+    forward = rows["forward"]
+    # the fastest forward pass per image over batches 1, 2, 4, ... (here up to 64), never slower than batch 1
+    assert 0 < forward.seconds_per_image <= forward.reference_seconds_per_image
+    square = rows["square"]
+    assert square.iterations == 30  # queries made per image
+    assert 15 <= rows["onepixel"].iterations <= 30  # its schedule: generations of 15 individuals for 3 pixels
+    assert square.floor_seconds_per_image == forward.seconds_per_image
+    assert square.efficiency == pytest.approx(30 * forward.seconds_per_image / square.seconds_per_image)
+
+
+@pytest.mark.pyiqa
 def test_bench_refuses_a_universal_attack_among_image_attacks(cnniqa):
     with pytest.raises(ValueError, match="--universal"):
         run_bench(cnniqa, BenchConfig(batch_size=1, image_size=32, attacks=("uap",), universal=(), repeats=1))
