@@ -102,6 +102,7 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
 
     from iqa_robustness.attacks import create_attack
     from iqa_robustness.attacks.queries import recording_queries
+    from iqa_robustness.attacks.query_batch import describe_batches
     from iqa_robustness.bench import forward_seconds
     from iqa_robustness.data.registry import resolve_dataset
     from iqa_robustness.metrics import create_metric
@@ -126,6 +127,7 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
             adversarial = torch.cat([attack(metric, x) for x in batches])
         seconds = time.perf_counter() - start
         used = sum(r.used for r in log.records)
+        out["query_batch"] = describe_batches(metric)
     else:
         module = load_source(Path(job["source"]), name, queries, job["device"])
         model = SourceModel(metric)

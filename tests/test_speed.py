@@ -83,7 +83,9 @@ def test_bench_command_prints_a_table_and_writes_csv(capsys, tmp_path):
             "--batch-size",
             "2",
             "--attacks",
-            "fgsm",
+            "fgsm,square",
+            "--queries",
+            "12",
             "--universal",
             "",
             "--repeats",
@@ -100,10 +102,12 @@ def test_bench_command_prints_a_table_and_writes_csv(capsys, tmp_path):
     assert code == 0
     assert "efficiency" in out
     assert "fgsm" in out
+    # the query batch the black-box attack's oracle measured, for its candidates' shape
+    assert "query batch the black-box attacks chose" in out and "3x40x40: " in out
     rows = list(csv.DictReader(out_csv.open()))
-    assert [r["task"] for r in rows] == ["floor", "floor:batch1", "fgsm", "evaluation"]
+    assert [r["task"] for r in rows] == ["floor", "floor:batch1", "forward", "fgsm", "square", "evaluation"]
     assert {r["metric"] for r in rows} == {"cnniqa"}
-    assert float(rows[2]["s_per_image"]) > 0
+    assert float(rows[3]["s_per_image"]) > 0
 
 
 def test_bench_command_rejects_a_bad_batch_size(capsys):

@@ -126,6 +126,7 @@ def format_csv(rows: list[dict[str, object]], context: dict[str, object]) -> str
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from iqa_robustness.attacks.query_batch import describe_batches
     from iqa_robustness.bench import BenchConfig, BenchRow, bench_images, precision_difference, run_bench
     from iqa_robustness.metrics import create_metric
     from iqa_robustness.runner.allocator import tune_allocator
@@ -210,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
                 "forward = the fastest forward pass per image over batch sizes, the floor of the black-box attacks "
                 f"(their iters = queries used per image); ms per image at each batch: {per_batch}"
             )
+            print(f"query batch the black-box attacks chose (attacks/query_batch.py): {describe_batches(metric)}")
         if args.project:
             sys.stdout.write(format_projection(results, args.image_size, args.train_images))
     else:
