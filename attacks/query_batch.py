@@ -14,8 +14,12 @@ No constant batch suits all of them, so the oracle measures.
 The measurement costs no query and no extra metric call: it times the oracle's own calls. Per metric
 and candidate shape (once per process), the batch doubles from 1 while the calls show it is no slower:
 each size is timed on :data:`TIMED_CALLS` calls after one untimed warm-up call, and its per-image time is
-the fastest of them (another process's load only adds time). The climb ends at the first size whose
-per-image time is more than :data:`SLOWER` times the fastest so far, at a size whose call takes
+the fastest of them (another process's load only adds time). A size that looks more than :data:`SLOWER`
+times slower per image than the fastest so far is timed again, up to :data:`MAX_TIMED_CALLS` calls, before
+the verdict stands: on a machine shared with other processes two calls can both be slowed down, and a
+batch settled too small stays for the whole process (on two loaded CPU cores a Patch-RS run settled at 1,
+scoring its five images' candidates one by one). The climb ends at the first size whose
+per-image time is still more than :data:`SLOWER` times the fastest so far, at a size whose call takes
 :data:`LONG_CALL_S` or longer (the fixed cost of a call is then amortised; a larger batch only costs
 memory), or at a CUDA out-of-memory error. The batch then used is the largest size measured within
 :data:`SLOWER` of the fastest: on a flat curve the largest, so that noise decides nothing there. While
@@ -45,6 +49,8 @@ SLOWER = 1.10
 LONG_CALL_S = 0.25
 #: timed calls per batch size, after one untimed call that warms the size up
 TIMED_CALLS = 2
+#: timed calls a size that looks too slow gets before it ends the climb (its fastest call counts)
+MAX_TIMED_CALLS = 6
 
 
 @dataclasses.dataclass
@@ -79,8 +85,11 @@ class QueryBatch:
             return
         self.seconds[size] = min(timed[1:]) / size
         fastest = min(self.seconds.values())
-        if self.seconds[size] > SLOWER * fastest or min(timed[1:]) >= LONG_CALL_S:
+        if min(timed[1:]) >= LONG_CALL_S:
             self._settle()
+        elif self.seconds[size] > SLOWER * fastest:
+            if len(timed) > MAX_TIMED_CALLS:  # still slower after as many calls: the verdict stands
+                self._settle()
         else:
             self.probe = size * 2
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from iqa_robustness.attacks.queries import Oracle
-from iqa_robustness.attacks.query_batch import LONG_CALL_S, TIMED_CALLS, QueryBatch, query_batch
+from iqa_robustness.attacks.query_batch import LONG_CALL_S, MAX_TIMED_CALLS, TIMED_CALLS, QueryBatch, query_batch
 from iqa_robustness.metrics.base import Metric, MetricSpec
 
 
@@ -37,6 +37,27 @@ def test_the_climb_ends_at_the_first_size_slower_than_the_fastest_and_keeps_the_
     assert batch.next_call(300) == 4
     assert batch.next_call(3) == 3
     assert "at most 4" in batch.describe()
+
+
+def test_a_size_slowed_down_by_another_process_is_timed_again_before_it_ends_the_climb() -> None:
+    batch = QueryBatch()
+    climb(batch, {1: 5e-3})
+    batch.observe(2, 1.0)  # warm-up
+    for _ in range(TIMED_CALLS):  # two calls slowed down by the load of another process
+        batch.observe(2, 2 * 9e-3)
+    assert batch.probe == 2
+    assert batch.limit is None
+    batch.observe(2, 2 * 5e-3)  # the load is gone: as fast as batch 1
+    assert batch.probe == 4
+
+
+def test_a_size_still_slower_after_the_most_calls_ends_the_climb() -> None:
+    batch = QueryBatch()
+    climb(batch, {1: 5e-3})
+    for _ in range(MAX_TIMED_CALLS + 1):
+        batch.observe(2, 2 * 9e-3)
+    assert batch.probe is None
+    assert batch.limit == 1
 
 
 def test_a_long_call_ends_the_climb_at_its_size() -> None:

@@ -103,7 +103,8 @@ def test_bench_command_prints_a_table_and_writes_csv(capsys, tmp_path):
     assert "efficiency" in out
     assert "fgsm" in out
     # the query batch the black-box attack's oracle measured, for its candidates' shape
-    assert "query batch the black-box attacks chose" in out and "3x40x40: " in out
+    assert "query batch the black-box attacks chose" in out
+    assert "3x40x40: " in out
     rows = list(csv.DictReader(out_csv.open()))
     assert [r["task"] for r in rows] == ["floor", "floor:batch1", "forward", "fgsm", "square", "evaluation"]
     assert {r["metric"] for r in rows} == {"cnniqa"}
