@@ -27,7 +27,11 @@ the climb goes on, calls smaller than the size being measured are scored whole.
 
 The batch a metric call gets can change its scores by rounding (a kernel chosen for the batch size:
 cnniqa-live's scores differ by up to 2e-6 DMOS between batch 1 and larger batches, and agree exactly
-between batches of 2 and more); the batch the oracle found is recorded in a case's params
+between batches of 2 and more). A measured choice differs between runs on a loaded machine, so the
+climb starts at :data:`MIN_BATCH` (2), and a call of several candidates never leaves one of them to a
+metric call of its own (the last two go together): a candidate is scored alone only when the attack
+asks for one score. Results then repeat across processes for a metric whose scores agree between
+batches of 2 and more, as cnniqa-live's do; the batch the oracle found is recorded in a case's params
 (``query_batch``).
 """
 
@@ -42,6 +46,8 @@ import torch
 
 from iqa_robustness.metrics.base import Metric
 
+#: the smallest batch the climb measures and settles on (batch 1 rounds some metrics' scores differently)
+MIN_BATCH = 2
 #: a batch more than this many times slower per image than the fastest measured is too large
 SLOWER = 1.10
 #: a call this long (seconds) is not measured larger: its fixed cost (Python, dispatch, the copy of the
@@ -65,7 +71,7 @@ class QueryBatch:
     """
 
     seconds: dict[int, float] = dataclasses.field(default_factory=dict)
-    probe: int | None = 1
+    probe: int | None = MIN_BATCH
     limit: int | None = None
     _calls: dict[int, list[float]] = dataclasses.field(default_factory=dict, repr=False)
 
@@ -76,22 +82,27 @@ class QueryBatch:
         return min(self.probe, left) if self.probe is not None else left
 
     def observe(self, size: int, seconds: float) -> None:
-        """Record a call of ``size`` candidates that took ``seconds``; move the climb on when it has enough."""
-        if size != self.probe:
+        """Record a call of ``size`` candidates that took ``seconds``; move the climb on when it has enough.
+
+        A call of one more than the size being measured counts for it (per image): it is that size with
+        the last candidate of a call, which is never scored alone (:func:`score_in_batches`).
+        """
+        probe = self.probe
+        if probe is None or size not in (probe, probe + 1):
             return
-        timed = self._calls.setdefault(size, [])
-        timed.append(seconds)
+        timed = self._calls.setdefault(probe, [])
+        timed.append(seconds / size)
         if len(timed) <= TIMED_CALLS:  # the first call warms the size up and is not counted
             return
-        self.seconds[size] = min(timed[1:]) / size
+        self.seconds[probe] = min(timed[1:])
         fastest = min(self.seconds.values())
-        if min(timed[1:]) >= LONG_CALL_S:
+        if self.seconds[probe] * probe >= LONG_CALL_S:
             self._settle()
-        elif self.seconds[size] > SLOWER * fastest:
+        elif self.seconds[probe] > SLOWER * fastest:
             if len(timed) > MAX_TIMED_CALLS:  # still slower after as many calls: the verdict stands
                 self._settle()
         else:
-            self.probe = size * 2
+            self.probe = probe * 2
 
     def out_of_memory(self, size: int) -> None:
         """A call of ``size`` candidates did not fit in the device's memory: never score more than half of it."""
@@ -156,6 +167,8 @@ def score_in_batches(
     out, start, n = [], 0, candidates.shape[0]
     while start < n:
         size = batch.next_call(n - start)
+        if n - start - size == 1:  # never one candidate alone in a call of several: the last two go together
+            size += 1
         began = time.perf_counter()
         try:
             scores = score(slice(start, start + size))

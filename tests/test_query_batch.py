@@ -41,23 +41,23 @@ def test_the_climb_ends_at_the_first_size_slower_than_the_fastest_and_keeps_the_
 
 def test_a_size_slowed_down_by_another_process_is_timed_again_before_it_ends_the_climb() -> None:
     batch = QueryBatch()
-    climb(batch, {1: 5e-3})
-    batch.observe(2, 1.0)  # warm-up
+    climb(batch, {2: 5e-3})
+    batch.observe(4, 1.0)  # warm-up
     for _ in range(TIMED_CALLS):  # two calls slowed down by the load of another process
-        batch.observe(2, 2 * 9e-3)
-    assert batch.probe == 2
-    assert batch.limit is None
-    batch.observe(2, 2 * 5e-3)  # the load is gone: as fast as batch 1
+        batch.observe(4, 4 * 9e-3)
     assert batch.probe == 4
+    assert batch.limit is None
+    batch.observe(4, 4 * 5e-3)  # the load is gone: as fast as batch 2
+    assert batch.probe == 8
 
 
 def test_a_size_still_slower_after_the_most_calls_ends_the_climb() -> None:
     batch = QueryBatch()
-    climb(batch, {1: 5e-3})
+    climb(batch, {2: 5e-3})
     for _ in range(MAX_TIMED_CALLS + 1):
-        batch.observe(2, 2 * 9e-3)
+        batch.observe(4, 4 * 9e-3)
     assert batch.probe is None
-    assert batch.limit == 1
+    assert batch.limit == 2
 
 
 def test_a_long_call_ends_the_climb_at_its_size() -> None:
@@ -69,11 +69,11 @@ def test_a_long_call_ends_the_climb_at_its_size() -> None:
 
 def test_the_warm_up_call_of_a_size_is_not_counted() -> None:
     batch = QueryBatch()
-    batch.observe(1, 10.0)  # first call: warm-up
+    batch.observe(2, 10.0)  # first call: warm-up
     for _ in range(TIMED_CALLS):
-        batch.observe(1, 1e-3)
-    assert batch.seconds == {1: 1e-3}
-    assert batch.probe == 2
+        batch.observe(2, 2e-3)
+    assert batch.seconds == {2: 1e-3}
+    assert batch.probe == 4
 
 
 def test_out_of_memory_halves_the_batch_below_the_size_that_failed() -> None:
@@ -83,6 +83,21 @@ def test_out_of_memory_halves_the_batch_below_the_size_that_failed() -> None:
     assert batch.limit == 4
     batch.out_of_memory(4)
     assert batch.limit == 2
+
+
+def test_the_climb_starts_at_two_and_no_candidate_of_a_call_of_several_is_scored_alone() -> None:
+    metric = SlowInLargeBatches()
+    x = torch.rand(5, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    oracle = Oracle(metric, 1, budget=40 * 5 + 1)
+    for _ in range(40):
+        oracle(x, [0] * 5)
+    oracle(x[:1], [0])  # a call of one candidate is scored alone
+
+    assert min(query_batch(metric, x.shape[1:]).seconds) == 2  # the climb measured no batch of 1
+    assert query_batch(metric, x.shape[1:]).limit == 2  # 4 + 1 together are 5: slow in this metric
+    assert 1 not in metric.calls[:-1]  # calls of 5 went as 2 + 3 and 4 + 1 together, never with one alone
+    assert metric.calls[-1] == 1
+    assert set(metric.calls[:-1]) <= {2, 3, 4, 5}
 
 
 class SlowInLargeBatches(Metric):
