@@ -37,6 +37,7 @@ torchattacks do not implement this attack; it is written here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import heapq
 from collections.abc import Callable
 
@@ -89,8 +90,11 @@ class Parsimonious(BlackBoxAttack):
         blocks = _Blocks.on(self.grid, x0, self.block_size)
         signs = -torch.ones(x0.shape[0], *blocks.shape, dtype=x0.dtype, device=x0.device)
 
+        # clamp(x0 + eps * sign) for a sign of -1 or +1, each side computed once
+        up, down = (x0 + self.eps).clamp(0.0, 1.0), (x0 - self.eps).clamp(0.0, 1.0)
+
         def image(stack: torch.Tensor) -> torch.Tensor:
-            return (x0 + self.eps * blocks.to_pixels(stack)).clamp(0.0, 1.0)
+            return torch.where(blocks.to_pixels(stack) > 0, up, down)
 
         def score(stack: torch.Tensor) -> list[float]:
             """q of each sign grid of ``stack`` (S, C, rows, cols); :class:`_Spent` when the budget cannot pay."""
@@ -180,9 +184,16 @@ class _Blocks:
         """Blocks per column and per row of the grid."""
         return -(-self.extent[0] // self.size), -(-self.extent[1] // self.size)
 
+    @functools.cached_property
+    def _pixel_blocks(self) -> torch.Tensor:
+        """The flat index of every pixel's block (H * W,): one gather maps blocks to pixels."""
+        return ((self.grid_rows // self.size)[:, None] * self.shape[1] + (self.grid_cols // self.size)).view(-1)
+
     def to_pixels(self, signs: torch.Tensor) -> torch.Tensor:
         """Block values (..., rows, cols) as pixels (..., H, W)."""
-        return signs[..., self.grid_rows // self.size, :][..., self.grid_cols // self.size]
+        h, w = self.grid_rows.numel(), self.grid_cols.numel()
+        flat = signs.reshape(-1, self.shape[0] * self.shape[1]).index_select(1, self._pixel_blocks)
+        return flat.view(*signs.shape[:-2], h, w)
 
     def halved(self, signs: torch.Tensor) -> tuple[torch.Tensor, _Blocks]:
         """The same perturbation on blocks of half the side: ``(signs, blocks)``."""

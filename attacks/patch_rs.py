@@ -72,8 +72,9 @@ class PatchRS(BlackBoxAttack):
             patches.append(patch.to(images))
             # torch.randint(h - s): the first place is never on the last row or column
             places.append((random_int(0, max(0, h - side - 1), rngs[i]), random_int(0, max(0, w - side - 1), rngs[i])))
-        best_q = oracle(self._paste(images, patches, places, side))
-        oracle.report_all(best_q)
+        first = oracle(self._paste(images, patches, places, side))
+        oracle.report_all(first)
+        best_q = first.tolist()  # Python floats: float32 values exactly, compared without a tensor op each
         single_channel_from = self.single_channel_start(side)
         for it in range(1, self.queries):
             s = self._sub_square(it, side)
@@ -97,7 +98,7 @@ class PatchRS(BlackBoxAttack):
                 while s == 1 and torch.equal(colour, window):  # a one-pixel sub-square takes a new colour
                     colour = self._colour(c, s, rngs[i]).to(images)
                 window.copy_(colour)
-            q = oracle(self._paste(images, new_patches, new_places, side))
+            q = oracle(self._paste(images, new_patches, new_places, side)).tolist()
             for i in range(n):
                 if q[i] > best_q[i]:
                     patches[i], places[i], best_q[i] = new_patches[i], new_places[i], q[i]

@@ -35,9 +35,7 @@ import torch
 from iqa_robustness.metrics.base import Metric
 
 from .base import Attack
-
-#: candidates scored per metric call at most (a population of one image is scored in chunks)
-MAX_QUERY_BATCH = 64
+from .query_batch import score_in_batches
 
 
 class QueryBudgetError(RuntimeError):
@@ -91,6 +89,9 @@ def publish(records: list[QueryRecord]) -> None:
 class Oracle:
     """The metric as a black box: oriented scores of candidates, counted per image against the budget.
 
+    The candidates of one call go to the metric in the batch that is fastest for it, measured from these
+    calls themselves (:mod:`attacks.query_batch`); the batch changes no count and no draw.
+
     Args:
         metric: the attacked metric (a bound full-reference batch is sliced per candidate).
         n_images: images of the attacked batch; candidates name their image by index.
@@ -131,14 +132,13 @@ class Oracle:
                 raise QueryBudgetError(
                     f"image {i} would make {self.used[i] + n} queries, over the budget of {self.budget}"
                 )
-        scores = []
+
+        def score(rows: slice) -> torch.Tensor:
+            with self.metric.reference_rows(torch.tensor(owners[rows], dtype=torch.long)):
+                return self.metric.quality(candidates[rows]).detach().float().cpu()
+
         with torch.no_grad():
-            for start in range(0, len(owners), MAX_QUERY_BATCH):
-                part = owners[start : start + MAX_QUERY_BATCH]
-                index = torch.tensor(part, dtype=torch.long)
-                with self.metric.reference_rows(index):
-                    q = self.metric.quality(candidates[start : start + MAX_QUERY_BATCH])
-                scores.append(q.detach().float().cpu())
+            scores = score_in_batches(self.metric, candidates, score) if owners else []
         for i, n in counts.items():
             self.used[i] += n
         return torch.cat(scores) if scores else torch.empty(0)

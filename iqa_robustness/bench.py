@@ -9,6 +9,12 @@ passes of the metric on the same batch. For one metric, device, image size and b
   same attack the way the MSU benchmark's research code does: one image at a time, metric
   parameters requiring gradients and ``loss.backward()`` filling them
   (:func:`attacks.base.research_code_gradients`); efficiency is ``iterations x floor / attack time``;
+* ``forward``: the metric's best forward throughput (no gradient), the fastest time per image over
+  batches of 1, 2, 4, ... (:func:`forward_seconds`), against one image at a time; the floor of the
+  black-box attacks, which only score;
+* each black-box attack at ``queries`` per image, batched as the suite runs it (the oracle's measured
+  query batch, :mod:`attacks.query_batch`) and one image at a time; efficiency is ``queries used x
+  forward floor / attack time`` (docs/speed.md compares them with the source's own code);
 * universal-perturbation training: images per second of optimisation at the batch size, against
   the same training one image per step with research-code gradients;
 * evaluation: scoring clean and attacked images, as the suite does it (batched, under
@@ -22,6 +28,7 @@ device synchronised around each. docs/speed.md shows the command, measured figur
 from __future__ import annotations
 
 import dataclasses
+import logging
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -34,8 +41,15 @@ from iqa_robustness.attacks.base import loss_grad, research_code_gradients
 from iqa_robustness.metrics.base import Metric
 from iqa_robustness.runner.config import sync_device
 
-#: The image-specific attacks benchmarked by default.
-DEFAULT_ATTACKS: tuple[str, ...] = ("fgsm", "ifgsm", "mifgsm", "amifgsm", "korhonen", "madc")
+log = logging.getLogger(__name__)
+
+#: The image-specific attacks benchmarked by default: gradient attacks, then black-box ones.
+DEFAULT_ATTACKS: tuple[str, ...] = (
+    *("fgsm", "ifgsm", "mifgsm", "amifgsm", "korhonen", "madc"),
+    *("square", "parsimonious", "patch-rs", "nes", "onepixel"),
+)
+#: Batches the forward floor is measured at (up to the largest not above ``max(64, batch size)``).
+FORWARD_BATCHES: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 #: The universal attacks whose training is benchmarked by default.
 DEFAULT_UNIVERSAL: tuple[str, ...] = ("uap",)
 
@@ -45,12 +59,14 @@ class BenchRow:
     """One line of the table.
 
     Attributes:
-        task: ``floor`` (batched), ``floor:batch1`` (one image at a time), an attack name,
-            ``train:<attack>`` or ``evaluation``.
+        task: ``floor`` (batched), ``floor:batch1`` (one image at a time), ``forward`` (the fastest
+            forward pass per image), an attack name, ``train:<attack>`` or ``evaluation``.
         seconds_per_image: the suite's median time per image.
         reference_seconds_per_image: the one-image-at-a-time reference's, if measured.
-        iterations: forward+backward passes per image the task needs (0 for evaluation).
-        floor_seconds_per_image: the floor the efficiency is computed against.
+        iterations: forward+backward passes per image the task needs (0 for evaluation); for a
+            black-box attack the forward passes (queries) it made per image.
+        floor_seconds_per_image: the floor the efficiency is computed against (``forward`` for a
+            black-box attack, ``floor`` for the others).
         peak_memory_mb: peak device memory during the suite's runs (CUDA only; NaN on CPU).
     """
 
@@ -101,6 +117,7 @@ class BenchConfig:
         universal: universal attacks whose training to time.
         repeats, warmup: timed and untimed runs per figure.
         reference_images: images the one-at-a-time reference loop processes per run.
+        queries: query budget per image of the black-box attacks.
         train_steps: optimisation steps per timed universal training run.
         seed: seed of the test images.
     """
@@ -112,6 +129,7 @@ class BenchConfig:
     repeats: int = 3
     warmup: int = 1
     reference_images: int = 4
+    queries: int = 200
     train_steps: int = 4
     seed: int = 0
 
@@ -128,6 +146,32 @@ def median_seconds(fn: Callable[[], Any], device: torch.device, repeats: int, wa
         sync_device(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def forward_seconds(
+    metric: Metric, images: torch.Tensor, batches: Sequence[int] = FORWARD_BATCHES, repeats: int = 3
+) -> dict[int, float]:
+    """Seconds per image of the metric's forward pass (no gradient) at each batch in ``batches``.
+
+    A batch is made of ``images`` repeated; each figure is the fastest of ``repeats`` timed calls after
+    an untimed one (another process's load only adds time). Batches stop growing once a call takes a
+    second: a larger one gains nothing but memory.
+    """
+    device, out = metric.device, {}
+    with torch.no_grad():
+        for size in batches:
+            batch = images.repeat(-(-size // images.shape[0]), 1, 1, 1)[:size]
+            metric(batch)
+            times = []
+            for _ in range(repeats):
+                sync_device(device)
+                start = time.perf_counter()
+                metric(batch).cpu()
+                times.append(time.perf_counter() - start)
+            out[size] = min(times) / size
+            if min(times) >= 1.0:
+                break
+    return out
 
 
 def bench_images(n: int, size: int, device: torch.device, seed: int = 0) -> torch.Tensor:
@@ -178,10 +222,16 @@ class FullReferenceTimed(Metric):
             return self.full_reference(x)
 
 
-def run_bench(metric: Metric, config: BenchConfig, report: Callable[[BenchRow], None] | None = None) -> list[BenchRow]:
+def run_bench(
+    metric: Metric,
+    config: BenchConfig,
+    report: Callable[[BenchRow], None] | None = None,
+    report_forward: Callable[[dict[int, float]], None] | None = None,
+) -> list[BenchRow]:
     """Measure the floor, each attack, universal training and evaluation; see the module docstring.
 
-    A full-reference metric is timed through :class:`FullReferenceTimed`.
+    A full-reference metric is timed through :class:`FullReferenceTimed`. ``report`` gets every row as
+    it is measured, ``report_forward`` the forward pass's seconds per image at each batch.
     """
     if metric.spec.is_full_reference:
         metric = FullReferenceTimed(metric)
@@ -209,7 +259,20 @@ def run_bench(metric: Metric, config: BenchConfig, report: Callable[[BenchRow], 
     single = median_seconds(lambda: [loss_grad(metric, x) for x in singles], device, **timing) / len(singles)
     add(BenchRow("floor:batch1", single, reference_floor, 1, floor))
 
+    blackbox = [name for name in config.attacks if attack_class(name).family == "blackbox"]
+    forward = float("nan")
+    if blackbox:
+        by_batch = forward_seconds(metric, batch, [b for b in FORWARD_BATCHES if b <= max(64, n)], config.repeats)
+        forward = min(by_batch.values())
+        add(BenchRow("forward", forward, by_batch[1], 1, forward))
+        log.info("forward: ms per image at each batch: %s", _per_batch(by_batch))
+        if report_forward is not None:
+            report_forward(by_batch)
+
     for name in config.attacks:
+        if name in blackbox:
+            add(_bench_blackbox(metric, name, batch, singles, config, forward))
+            continue
         attack = create_attack(name)
         if attack.universal:
             raise ValueError(f"{name} is a universal attack; pass it with --universal to time its training")
@@ -225,6 +288,32 @@ def run_bench(metric: Metric, config: BenchConfig, report: Callable[[BenchRow], 
 
     add(_bench_evaluation(metric, batch, singles, len(config.attacks) or 1, config))
     return rows
+
+
+def _bench_blackbox(
+    metric: Metric, name: str, batch: torch.Tensor, singles: list[torch.Tensor], config: BenchConfig, forward: float
+) -> BenchRow:
+    """A black-box attack at ``config.queries`` per image: batched, and one image at a time (the same code).
+
+    Its iterations are the queries it made per image (One-pixel's schedule may use fewer than its budget).
+    """
+    from iqa_robustness.attacks.queries import recording_queries
+
+    attack = create_attack(name, queries=config.queries)
+    attack.check_metric(metric)
+    device, timing = metric.device, {"repeats": config.repeats, "warmup": config.warmup}
+    with recording_queries() as log_:
+        attack(metric, batch)  # also lets the oracle measure its query batch before the timed runs
+    used = sum(r.used for r in log_.records) / max(len(log_.records), 1)
+    _peak_reset(device)
+    seconds = median_seconds(lambda: attack(metric, batch), device, **timing) / batch.shape[0]
+    peak = _peak(device)
+    reference = median_seconds(lambda: [attack(metric, x) for x in singles], device, **timing) / len(singles)
+    return BenchRow(name, seconds, reference, round(used), forward, peak)
+
+
+def _per_batch(by_batch: dict[int, float]) -> str:
+    return ", ".join(f"{b}: {t * 1e3:.3g}" for b, t in by_batch.items())
 
 
 def _bench_training(metric: Metric, name: str, batch: torch.Tensor, config: BenchConfig, floor: float) -> BenchRow:
@@ -350,7 +439,14 @@ def project_hours(
     by_task = {row.task: row for row in rows}
     bench_pixels = float(image_side * image_side)
     weighted_images = sum(t.images * t.height * t.width / bench_pixels for t in test_sets)
-    image_attacks = [r for r in rows if r.task != "evaluation" and not r.task.startswith(("train:", "floor"))]
+    # the benchmark's image attacks (the black-box ones are timed at a bench budget, not the grid's)
+    image_attacks = [
+        r
+        for r in rows
+        if r.task != "evaluation"
+        and not r.task.startswith(("train:", "floor", "forward"))
+        and attack_class(r.task).family != "blackbox"
+    ]
     attack_seconds = sum(per_image(r) for r in image_attacks) * weighted_images
     fallback = by_task.get("train:uap")
     train_seconds = 0.0

@@ -278,6 +278,9 @@ def test_the_blackbox_marker_runs_every_black_box_attack_on_every_metric_within_
         assert case["params"]["queries"] == MARKER_QUERIES
         assert case["params"]["query_limit"] == f"--queries {MARKER_QUERIES}"
         assert case["curves"]["best_q"], case["case_id"]
+        assert case["params"]["allocator"], "a CPU run records its memory allocator"
+        if case["attack"] != "square-uap":  # how many candidates one metric call scored, measured
+            assert case["params"]["query_batch"].startswith("3x"), case["params"]
         if case["attack"] == "square-uap":  # the five msu5 images, under the CPU cap of 8 per query
             assert case["params"]["batch_size"] == CPU_QUERY_IMAGES
             assert "capped at 8 training images" in case["params"]["query_images"]

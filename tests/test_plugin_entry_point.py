@@ -38,9 +38,11 @@ def test_an_absolute_dataset_path_without_a_test_path_runs_the_grid_of_the_check
     assert "unrecognized arguments" not in output
 
 
-def test_the_installed_plugin_leaves_an_unrelated_test_run_without_torch(tmp_path: Path) -> None:
+def test_an_unrelated_test_run_gets_neither_torch_nor_an_allocator_setting(tmp_path: Path) -> None:
     (tmp_path / "test_plain.py").write_text(
         "import sys\n\n\ndef test_nothing_heavy_was_imported():\n    assert 'torch' not in sys.modules\n"
+        # nothing process-wide either: the allocator setting of a suite run is never loaded
+        "    assert 'iqa_robustness.runner.allocator' not in sys.modules\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     proc = subprocess.run(

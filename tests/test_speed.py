@@ -45,6 +45,23 @@ def test_bench_measures_every_task_with_a_positive_time(cnniqa):
 
 
 @pytest.mark.pyiqa
+def test_bench_times_black_box_attacks_against_the_fastest_forward_pass(cnniqa):
+    config = BenchConfig(
+        batch_size=3, image_size=48, attacks=("square", "onepixel"), universal=(), repeats=1, warmup=0, queries=30
+    )
+    rows = {row.task: row for row in run_bench(cnniqa, config)}
+    assert list(rows) == ["floor", "floor:batch1", "forward", "square", "onepixel", "evaluation"]
+    forward = rows["forward"]
+    # the fastest forward pass per image over batches 1, 2, 4, ... (here up to 64), never slower than batch 1
+    assert 0 < forward.seconds_per_image <= forward.reference_seconds_per_image
+    square = rows["square"]
+    assert square.iterations == 30  # queries made per image
+    assert 15 <= rows["onepixel"].iterations <= 30  # its schedule: generations of 15 individuals for 3 pixels
+    assert square.floor_seconds_per_image == forward.seconds_per_image
+    assert square.efficiency == pytest.approx(30 * forward.seconds_per_image / square.seconds_per_image)
+
+
+@pytest.mark.pyiqa
 def test_bench_refuses_a_universal_attack_among_image_attacks(cnniqa):
     with pytest.raises(ValueError, match="--universal"):
         run_bench(cnniqa, BenchConfig(batch_size=1, image_size=32, attacks=("uap",), universal=(), repeats=1))
@@ -66,7 +83,9 @@ def test_bench_command_prints_a_table_and_writes_csv(capsys, tmp_path):
             "--batch-size",
             "2",
             "--attacks",
-            "fgsm",
+            "fgsm,square",
+            "--queries",
+            "12",
             "--universal",
             "",
             "--repeats",
@@ -83,10 +102,13 @@ def test_bench_command_prints_a_table_and_writes_csv(capsys, tmp_path):
     assert code == 0
     assert "efficiency" in out
     assert "fgsm" in out
+    # the query batch the black-box attack's oracle measured, for its candidates' shape
+    assert "query batch the black-box attacks chose" in out
+    assert "3x40x40: " in out
     rows = list(csv.DictReader(out_csv.open()))
-    assert [r["task"] for r in rows] == ["floor", "floor:batch1", "fgsm", "evaluation"]
+    assert [r["task"] for r in rows] == ["floor", "floor:batch1", "forward", "fgsm", "square", "evaluation"]
     assert {r["metric"] for r in rows} == {"cnniqa"}
-    assert float(rows[2]["s_per_image"]) > 0
+    assert float(rows[3]["s_per_image"]) > 0
 
 
 def test_bench_command_rejects_a_bad_batch_size(capsys):

@@ -1,7 +1,8 @@
 """The session's expensive objects, built once: metric models, opened datasets, clean scores, perturbations.
 
 Also the one place a batch meets the device's memory: :meth:`Resources.run_batched` retries a
-CUDA out-of-memory batch in halves and remembers the size that fitted, per metric; and the one
+CUDA out-of-memory batch in halves and remembers the size that fitted, per metric (on the CPU the session
+first keeps freed memory in the process: :func:`~iqa_robustness.runner.allocator.tune_allocator`); and the one
 place an image set meets a metric (:meth:`Resources.screened`): with ``on_bad_image="skip"`` the
 images the metric cannot take (unreadable, smaller than its ``min_side``, refused by it, a NaN or
 infinite clean score) are set aside with their reasons instead of failing every case on the set.
@@ -34,6 +35,7 @@ from iqa_robustness.metrics import Metric, create_metric, get_spec
 from iqa_robustness.metrics.draws import MeanOfDraws
 from iqa_robustness.metrics.frames import FramesAsClips, as_image_metric
 from iqa_robustness.progress import Progress
+from iqa_robustness.runner.allocator import tune_allocator
 from iqa_robustness.runner.config import SuiteConfig, stable_seed, take_shard
 
 log = logging.getLogger(__name__)
@@ -128,6 +130,8 @@ class Resources:
         self.config = config
         self._mos: dict[tuple[str, str | None], tuple[dict[str, float], Path] | None] = {}
         self.device = config.resolved_device()
+        # on the CPU the metric's buffers stay in the process between calls; what the allocator is, in words
+        self.allocator = tune_allocator() if self.device.type == "cpu" else None
         self.batch_size = config.resolved_batch_size(self.device)
         self._metrics: dict[str, Metric] = {}
         self._datasets: dict[tuple[str, bool], Dataset | VideoDataset] = {}

@@ -21,6 +21,7 @@ from iqa_robustness.attacks import Attack
 from iqa_robustness.attacks.budget import active_budgets
 from iqa_robustness.attacks.perturbation import Perturbation
 from iqa_robustness.attacks.queries import mean_curve
+from iqa_robustness.attacks.query_batch import describe_batches
 from iqa_robustness.data.video_sets import VideoDataset
 from iqa_robustness.defences import DefendedMetric
 from iqa_robustness.metrics import metric_identity
@@ -312,6 +313,8 @@ class Suite:
             "suite_grid": self.config.grid,  # quick: the main job's CPU grid (fewer images, queries, steps)
             **attack.params(),  # last: a universal attack's batch_size is its training batch, not the suite's
         }
+        if self.resources.allocator is not None:  # the CPU's memory allocator (speed only, never a score)
+            params["allocator"] = self.resources.allocator
         if case.budget is not None:
             params["budget"] = case.budget
         bound = linf_bound(attack, case)
@@ -333,6 +336,8 @@ class Suite:
         if attack.iterations_attr == "queries":  # the spec's own budget, before --queries
             own = case.run_spec.create()
             params["query_limit"] = self.config.query_limit(own.iterations, self.device)[1]
+            if not own.universal:  # the candidates a metric call scored, as the oracle measured it
+                params["query_batch"] = describe_batches(self.resources.metric(case.victim))
             if own.universal:
                 params["query_images"] = self.config.query_images(own.batch_size, self.device)[1]
         if self.config.image_shard is not None:

@@ -26,8 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "For one metric, device, image size and batch size: the metric's forward+backward time per image "
             "(the floor), each attack batched as the suite runs it and one image at a time as the benchmark's "
-            "code does, universal-perturbation training, and evaluation. Efficiency = iterations x floor / "
-            "attack time; speed-up = reference time / suite time. Medians of --repeats runs after --warmup."
+            "code does, universal-perturbation training, and evaluation; for black-box attacks the floor is the "
+            "metric's fastest forward pass per image over batch sizes. Efficiency = iterations x floor / "
+            "attack time; speed-up = reference time / suite time. Medians of --repeats runs after --warmup. "
+            "On the CPU it keeps freed memory in the process as a suite run does (docs/speed.md; "
+            "IQA_ROBUSTNESS_ALLOCATOR=system leaves the allocator as it is)."
         ),
     )
     p.add_argument("--metric", default="paq2piq", help="metric name (default: paq2piq)")
@@ -46,6 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=1, help="untimed runs before timing")
     p.add_argument(
         "--reference-images", type=int, default=4, help="images the one-at-a-time reference loop runs per repeat"
+    )
+    p.add_argument(
+        "--queries", type=int, default=200, help="query budget per image of the black-box attacks (default: 200)"
     )
     p.add_argument("--train-steps", type=int, default=4, help="optimisation steps per timed training run")
     p.add_argument("--weights-dir", default=None, help="folder of metric weight files")
@@ -120,17 +126,25 @@ def format_csv(rows: list[dict[str, object]], context: dict[str, object]) -> str
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from iqa_robustness.attacks.query_batch import describe_batches
     from iqa_robustness.bench import BenchConfig, BenchRow, bench_images, precision_difference, run_bench
     from iqa_robustness.metrics import create_metric
+    from iqa_robustness.runner.allocator import tune_allocator
     from iqa_robustness.runner.config import SuiteConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    sizes = {"--batch-size": args.batch_size, "--repeats": args.repeats, "--image-size": args.image_size}
+    sizes = {
+        "--batch-size": args.batch_size,
+        "--repeats": args.repeats,
+        "--image-size": args.image_size,
+        "--queries": args.queries,
+    }
     for name, value in sizes.items():
         if value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
     device = SuiteConfig(device=args.device).resolved_device()
+    allocator = tune_allocator() if device.type == "cpu" else "-"  # as a suite run on this device
     metric = create_metric(args.metric, device=device, weights="random" if args.random_weights else args.weights_dir)
     speed_options = {
         "autocast": {"fp16": torch.float16, "bf16": torch.bfloat16}.get(args.amp or ""),
@@ -144,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         warmup=args.warmup,
         reference_images=args.reference_images,
+        queries=args.queries,
         train_steps=args.train_steps,
     )
     score_change = float("nan")
@@ -163,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
         "amp": args.amp or "off",
         "channels_last": args.channels_last,
         "torch": torch.__version__,
+        "allocator": allocator,
     }
     table = args.format == "table"
     if table:
@@ -172,13 +188,16 @@ def run(args: argparse.Namespace) -> int:
             f"median of {args.repeats} after {args.warmup} warm-up; reference = one image at a time",
             flush=True,
         )
+        if device.type == "cpu":
+            print(f"memory allocator: {allocator}", flush=True)
         if not math.isnan(score_change):
             print(f"largest score change from the speed options: {score_change:.3g} of the score range", flush=True)
 
     def progress(row: BenchRow) -> None:
         print(f"  {row.task}: {row.seconds_per_image:.4g} s/img", file=sys.stderr, flush=True)
 
-    results = run_bench(metric, config, report=progress)
+    forward: dict[int, float] = {}
+    results = run_bench(metric, config, report=progress, report_forward=forward.update)
     rows = [r.as_dict() for r in results]
     if table:
         sys.stdout.write(format_table(rows))
@@ -186,6 +205,13 @@ def run(args: argparse.Namespace) -> int:
             "efficiency = iterations x floor / time (1 = the attack costs only its metric passes); "
             "train:* rows count training images, evaluation = clean + attacked scoring per image and attack"
         )
+        if forward:
+            per_batch = ", ".join(f"{b}: {t * 1e3:.3g}" for b, t in forward.items())
+            print(
+                "forward = the fastest forward pass per image over batch sizes, the floor of the black-box attacks "
+                f"(their iters = queries used per image); ms per image at each batch: {per_batch}"
+            )
+            print(f"query batch the black-box attacks chose (attacks/query_batch.py): {describe_batches(metric)}")
         if args.project:
             sys.stdout.write(format_projection(results, args.image_size, args.train_images))
     else:
