@@ -191,7 +191,7 @@ table.provenance th { background: #f1f3f4; font-weight: 600; white-space: nowrap
 table.provenance td { overflow-wrap: anywhere; }
 .verdicts { display: flex; flex-wrap: wrap; gap: 14px; align-items: stretch; }
 .verdict { background: #fff; border: 1px solid #e0e0e0; border-left: 6px solid var(--grey); border-radius: 6px;
-  padding: 4px 14px 10px; flex: 1 1 620px; min-width: 0; }
+  padding: 4px 14px 10px; flex: 1 1 860px; min-width: 0; }
 .verdict.fooled { border-left-color: #b3261e; } .verdict.robust { border-left-color: #137333; }
 .verdict.unreliable { border-left-color: #e37400; }
 .verdict h3 .badge.fooled { background: #fce8e6; color: #b3261e; }

@@ -51,7 +51,8 @@ def _metric(v: MetricVerdict, anchors: Mapping[str, str]) -> str:
     rows += [_row(c, anchors, certified, optimistic=True) for c in v.non_adaptive]
     header = "".join(f"<th>{esc(h)}</th>" for h in head)
     table = (
-        f'<table class="board worst"><thead><tr>{header}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+        f'<div class="scroll"><table class="board worst"><thead><tr>{header}</tr></thead>'
+        f'<tbody>{"".join(rows)}</tbody></table></div>'
         if rows
         else ""
     )
