@@ -17,6 +17,12 @@ patch; the result is the patched image the search holds, whether or not it beats
 the source returns it. It differs from the clean image in at most ``eps`` pixel positions: the class
 declares that L0 budget. What still differs from the source's code: docs/differences.md.
 
+Each image's generator (seeded with ``seed``) is drawn from as the source draws from torch's generator,
+which it seeds with its seed (0) for every image it attacks: the place (two ``randint``), the initial
+patch, then per iteration the sub-square's corner first, a move, a colour as ``sign(2u - 1)`` clamped
+to [0, 1] or a channel as ``int(3u)``. With the same seed an image gets the source's result pixel for
+pixel (docs/differences.md), not merely one from the same distribution.
+
 ART, torchattacks and foolbox implement Sparse-RS (or none of its patch variant) for a classifier's
 margin loss only; none takes a regression objective, so the search is written here.
 """
@@ -35,6 +41,11 @@ from .queries import BlackBoxAttack, Oracle, random_int, square_fraction
 
 #: random sub-squares painted over the black patch to initialise it (the Sparse-RS code's count)
 _INIT_SQUARES = 1000
+
+
+def _colour(c: int, rng: torch.Generator) -> torch.Tensor:
+    """A random colour (c, 1, 1) in {0, 1}^c as the source draws it: ``sign(2 u - 1)`` clamped to [0, 1]."""
+    return torch.sign(2 * torch.rand((c, 1, 1), generator=rng) - 1).clamp(0.0, 1.0)
 
 
 @register_attack
@@ -61,43 +72,34 @@ class PatchRS(BlackBoxAttack):
     def search(self, oracle: Oracle, images: torch.Tensor, rngs: list[torch.Generator]) -> torch.Tensor:
         n, c, h, w = images.shape
         side = max(1, min(math.isqrt(self.eps), h, w))
-        largest = max(1, math.ceil(side**0.5) - 1)  # initial sub-squares: 1 .. ceil(sqrt(side)) - 1 pixels wide
-        patches, places = [], []
-        for i in range(n):
-            patch = torch.zeros(c, side, side)
-            for _ in range(_INIT_SQUARES):
-                s = random_int(1, largest, rngs[i])
-                top, left = random_int(0, side - s, rngs[i]), random_int(0, side - s, rngs[i])
-                patch[:, top : top + s, left : left + s] = self._colour(c, s, rngs[i])
-            patches.append(patch.to(images))
-            # torch.randint(h - s): the first place is never on the last row or column
-            places.append((random_int(0, max(0, h - side - 1), rngs[i]), random_int(0, max(0, w - side - 1), rngs[i])))
+        # the source's draws, in its order (module docstring): the place, then the initial patch
+        places = [(random_int(0, max(0, h - side - 1), rng), random_int(0, max(0, w - side - 1), rng)) for rng in rngs]
+        patches = [self._initial_patch(c, side, rng).to(images) for rng in rngs]
         first = oracle(self._paste(images, patches, places, side))
         oracle.report_all(first)
         best_q = first.tolist()  # Python floats: float32 values exactly, compared without a tensor op each
         single_channel_from = self.single_channel_start(side)
         for it in range(1, self.queries):
             s = self._sub_square(it, side)
-            reach = int(0.75 * (1 - it / self.queries) * h)
+            reach = int((self.queries - it) / self.queries * 0.75 * h)  # the source's arithmetic, to the bit
             move = it % self.move_every == 0 and reach > 0
             new_patches, new_places = [p.clone() for p in patches], list(places)
-            for i in range(n):
+            for i, rng in enumerate(rngs):
+                corner = torch.randint(side - s + 1, (2,), generator=rng).tolist()  # drawn on every iteration
                 if move:
+                    shift = torch.randint(-reach, reach + 1, (2,), generator=rng).tolist()
                     top, left = places[i]
-                    top = min(max(top + random_int(-reach, reach, rngs[i]), 0), h - side)
-                    left = min(max(left + random_int(-reach, reach, rngs[i]), 0), w - side)
-                    new_places[i] = (top, left)
+                    new_places[i] = (min(max(top + shift[0], 0), h - side), min(max(left + shift[1], 0), w - side))
                     continue
-                top, left = random_int(0, side - s, rngs[i]), random_int(0, side - s, rngs[i])
-                window = new_patches[i][:, top : top + s, left : left + s]
+                window = new_patches[i][:, corner[0] : corner[0] + s, corner[1] : corner[1] + s]
                 if it >= single_channel_from:  # one channel of one pixel flips
-                    channel = random_int(0, c - 1, rngs[i])
+                    channel = int((c * torch.rand(1, generator=rng)).long())
                     window[channel] = 1.0 - window[channel]
                     continue
-                colour = self._colour(c, s, rngs[i]).to(images)
+                colour = _colour(c, rng).to(images)
                 while s == 1 and torch.equal(colour, window):  # a one-pixel sub-square takes a new colour
-                    colour = self._colour(c, s, rngs[i]).to(images)
-                window.copy_(colour)
+                    colour = _colour(c, rng).to(images)
+                window.copy_(colour.expand_as(window))
             q = oracle(self._paste(images, new_patches, new_places, side)).tolist()
             for i in range(n):
                 if q[i] > best_q[i]:
@@ -105,20 +107,27 @@ class PatchRS(BlackBoxAttack):
                 oracle.report(i, best_q[i])
         return self._paste(images, patches, places, side)
 
+    @staticmethod
+    def _initial_patch(c: int, side: int, rng: torch.Generator) -> torch.Tensor:
+        """Sparse-RS's ``random_squares``: a black patch with :data:`_INIT_SQUARES` random sub-squares of
+        1 to ``ceil(sqrt(side)) - 1`` pixels painted over it, each in one random colour of {0, 1}^c."""
+        patch = torch.zeros(c, side, side)
+        largest = max(1, math.ceil(side**0.5) - 1)
+        for _ in range(_INIT_SQUARES):
+            s = random_int(1, largest, rng)
+            top, left = torch.randint(side - s + 1, (2,), generator=rng).tolist()
+            patch[:, top : top + s, left : left + s] = _colour(c, rng)
+        return patch
+
     def _sub_square(self, it: int, side: int) -> int:
         """Side of the sub-square recoloured at iteration ``it``: ``sqrt(p) * side``, at least 1."""
-        return max(1, min(side, int(math.sqrt(square_fraction(self.p_init, it, self.queries)) * side)))
+        return max(1, min(side, int(square_fraction(self.p_init, it, self.queries) ** 0.5 * side)))
 
     def single_channel_start(self, side: int) -> int:
         """The iteration single-channel flips start at: half-way from the first one-pixel sub-square to the
         end (the source's ``it_start_cu``); the budget when sub-squares never shrink to one pixel."""
         first = next((it for it in range(self.queries) if self._sub_square(it, side) == 1), None)
         return self.queries if first is None else first + (self.queries - first) // 2
-
-    @staticmethod
-    def _colour(c: int, s: int, rng: torch.Generator) -> torch.Tensor:
-        """An s x s square of one colour in {0, 1}^c."""
-        return torch.randint(0, 2, (c, 1, 1), generator=rng).float().expand(c, s, s)
 
     @staticmethod
     def _paste(

@@ -354,6 +354,30 @@ def patch_places(metric: Recorder, clean: torch.Tensor) -> list[tuple[int, int]]
     return [changed_box(candidate, clean)[:2] for candidate in metric.seen]
 
 
+def test_patch_rs_draws_from_the_seed_what_the_source_draws_in_its_order() -> None:
+    """The source seeds torch's generator with its seed for every image and draws the place (two
+    ``randint``), 1000 sub-squares (a side in [1, 3], a corner as one ``randint`` of two, a colour as
+    ``sign(2u - 1)`` clamped), then per iteration a corner before anything else; here one flip of the
+    channel ``int(3u)``. Each image's own generator draws the same, so each gets the source's patch."""
+    x, metric = torch.full((2, 3, 64, 64), 0.5), Recorder()
+    create_attack("patch-rs", queries=2, seed=3)(metric, x)  # iteration 1 of 2 already flips single channels
+    rng = torch.Generator().manual_seed(3)
+    top, left = (int(torch.randint(64 - 13, (1,), generator=rng)) for _ in range(2))
+    patch = torch.zeros(3, 13, 13)
+    for _ in range(1000):
+        s = int(torch.randint(1, 4, (1,), generator=rng))
+        row, col = torch.randint(13 - s + 1, (2,), generator=rng).tolist()
+        patch[:, row : row + s, col : col + s] = torch.sign(2 * torch.rand((3, 1, 1), generator=rng) - 1).clamp(0, 1)
+    first = x[0].clone()
+    first[:, top : top + 13, left : left + 13] = patch
+    row, col = torch.randint(13, (2,), generator=rng).tolist()
+    channel = int((3 * torch.rand(1, generator=rng)).long())
+    second = first.clone()
+    second[channel, top + row, left + col] = 1 - second[channel, top + row, left + col]
+    assert len(metric.seen) == 4
+    assert all(torch.equal(seen, want) for seen, want in zip(metric.seen, [first, first, second, second], strict=True))
+
+
 def test_patch_rs_moves_its_patch_by_more_than_its_side_in_the_first_tenth_of_a_256_pixel_search() -> None:
     x, metric, n = torch.full((1, 3, 256, 256), 0.5), Recorder(rising=True), 100
     create_attack("patch-rs", queries=n)(metric, x)  # every candidate is kept: the patch's path is every proposal
