@@ -154,8 +154,8 @@ def test_the_shard_script_says_what_is_missing_before_it_runs_anything(tmp_path,
         env["SLURM_ARRAY_TASK_ID"] = "3"
         done = subprocess.run(["bash", str(SCRIPT), "shard"], env=env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
-        assert "--shard 4/4" in done.stdout
-        assert f"--results-dir {tmp_path}/shard-4" in done.stdout
+        assert "--iqa-shard 4/4" in done.stdout
+        assert f"--iqa-results-dir {tmp_path}/shard-4" in done.stdout
         return
     assert done.returncode == 2
     assert message in done.stderr
