@@ -39,7 +39,9 @@ CPU_QUERY_IMAGES = 8
 #: params record what it ran with (docs/options.md).
 QUICK_MAX_IMAGES = 4
 QUICK_IMAGE_SIZE = 256
-QUICK_MAX_QUERIES = 100
+#: enough for every black-box attack's first step: Parsimonious's first mini-batch of 64 blocks takes 141
+#: queries on the 256 grid, and a search stopped inside it returns the clean image (as its source does)
+QUICK_MAX_QUERIES = 200
 QUICK_UAP_MAX_STEPS = 10
 #: The quick grid runs torch on this many threads (unless ``OMP_NUM_THREADS`` says): its batches of a few
 #: small images gain little from more, and on a CPU that other programs share, two threads spend their
