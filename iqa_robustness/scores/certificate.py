@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from iqa_robustness.scores.checks import number
 from iqa_robustness.scores.formulas import MinMaxScale, orient
 from iqa_robustness.scores.rows import nothing_to_score, scored_rows
 
@@ -379,36 +380,36 @@ def certificate_summary(row: Mapping[str, Any]) -> dict[str, Any] | None:
         ``certificate_seconds_per_image`` (the n noisy copies of the clean image). A number that is
         not known (not finite) is ``None``: the entry is JSON as it is.
     """
-    bound = _number(row.get(f"{CERTIFIED_CHANGE}_scaled"))
+    bound = number(row.get(f"{CERTIFIED_CHANGE}_scaled"))
     if not math.isfinite(bound) or str(row.get("status", "passed")) not in ("passed", "failed"):
         return None
     prefix = f"{ACHIEVED_CHANGE}_scaled/"
-    per_attack = {str(k).removeprefix(prefix): _number(v) for k, v in row.items() if str(k).startswith(prefix)}
+    per_attack = {str(k).removeprefix(prefix): number(v) for k, v in row.items() if str(k).startswith(prefix)}
     per_attack = {k: v for k, v in per_attack.items() if math.isfinite(v)}
-    breaches = _number(row.get("certificate_breaches"))
-    samples = _number(row.get("certify_n"))
+    breaches = number(row.get("certificate_breaches"))
+    samples = number(row.get("certify_n"))
     entry = {
         "bound": bound,
-        "achieved": _number(row.get(f"{ACHIEVED_CHANGE}_scaled")),
+        "achieved": number(row.get(f"{ACHIEVED_CHANGE}_scaled")),
         "unit": CERTIFIED_UNIT,
-        "achieved_max": _number(row.get(f"{ACHIEVED_CHANGE}_scaled_max")),
-        "achieved_ratio_max": _number(row.get("achieved_ratio_max")),
+        "achieved_max": number(row.get(f"{ACHIEVED_CHANGE}_scaled_max")),
+        "achieved_ratio_max": number(row.get("achieved_ratio_max")),
         "achieved_by": max(per_attack, key=lambda k: per_attack[k]) if per_attack else "",
-        "resampled": _number(row.get(f"{RESAMPLED_CHANGE}_scaled")),
+        "resampled": number(row.get(f"{RESAMPLED_CHANGE}_scaled")),
         "breaches": int(breaches) if math.isfinite(breaches) else 0,
-        "smoothing_shift": _number(row.get("smoothing_shift")),
-        "bound_raw": _number(row.get(CERTIFIED_CHANGE)),
-        "achieved_raw": _number(row.get(ACHIEVED_CHANGE)),
+        "smoothing_shift": number(row.get("smoothing_shift")),
+        "bound_raw": number(row.get(CERTIFIED_CHANGE)),
+        "achieved_raw": number(row.get(ACHIEVED_CHANGE)),
         "norm": "L2",
-        "eps": _number(row.get("certify_eps")),
-        "sigma": _number(row.get("certify_sigma")),
+        "eps": number(row.get("certify_eps")),
+        "sigma": number(row.get("certify_sigma")),
         "n": int(samples) if math.isfinite(samples) else None,
-        "alpha": _number(row.get("certify_alpha")),
-        "images": int(_number(row.get("n"))) if math.isfinite(_number(row.get("n"))) else None,
+        "alpha": number(row.get("certify_alpha")),
+        "images": int(number(row.get("n"))) if math.isfinite(number(row.get("n"))) else None,
         "case": str(row.get("case_id", "")),
         "dataset": str(row.get("dataset", "")),
-        "seconds_per_image": _number(row.get("seconds_per_image")),
-        f"{CERTIFICATE_SECONDS}_per_image": _number(row.get(f"{CERTIFICATE_SECONDS}_per_image")),
+        "seconds_per_image": number(row.get("seconds_per_image")),
+        f"{CERTIFICATE_SECONDS}_per_image": number(row.get(f"{CERTIFICATE_SECONDS}_per_image")),
     }
     return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in entry.items()}
 
@@ -425,14 +426,5 @@ def certificate_text(entry: Mapping[str, Any]) -> str:
 
 
 def _short(value: Any) -> str:
-    x = _number(value)
+    x = number(value)
     return f"{x:.3g}" if math.isfinite(x) else "–"
-
-
-def _number(value: Any) -> float:
-    if isinstance(value, bool):
-        return float(value)
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
