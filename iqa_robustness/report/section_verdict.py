@@ -52,7 +52,7 @@ def _metric(v: MetricVerdict, anchors: Mapping[str, str]) -> str:
     header = "".join(f"<th>{esc(h)}</th>" for h in head)
     table = (
         f'<div class="scroll"><table class="board worst"><thead><tr>{header}</tr></thead>'
-        f'<tbody>{"".join(rows)}</tbody></table></div>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
         if rows
         else ""
     )
