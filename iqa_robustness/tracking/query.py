@@ -63,6 +63,18 @@ class LoggedCase:
     def key(self) -> tuple[str, str, str, str, str]:
         return (self.metric, self.attack, self.dataset, self.train_dataset, self.amplitude)
 
+    @property
+    def identity(self) -> dict[str, str]:
+        """The case's identity as the columns of a result row: case id, metric, attack, data sets, amplitude."""
+        return {
+            "case_id": self.case_id,
+            "metric": self.metric,
+            "attack": self.attack,
+            "dataset": self.dataset,
+            "train_dataset": self.train_dataset,
+            "amplitude": self.amplitude,
+        }
+
 
 def _experiment_id(client: MlflowClient, experiment: str, uri: str) -> str:
     exp = client.get_experiment_by_name(experiment)

@@ -81,12 +81,7 @@ def logged_row(case: LoggedCase) -> dict[str, Any]:
     """One logged case: identity, status, weights, its metrics and the params a verdict needs."""
     params: Mapping[str, str] = case.params
     row: dict[str, Any] = {
-        "case_id": case.case_id,
-        "metric": case.metric,
-        "attack": case.attack,
-        "dataset": case.dataset,
-        "train_dataset": case.train_dataset,
-        "amplitude": case.amplitude,
+        **case.identity,
         "status": case.status,
         "weights_mode": case.weights_mode,
         "defence": params.get("defence_label", ""),

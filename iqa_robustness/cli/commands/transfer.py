@@ -61,15 +61,7 @@ def session_rows(session: NamedSession) -> list[dict[str, Any]]:
         return session_transfer_rows(session.results)
     rows: list[dict[str, Any]] = []
     for case in session.cases:
-        identity = {
-            "case_id": case.case_id,
-            "metric": case.metric,
-            "attack": case.attack,
-            "dataset": case.dataset,
-            "train_dataset": case.train_dataset,
-            "amplitude": case.amplitude,
-        }
-        rows += case_transfer_rows({**case.metrics, **identity}, transfer_from_metrics(case.metrics))
+        rows += case_transfer_rows({**case.metrics, **case.identity}, transfer_from_metrics(case.metrics))
     return rows + amplitude_mean_rows(rows)
 
 
