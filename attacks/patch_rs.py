@@ -37,7 +37,7 @@ import torch
 from .base import register_attack
 from .budget import Budget
 from .presets import Presets
-from .queries import BlackBoxAttack, Oracle, random_int, square_fraction
+from .queries import BlackBoxAttack, Lookahead, Oracle, random_int, square_fraction
 
 #: random sub-squares painted over the black patch to initialise it (the Sparse-RS code's count)
 _INIT_SQUARES = 1000
@@ -70,41 +70,42 @@ class PatchRS(BlackBoxAttack):
     move_every: int = 4
 
     def search(self, oracle: Oracle, images: torch.Tensor, rngs: list[torch.Generator]) -> torch.Tensor:
-        n, c, h, w = images.shape
+        _, c, h, w = images.shape
         side = max(1, min(math.isqrt(self.eps), h, w))
         # the source's draws, in its order (module docstring): the place, then the initial patch
         places = [(random_int(0, max(0, h - side - 1), rng), random_int(0, max(0, w - side - 1), rng)) for rng in rngs]
         patches = [self._initial_patch(c, side, rng).to(images) for rng in rngs]
         first = oracle(self._paste(images, patches, places, side))
         oracle.report_all(first)
-        best_q = first.tolist()  # Python floats: float32 values exactly, compared without a tensor op each
         single_channel_from = self.single_channel_start(side)
-        for it in range(1, self.queries):
+
+        def propose(i: int, it: int) -> tuple[torch.Tensor, tuple[int, int]]:
+            rng, patch, (top, left) = rngs[i], patches[i], places[i]
             s = self._sub_square(it, side)
             reach = int((self.queries - it) / self.queries * 0.75 * h)  # the source's arithmetic, to the bit
-            move = it % self.move_every == 0 and reach > 0
-            new_patches, new_places = [p.clone() for p in patches], list(places)
-            for i, rng in enumerate(rngs):
-                corner = torch.randint(side - s + 1, (2,), generator=rng).tolist()  # drawn on every iteration
-                if move:
-                    shift = torch.randint(-reach, reach + 1, (2,), generator=rng).tolist()
-                    top, left = places[i]
-                    new_places[i] = (min(max(top + shift[0], 0), h - side), min(max(left + shift[1], 0), w - side))
-                    continue
-                window = new_patches[i][:, corner[0] : corner[0] + s, corner[1] : corner[1] + s]
-                if it >= single_channel_from:  # one channel of one pixel flips
-                    channel = int((c * torch.rand(1, generator=rng)).long())
-                    window[channel] = 1.0 - window[channel]
-                    continue
+            corner = torch.randint(side - s + 1, (2,), generator=rng).tolist()  # drawn on every iteration
+            if it % self.move_every == 0 and reach > 0:
+                shift = torch.randint(-reach, reach + 1, (2,), generator=rng).tolist()
+                return patch, (min(max(top + shift[0], 0), h - side), min(max(left + shift[1], 0), w - side))
+            patch = patch.clone()
+            window = patch[:, corner[0] : corner[0] + s, corner[1] : corner[1] + s]
+            if it >= single_channel_from:  # one channel of one pixel flips
+                channel = int((c * torch.rand(1, generator=rng)).long())
+                window[channel] = 1.0 - window[channel]
+                return patch, (top, left)
+            colour = _colour(c, rng).to(images)
+            while s == 1 and torch.equal(colour, window):  # a one-pixel sub-square takes a new colour
                 colour = _colour(c, rng).to(images)
-                while s == 1 and torch.equal(colour, window):  # a one-pixel sub-square takes a new colour
-                    colour = _colour(c, rng).to(images)
-                window.copy_(colour.expand_as(window))
-            q = oracle(self._paste(images, new_patches, new_places, side)).tolist()
-            for i in range(n):
-                if q[i] > best_q[i]:
-                    patches[i], places[i], best_q[i] = new_patches[i], new_places[i], q[i]
-                oracle.report(i, best_q[i])
+            window.copy_(colour.expand_as(window))
+            return patch, (top, left)
+
+        def candidates(owners: list[int], proposals: list[tuple[torch.Tensor, tuple[int, int]]]) -> torch.Tensor:
+            return self._paste(images[owners], [p for p, _ in proposals], [at for _, at in proposals], side)
+
+        def keep(i: int, proposal: tuple[torch.Tensor, tuple[int, int]]) -> None:
+            patches[i], places[i] = proposal
+
+        Lookahead(oracle, images.shape[1:]).run(propose, candidates, keep, first.tolist(), rngs)
         return self._paste(images, patches, places, side)
 
     @staticmethod

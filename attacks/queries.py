@@ -24,18 +24,22 @@ of each iteration's probe scores around its iterate, since the source spends no 
 from __future__ import annotations
 
 import bisect
+import collections
 import contextlib
 import contextvars
 import dataclasses
 from collections.abc import Callable, Iterator
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import torch
 
 from iqa_robustness.metrics.base import Metric
 
 from .base import Attack
-from .query_batch import score_in_batches
+from .query_batch import query_batch, score_in_batches
+
+#: a sequential search's proposal (what :class:`Lookahead` hands back to the search that drew it)
+P = TypeVar("P")
 
 
 class QueryBudgetError(RuntimeError):
@@ -111,6 +115,8 @@ class Oracle:
     def __call__(self, candidates: torch.Tensor, owners: list[int] | None = None) -> torch.Tensor:
         """q of each candidate (M, 3, H, W); ``owners[j]`` is the image candidate ``j`` belongs to.
 
+        Every candidate is one query of its image.
+
         Args:
             candidates: images to score, in [0, 1].
             owners: image index per candidate; default: candidate ``j`` belongs to image ``j``.
@@ -122,13 +128,27 @@ class Oracle:
             QueryBudgetError: an image would exceed its budget.
         """
         owners = list(range(candidates.shape[0])) if owners is None else owners
+        scores = self.score_ahead(candidates, owners)
+        for i, n in collections.Counter(owners).items():
+            self.spend(i, n)
+        return scores
+
+    def score_ahead(self, candidates: torch.Tensor, owners: list[int]) -> torch.Tensor:
+        """q of candidates a sequential search may not use, counted only as :meth:`spend` says.
+
+        A search that proposes one candidate per iteration and moves on from the first it accepts
+        (:class:`Lookahead`) scores its next iterations' candidates in one call, each built as if every
+        earlier one is rejected; those after an accepted one are dropped unread, and their draws made
+        again from the accepted state. The queries the search spends are then exactly the sequential
+        search's, and its result the same; the dropped candidates cost time, not queries.
+
+        Raises:
+            QueryBudgetError: an image has more candidates in the call than queries left.
+        """
         if len(owners) != candidates.shape[0]:
             raise ValueError(f"{len(owners)} owners for {candidates.shape[0]} candidates")
-        counts: dict[int, int] = {}
-        for i in owners:
-            counts[i] = counts.get(i, 0) + 1
-        for i, n in counts.items():
-            if self.used[i] + n > self.budget:
+        for i, n in collections.Counter(owners).items():
+            if n > self.left(i):
                 raise QueryBudgetError(
                     f"image {i} would make {self.used[i] + n} queries, over the budget of {self.budget}"
                 )
@@ -139,9 +159,19 @@ class Oracle:
 
         with torch.no_grad():
             scores = score_in_batches(self.metric, candidates, score) if owners else []
-        for i, n in counts.items():
-            self.used[i] += n
         return torch.cat(scores) if scores else torch.empty(0)
+
+    def spend(self, image: int, queries: int = 1) -> None:
+        """Count ``queries`` scores of image ``image`` as queries it made.
+
+        Raises:
+            QueryBudgetError: the image would exceed its budget.
+        """
+        if queries > self.left(image):
+            raise QueryBudgetError(
+                f"image {image} would make {self.used[image] + queries} queries, over the budget of {self.budget}"
+            )
+        self.used[image] += queries
 
     def report(self, image: int, held: float) -> None:
         """Mark the q of the image ``image``'s search holds after the queries it has made so far (a curve point)."""
@@ -154,6 +184,101 @@ class Oracle:
 
     def records(self) -> list[QueryRecord]:
         return [QueryRecord(used=u, curve=list(c)) for u, c in zip(self.used, self.curves, strict=True)]
+
+
+#: a lookahead's depth times its image's acceptance rate stays under this: about 5 % of its candidates wasted
+LOOKAHEAD_WASTE = 0.1
+
+
+class Lookahead:
+    """How many iterations ahead each image of a sequential search is scored in the next oracle call.
+
+    Square-style searches (Patch-RS) propose one candidate per image and iteration and keep it when q
+    rises. Scored one iteration at a time, a call holds one candidate per image: five images make calls
+    of five, slower per candidate than the metric's best batch, which is larger (:mod:`attacks.query_batch`).
+    Scored ahead (:meth:`Oracle.score_ahead`), a call holds each image's next ``depth`` iterations, each
+    built from the state the search holds now, as if every earlier one were rejected: that is each one's
+    candidate exactly up to the first accepted one, after which the rest are dropped and drawn again. The
+    search's draws, queries and result are the sequential search's; only the dropped candidates cost time.
+
+    The call is sized to the oracle's batch (the size it is measuring, or the one it settled on), shared
+    among the images still searching. An image's depth is capped so that, at its acceptance rate so far
+    (accepted + 1 over iterations + 1), about 5 % of its candidates are dropped (:data:`LOOKAHEAD_WASTE`):
+    a search that accepts often is scored nearly one iteration at a time. A metric whose scores are draws
+    (:attr:`~iqa_robustness.metrics.base.Metric.random_scores`) is scored one iteration at a time, so that
+    every query's draw is the one the sequential search gets.
+
+    Args:
+        oracle: the oracle the search queries (an image's iteration is the queries it has made).
+        candidate: the shape (C, H, W) of a candidate.
+    """
+
+    def __init__(self, oracle: Oracle, candidate: torch.Size) -> None:
+        self.oracle = oracle
+        self.candidate = candidate
+        self.accepted = [0] * len(oracle.used)
+
+    def plan(self) -> dict[int, int]:
+        """Depth per image still searching (iterations scored in the next call); empty when all are done."""
+        active = [i for i in range(len(self.accepted)) if self.oracle.left(i) > 0]
+        if not active:
+            return {}
+        if self.oracle.metric.random_scores:
+            return dict.fromkeys(active, 1)
+        batch = query_batch(self.oracle.metric, self.candidate)
+        target = max(batch.limit or batch.probe or 1, len(active))
+        share, extra = divmod(target, len(active))
+        plan = {}
+        for rank, i in enumerate(active):
+            cap = _power_of_two(LOOKAHEAD_WASTE * (self.oracle.used[i] + 1) / (self.accepted[i] + 1))
+            plan[i] = max(1, min(share + (rank < extra), cap, self.oracle.left(i)))
+        return plan
+
+    def run(
+        self,
+        propose: Callable[[int, int], P],
+        candidates: Callable[[list[int], list[P]], torch.Tensor],
+        keep: Callable[[int, P], None],
+        held: list[float],
+        rngs: list[torch.Generator],
+    ) -> None:
+        """Run the search to every image's budget, keeping a proposal when its q rises above the held q.
+
+        Args:
+            propose: ``propose(i, it)`` draws image ``i``'s proposal for iteration ``it`` from ``rngs[i]``,
+                from the state the search holds (it must not change that state).
+            candidates: the images to score for proposals of the images ``owners``.
+            keep: makes image ``i``'s proposal the state the search holds.
+            held: each image's held q (updated in place).
+            rngs: each image's generator.
+        """
+        while plan := self.plan():
+            owners, proposals, after = [], [], []
+            for i, depth in plan.items():
+                for m in range(depth):
+                    proposals.append(propose(i, self.oracle.used[i] + m))
+                    after.append(rngs[i].get_state())
+                    owners.append(i)
+            q = self.oracle.score_ahead(candidates(owners, proposals), owners).tolist()
+            first = 0
+            for i, depth in plan.items():
+                for j in range(first, first + depth):
+                    self.oracle.spend(i)
+                    if q[j] > held[i]:
+                        held[i] = q[j]
+                        keep(i, proposals[j])
+                        self.accepted[i] += 1
+                        rngs[i].set_state(after[j])  # the later proposals assumed a rejection: drawn again
+                        self.oracle.report(i, held[i])
+                        break
+                    self.oracle.report(i, held[i])
+                first += depth
+
+
+def _power_of_two(limit: float) -> int:
+    """The largest power of two not above ``limit`` (at least 1): depths, and so the sizes of the metric
+    calls, take few values, and each new batch size costs the CPU backend a new convolution kernel."""
+    return 1 << max(0, int(limit).bit_length() - 1)
 
 
 def generators(seed: int, n: int) -> list[torch.Generator]:

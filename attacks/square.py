@@ -25,7 +25,7 @@ import torch
 from .base import register_attack
 from .budget import Budget
 from .presets import Presets
-from .queries import BlackBoxAttack, Oracle, SquareWindows, check_grid, signs_that_change, square_fraction
+from .queries import BlackBoxAttack, Lookahead, Oracle, SquareWindows, check_grid, signs_that_change, square_fraction
 
 
 @register_attack
@@ -54,25 +54,29 @@ class Square(BlackBoxAttack):
         check_grid(self)
 
     def search(self, oracle: Oracle, images: torch.Tensor, rngs: list[torch.Generator]) -> torch.Tensor:
-        n, c, h, w = images.shape
+        _, c, h, w = images.shape
         windows = SquareWindows.on(self.grid, h, w)
         best = images.clone()
         best_q = oracle(best)
         oracle.report_all(best_q)
-        for it in range(1, self.queries):
+
+        def propose(i: int, it: int) -> tuple[tuple[slice, ...], torch.Tensor]:
             side = windows.side(square_fraction(self.p_init, it - 1, self.queries))  # the source counts from 0
-            candidates = best.clone()
-            for i in range(n):
-                window = (slice(None), *windows.corner(side, rngs[i]))
-                candidates[i][window] = signs_that_change(
-                    lambda signs, i=i, window=window: (images[i][window] + self.eps * signs).clamp(0.0, 1.0),
-                    best[i][window],
-                    c,
-                    rngs[i],
-                )
-            q = oracle(candidates)
-            better = q > best_q
-            best[better] = candidates[better]
-            best_q = torch.where(better, q, best_q)
-            oracle.report_all(best_q)
+            window = (slice(None), *windows.corner(side, rngs[i]))
+            values = signs_that_change(
+                lambda signs: (images[i][window] + self.eps * signs).clamp(0.0, 1.0), best[i][window], c, rngs[i]
+            )
+            return window, values
+
+        def candidates(owners: list[int], proposals: list[tuple[tuple[slice, ...], torch.Tensor]]) -> torch.Tensor:
+            out = best[owners]
+            for row, (window, values) in zip(out, proposals, strict=True):
+                row[window] = values
+            return out
+
+        def keep(i: int, proposal: tuple[tuple[slice, ...], torch.Tensor]) -> None:
+            window, values = proposal
+            best[i][window] = values
+
+        Lookahead(oracle, images.shape[1:]).run(propose, candidates, keep, best_q.tolist(), rngs)
         return best

@@ -5,7 +5,8 @@ Runs, for each black-box attack, the source's attack function (msu-video-group/a
 repository) and the suite's attack, on cnniqa-live with its real weights and the msu5 images, at one query
 budget, and prints a table of seconds per image: the source one image at a time (as its evaluation loop calls
 it), the suite's attack with the images batched and one image at a time, the speed-up, and the efficiency
-against the metric's fastest forward pass (queries used x forward seconds per image / attack seconds per image).
+against the metric's best forward throughput (queries used x the median forward seconds per image at the
+best batch / attack seconds per image).
 
 Every run is a process of its own, so that each has the allocator it is meant to have: the source's runs
 glibc's defaults, as its users run it (and, in the variant ``source+alloc``, the suite's setting, which tells

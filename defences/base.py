@@ -328,6 +328,10 @@ class DefendedMetric(Metric):
     def device(self) -> torch.device:
         return self.base.device
 
+    @property
+    def random_scores(self) -> bool:
+        return self.defence.random or self.base.random_scores
+
     def as_input(self, x: torch.Tensor) -> torch.Tensor:
         """The image the defence receives: written to 8 bits (``round(255 x) / 255``) unless ``float32``.
 

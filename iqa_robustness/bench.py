@@ -9,7 +9,7 @@ passes of the metric on the same batch. For one metric, device, image size and b
   same attack the way the MSU benchmark's research code does: one image at a time, metric
   parameters requiring gradients and ``loss.backward()`` filling them
   (:func:`attacks.base.research_code_gradients`); efficiency is ``iterations x floor / attack time``;
-* ``forward``: the metric's best forward throughput (no gradient), the fastest time per image over
+* ``forward``: the metric's best forward throughput (no gradient), the best median time per image over
   batches of 1, 2, 4, ... (:func:`forward_seconds`), against one image at a time; the floor of the
   black-box attacks, which only score;
 * each black-box attack at ``queries`` per image, batched as the suite runs it (the oracle's measured
@@ -149,27 +149,23 @@ def median_seconds(fn: Callable[[], Any], device: torch.device, repeats: int, wa
 
 
 def forward_seconds(
-    metric: Metric, images: torch.Tensor, batches: Sequence[int] = FORWARD_BATCHES, repeats: int = 3
+    metric: Metric, images: torch.Tensor, batches: Sequence[int] = FORWARD_BATCHES, repeats: int = 5
 ) -> dict[int, float]:
     """Seconds per image of the metric's forward pass (no gradient) at each batch in ``batches``.
 
-    A batch is made of ``images`` repeated; each figure is the fastest of ``repeats`` timed calls after
-    an untimed one (another process's load only adds time). Batches stop growing once a call takes a
-    second: a larger one gains nothing but memory.
+    A batch is made of ``images`` repeated; each figure is the median of ``repeats`` timed calls after an
+    untimed one, as every other figure of the bench: the throughput the metric sustains call after call,
+    which an attack's calls can reach (the fastest single call of a handful runs 5-15 % under that median on
+    two CPU cores, and no sequence of calls keeps to it). Batches stop growing once a call takes a second:
+    a larger one gains nothing but memory.
     """
     device, out = metric.device, {}
     with torch.no_grad():
         for size in batches:
             batch = images.repeat(-(-size // images.shape[0]), 1, 1, 1)[:size]
-            metric(batch)
-            times = []
-            for _ in range(repeats):
-                sync_device(device)
-                start = time.perf_counter()
-                metric(batch).cpu()
-                times.append(time.perf_counter() - start)
-            out[size] = min(times) / size
-            if min(times) >= 1.0:
+            seconds = median_seconds(lambda b=batch: metric(b).cpu(), device, repeats, warmup=1)
+            out[size] = seconds / size
+            if seconds >= 1.0:
                 break
     return out
 
@@ -216,6 +212,10 @@ class FullReferenceTimed(Metric):
     def __init__(self, metric: Metric) -> None:
         super().__init__(dataclasses.replace(metric.spec, kind="nr-image"), metric.weights_mode)
         self.full_reference = metric
+
+    @property
+    def random_scores(self) -> bool:
+        return self.full_reference.random_scores
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         with self.full_reference.reference(x.detach().roll(1, dims=-1)):

@@ -140,6 +140,16 @@ class Metric(nn.Module):
         return self.weights_mode == "random"
 
     @property
+    def random_scores(self) -> bool:
+        """True when a score is a random draw that a query attack must not spend ahead of its use.
+
+        A random defence draws each query from its image's own stream (docs/defences.md); a query
+        attack that scored candidates it then drops (:class:`~attacks.queries.Lookahead`) would move that
+        stream on. Such a metric is queried one iteration at a time. False for a deterministic metric.
+        """
+        return False
+
+    @property
     def device(self) -> torch.device:
         for tensor in self.parameters():
             return tensor.device

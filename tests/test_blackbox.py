@@ -19,6 +19,7 @@ from test_plugin import run_suite
 from iqa_robustness.attacks import Budget, BudgetExceededError, create_attack, list_attacks
 from iqa_robustness.attacks.budget import active_budgets, changed_pixels
 from iqa_robustness.attacks.queries import QueryRecord, mean_curve, recording_queries, square_fraction
+from iqa_robustness.attacks.query_batch import query_batch
 from iqa_robustness.conventions import CPU_MAX_QUERIES, CPU_QUERY_IMAGES
 from iqa_robustness.metrics.base import FullReferenceMetric, Metric, MetricSpec
 from iqa_robustness.runner.config import SuiteConfig
@@ -78,7 +79,11 @@ def test_each_attack_raises_q_of_a_non_differentiable_metric_within_its_budget_a
     (record,) = log.records
 
     assert float(metric(adv)[0]) > float(metric(x)[0])
-    assert metric.scored - 2 == record.used == expected_queries(attack)  # every scored image is a query
+    assert record.used == expected_queries(attack)
+    if name in ("square", "patch-rs"):  # candidates scored ahead and dropped are no queries (Lookahead)
+        assert metric.scored - 2 >= record.used
+    else:
+        assert metric.scored - 2 == record.used  # every scored image is a query
     if name != "nes":  # NES's curve is its probes' mean, q near the iterate before the last step
         assert record.curve[-1][1] == pytest.approx(float(metric.quality(adv)[0]), abs=1e-6)
     if name in ("square", "patch-rs", "onepixel"):  # they keep only improvements
@@ -408,6 +413,47 @@ def test_patch_rs_flips_single_channels_after_it_start_cu_and_always_recolours_a
             assert int(changed.sum()) == 1, it  # one channel of one pixel
         else:
             assert int(changed.any(dim=0).sum()) == 1, it  # one pixel, in a colour different from its old one
+
+
+class CornerBrightness(Metric):
+    """The mean of the top-left 12 x 12 pixels: a Patch-RS candidate raises it only while its patch lies
+    there, so a search keeps few of its candidates. Records the size of every call; with ``draws`` it
+    declares its scores random draws."""
+
+    spec = MetricSpec(name="corner", differentiable=False)
+
+    def __init__(self, draws: bool = False) -> None:
+        super().__init__()
+        self.draws, self.calls = draws, []
+
+    @property
+    def random_scores(self) -> bool:
+        return self.draws
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(x.shape[0])
+        return x[:, :, :12, :12].mean(dim=(1, 2, 3))
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_patch_rs_scored_ahead_makes_the_sequential_search_s_queries_and_result(n: int) -> None:
+    x, budget = images(n, (48, 48)), 400
+    ahead, one_by_one = CornerBrightness(), CornerBrightness(draws=True)
+    query_batch(ahead, x.shape[1:]).limit, query_batch(ahead, x.shape[1:]).probe = 16, None  # no climb: fixed calls
+    runs = []
+    for metric in (ahead, one_by_one):
+        with recording_queries() as log:
+            runs.append((create_attack("patch-rs", queries=budget, eps=25)(metric, x), log.records))
+    (a, records), (b, sequential) = runs
+    assert torch.equal(a, b)
+    assert [r.curve for r in records] == [r.curve for r in sequential]
+    assert [r.used for r in records] == [budget] * n
+    kept = sum(len({q for _, q in r.curve}) - 1 for r in records)
+    assert kept > 0  # the search kept some candidates, so some scored ahead were dropped and drawn again
+    assert set(one_by_one.calls) == {n}  # a metric whose scores are draws: one candidate per image and call
+    assert sum(one_by_one.calls) == n * budget
+    assert max(ahead.calls) > n  # scored ahead
+    assert sum(ahead.calls) > n * budget  # the dropped candidates cost time, not queries
 
 
 def test_nes_always_steps_and_makes_exactly_10000_queries() -> None:

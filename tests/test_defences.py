@@ -302,6 +302,24 @@ def test_a_query_attack_sees_a_fresh_draw_per_query_from_the_queried_images_own_
     assert float(scored[1]) not in q[:3].tolist()
 
 
+def test_a_random_defence_is_queried_one_iteration_at_a_time_a_deterministic_one_ahead() -> None:
+    from iqa_robustness.attacks.queries import Lookahead, Oracle
+    from iqa_robustness.attacks.query_batch import query_batch
+
+    rotate = random_defended("random-rotate(angle=30)")
+    jpeg = create_metric(register_defended(parse_defence("jpeg(q=50)"), random_cnniqa()), weights="random")
+    assert rotate.random_scores  # a query scored ahead and dropped would move the image's draw stream on
+    assert not jpeg.random_scores
+    plans = {}
+    for metric in (rotate, jpeg):
+        query_batch(metric, (3, 32, 32)).limit = 16  # the batch its calls settled on
+        oracle = Oracle(metric, 2, budget=1000)
+        oracle.used = [400, 400]  # 400 iterations with nothing kept: the lookahead's depth may grow
+        plans[metric.name] = Lookahead(oracle, torch.Size((3, 32, 32))).plan()
+    assert plans[rotate.name] == {0: 1, 1: 1}
+    assert plans[jpeg.name] == {0: 8, 1: 8}  # the oracle's batch of 16 shared between the two images
+
+
 # --- the scores ------------------------------------------------------------------------------------------
 
 

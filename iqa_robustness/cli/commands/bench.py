@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "For one metric, device, image size and batch size: the metric's forward+backward time per image "
             "(the floor), each attack batched as the suite runs it and one image at a time as the benchmark's "
             "code does, universal-perturbation training, and evaluation; for black-box attacks the floor is the "
-            "metric's fastest forward pass per image over batch sizes. Efficiency = iterations x floor / "
+            "metric's best forward throughput (median time per image at its best batch size). Efficiency = iterations x floor / "
             "attack time; speed-up = reference time / suite time. Medians of --repeats runs after --warmup. "
             "On the CPU it keeps freed memory in the process as a suite run does (docs/speed.md; "
             "IQA_ROBUSTNESS_ALLOCATOR=system leaves the allocator as it is)."
@@ -208,7 +208,8 @@ def run(args: argparse.Namespace) -> int:
         if forward:
             per_batch = ", ".join(f"{b}: {t * 1e3:.3g}" for b, t in forward.items())
             print(
-                "forward = the fastest forward pass per image over batch sizes, the floor of the black-box attacks "
+                "forward = the best forward throughput (median per image at the best batch size), the floor of the "
+                "black-box attacks "
                 f"(their iters = queries used per image); ms per image at each batch: {per_batch}"
             )
             print(f"query batch the black-box attacks chose (attacks/query_batch.py): {describe_batches(metric)}")
