@@ -21,7 +21,9 @@ Each image's generator (seeded with ``seed``) is drawn from as the source draws 
 which it seeds with its seed (0) for every image it attacks: the place (two ``randint``), the initial
 patch, then per iteration the sub-square's corner first, a move, a colour as ``sign(2u - 1)`` clamped
 to [0, 1] or a channel as ``int(3u)``. With the same seed an image gets the source's result pixel for
-pixel (docs/differences.md), not merely one from the same distribution.
+pixel (docs/differences.md), not merely one from the same distribution. Each call scores several of an
+image's next iterations at once (:class:`~attacks.queries.Lookahead`), with the same draws, queries and
+result as one iteration at a time.
 
 ART, torchattacks and foolbox implement Sparse-RS (or none of its patch variant) for a classifier's
 margin loss only; none takes a regression objective, so the search is written here.

@@ -28,7 +28,7 @@ import collections
 import contextlib
 import contextvars
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import ClassVar, TypeVar
 
 import torch
@@ -279,6 +279,46 @@ def _power_of_two(limit: float) -> int:
     """The largest power of two not above ``limit`` (at least 1): depths, and so the sizes of the metric
     calls, take few values, and each new batch size costs the CPU backend a new convolution kernel."""
     return 1 << max(0, int(limit).bit_length() - 1)
+
+
+#: one image's search as a generator: it yields the candidates (M, C, H, W) it wants scored, receives
+#: their q, and returns the image it ends with
+Search = Generator[torch.Tensor, list[float], torch.Tensor]
+
+
+def interleave(oracle: Oracle, searches: list[Search]) -> list[torch.Tensor]:
+    """Run one search per image side by side: each round scores every search's pending candidates in one call.
+
+    A search whose queries depend on its own scores (Parsimonious's lazy greedy re-measurements, one
+    candidate at a time) cannot batch its candidates with the next image's when the images are searched
+    one after the other; as generators they wait together, and the oracle gets their candidates at once.
+    Image ``i``'s search is ``searches[i]``; its queries count for image ``i``, its draws are its own, so
+    its result is the one it gets alone.
+
+    Returns:
+        The image each search returned, in order.
+    """
+    results: list[torch.Tensor | None] = [None] * len(searches)
+    pending: dict[int, torch.Tensor] = {}
+
+    def advance(i: int, scores: list[float] | None) -> None:
+        try:
+            pending[i] = searches[i].send(scores)  # type: ignore[arg-type]  # None starts it
+        except StopIteration as stop:
+            pending.pop(i, None)
+            results[i] = stop.value
+
+    for i in range(len(searches)):
+        advance(i, None)
+    while pending:
+        asks = list(pending.items())
+        owners = [i for i, candidates in asks for _ in range(candidates.shape[0])]
+        q = oracle(torch.cat([candidates for _, candidates in asks]), owners).tolist()
+        start = 0
+        for i, candidates in asks:
+            advance(i, q[start : start + candidates.shape[0]])
+            start += candidates.shape[0]
+    return results  # type: ignore[return-value]  # every search has returned
 
 
 def generators(seed: int, n: int) -> list[torch.Generator]:

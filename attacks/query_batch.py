@@ -1,8 +1,10 @@
 """How many candidates the oracle scores in one metric call: found from the metric's own timings.
 
 A black-box attack hands the oracle (:class:`~attacks.queries.Oracle`) candidates in calls of its own
-size: one per image and iteration (Square, Patch-RS), a population (One-pixel: 300), a mini-batch of
-blocks (Parsimonious: up to 64), a set of probes per image (NES: 20 per image and side). The metric is
+size: each image's next iterations (Square, Patch-RS: :class:`~attacks.queries.Lookahead`, which sizes its
+calls to the batch found here), a population (One-pixel: 300), the pending candidates of every image's
+search (Parsimonious: a mini-batch of up to 64 blocks or a re-measurement each), a set of probes per image
+(NES: 20 per image and side). The metric is
 not equally fast at every batch: on a GPU it is faster per image in larger batches up to the device's
 width; on a CPU the curve is flat while a call's buffers stay in the process and rises once they do
 not (glibc returns freed memory above its thresholds to the system, so every call page-faults its
@@ -85,10 +87,13 @@ class QueryBatch:
         """Record a call of ``size`` candidates that took ``seconds``; move the climb on when it has enough.
 
         A call of one more than the size being measured counts for it (per image): it is that size with
-        the last candidate of a call, which is never scored alone (:func:`score_in_batches`).
+        the last candidate of a call, which is never scored alone (:func:`score_in_batches`). So does a
+        call larger than half of it: calls are scored whole up to the size being measured, and an attack
+        whose calls never reach that size (Parsimonious's, side by side, 60 to 110) would otherwise keep
+        them whole, unmeasured, for the whole process.
         """
         probe = self.probe
-        if probe is None or size not in (probe, probe + 1):
+        if probe is None or not probe // 2 < size <= probe + 1:
             return
         timed = self._calls.setdefault(probe, [])
         timed.append(seconds / size)

@@ -10,7 +10,9 @@ fraction ``p`` starts at ``p_init`` and halves on the paper's schedule (:func:`s
 rescaled to the query budget. The windows live on a fixed 256 x 256 grid as in the source: side
 ``round(sqrt(p * 256 * 256))``, inside the image's top-left 256 x 256 region
 (:class:`~attacks.queries.SquareWindows`); ``grid=0`` searches the whole image with windows of
-``sqrt(p * H * W)``. What still differs from the source's code: docs/differences.md.
+``sqrt(p * H * W)``. What still differs from the source's code: docs/differences.md. Each call scores
+several of an image's next iterations at once (:class:`~attacks.queries.Lookahead`), with the same draws,
+queries and result as one iteration at a time.
 
 ART, torchattacks and foolbox implement Square for a classifier's margin loss only; none takes a
 regression objective such as a quality score, so the search is written here.

@@ -355,6 +355,32 @@ def test_a_512x384_image_gets_parsimonious_blocks_of_64x48_at_the_first_pass(gri
         assert changed_box(candidate, start)[2:] == block
 
 
+@pytest.mark.parametrize(("grid", "size", "shape"), [(256, 32, (384, 512)), (256, 8, (200, 300)), (0, 4, (37, 53))])
+def test_parsimonious_builds_each_flip_as_the_flipped_sign_grid_maps_to_pixels(grid: int, size: int, shape) -> None:
+    from iqa_robustness.attacks.parsimonious import _Blocks
+
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.rand(3, *shape, generator=gen)
+    up, down = (x0 + 0.05).clamp(0, 1), (x0 - 0.05).clamp(0, 1)
+    blocks = _Blocks.on(grid, x0, size)
+    signs = torch.where(torch.rand(3, *blocks.shape, generator=gen) > 0.5, 1.0, -1.0)
+    flips = torch.randperm(signs.numel(), generator=gen)[:20].tolist()
+    stack = signs.unsqueeze(0).repeat(len(flips), 1, 1, 1)
+    for k, b in enumerate(flips):
+        stack[k].view(-1)[b] *= -1
+    pixels = torch.where(blocks.to_pixels(signs.unsqueeze(0)) > 0, up, down)[0]
+    want = torch.where(blocks.to_pixels(stack) > 0, up, down)
+    assert torch.equal(blocks.flipped(pixels, signs, flips, up, down), want)
+
+
+def test_parsimonious_gives_each_image_the_result_it_gets_alone_when_searched_side_by_side() -> None:
+    x, metric = images(3, (32, 32)), Brightness()
+    attack = create_attack("parsimonious", queries=300, eps=0.05, block_size=8)
+    together = attack(metric, x)
+    for i in range(3):
+        assert torch.equal(attack(metric, x[i : i + 1])[0], together[i])
+
+
 def patch_places(metric: Recorder, clean: torch.Tensor) -> list[tuple[int, int]]:
     return [changed_box(candidate, clean)[:2] for candidate in metric.seen]
 

@@ -39,6 +39,23 @@ def test_the_climb_ends_at_the_first_size_slower_than_the_fastest_and_keeps_the_
     assert "at most 4" in batch.describe()
 
 
+def test_calls_that_never_reach_the_size_measured_still_measure_it_when_above_half_of_it() -> None:
+    batch = QueryBatch()
+    climb(batch, {2: 3e-3, 4: 3e-3, 8: 3e-3, 16: 3e-3, 32: 3e-3, 64: 3e-3})
+    assert batch.probe == 128
+    for _ in range(TIMED_CALLS + 1):  # side-by-side searches offer 100 candidates, never 128
+        batch.observe(100, 100 * 6e-3)
+    for _ in range(MAX_TIMED_CALLS):
+        batch.observe(100, 100 * 6e-3)
+    assert batch.probe is None
+    assert batch.limit == 64  # 100 candidates a call were twice as slow per image: calls of 100 are split
+    batch = QueryBatch()
+    climb(batch, {2: 4e-3, 4: 4e-3, 8: 4e-3})
+    for _ in range(MAX_TIMED_CALLS + 1):
+        batch.observe(5, 5 * 8e-3)  # 5 is not above half of 16: it tells nothing of 16
+    assert batch.probe == 16
+
+
 def test_a_size_slowed_down_by_another_process_is_timed_again_before_it_ends_the_climb() -> None:
     batch = QueryBatch()
     climb(batch, {2: 5e-3})
