@@ -203,7 +203,7 @@ class Lookahead:
 
     The call is sized to the oracle's batch (the size it is measuring, or the one it settled on), shared
     among the images still searching. An image's depth is capped so that, at its acceptance rate so far
-    (accepted + 1 over iterations + 1), about 5 % of its candidates are dropped (:data:`LOOKAHEAD_WASTE`):
+    (accepted + 1/2 over iterations + 1), about 5 % of its candidates are dropped (:data:`LOOKAHEAD_WASTE`):
     a search that accepts often is scored nearly one iteration at a time. A metric whose scores are draws
     (:attr:`~iqa_robustness.metrics.base.Metric.random_scores`) is scored one iteration at a time, so that
     every query's draw is the one the sequential search gets.
@@ -230,7 +230,7 @@ class Lookahead:
         share, extra = divmod(target, len(active))
         plan = {}
         for rank, i in enumerate(active):
-            cap = _power_of_two(LOOKAHEAD_WASTE * (self.oracle.used[i] + 1) / (self.accepted[i] + 1))
+            cap = _power_of_two(LOOKAHEAD_WASTE * (self.oracle.used[i] + 1) / (self.accepted[i] + 0.5))
             plan[i] = max(1, min(share + (rank < extra), cap, self.oracle.left(i)))
         return plan
 

@@ -59,6 +59,10 @@ LONG_CALL_S = 0.25
 TIMED_CALLS = 2
 #: timed calls a size that looks too slow gets before it ends the climb (its fastest call counts)
 MAX_TIMED_CALLS = 6
+#: calls of the settled batch whose median per-image time is compared with the fastest measured
+WATCHED_CALLS = 8
+#: that median this many times the fastest measured halves the batch (a cliff, not another process's noise)
+CLIFF = 1.3
 
 
 @dataclasses.dataclass
@@ -70,12 +74,15 @@ class QueryBatch:
         probe: the size being measured (``None`` once the climb has ended).
         limit: the largest batch to score in one call (``None``: none found yet, calls are scored whole
             up to the size being measured).
+        halved: times the batch was halved after the climb, its calls having turned slow (:meth:`_watch`).
     """
 
     seconds: dict[int, float] = dataclasses.field(default_factory=dict)
     probe: int | None = MIN_BATCH
     limit: int | None = None
+    halved: int = 0
     _calls: dict[int, list[float]] = dataclasses.field(default_factory=dict, repr=False)
+    _recent: list[float] = dataclasses.field(default_factory=list, repr=False)
 
     def next_call(self, left: int) -> int:
         """How many of ``left`` candidates still to score the next metric call takes."""
@@ -93,7 +100,10 @@ class QueryBatch:
         them whole, unmeasured, for the whole process.
         """
         probe = self.probe
-        if probe is None or not probe // 2 < size <= probe + 1:
+        if probe is None:
+            self._watch(size, seconds)
+            return
+        if not probe // 2 < size <= probe + 1:
             return
         timed = self._calls.setdefault(probe, [])
         timed.append(seconds / size)
@@ -118,6 +128,25 @@ class QueryBatch:
             fastest = min(self.seconds.values())
             self.limit = min(self.limit, max(s for s, t in self.seconds.items() if t <= SLOWER * fastest))
 
+    def _watch(self, size: int, seconds: float) -> None:
+        """After the climb: halve the batch when calls of it have become much slower than measured.
+
+        A batch near the allocator's threshold can turn slow for the rest of a process once the heap's
+        layout changes (cnniqa-live at 256 x 256, batch 64: 3.4 ms per image in one process, 7.7 in the next,
+        every call). The median of the last :data:`WATCHED_CALLS` calls of the batch's size, per image, more
+        than :data:`CLIFF` times the fastest measured, halves it (never below :data:`MIN_BATCH`).
+        """
+        if self.limit is None or size not in (self.limit, self.limit + 1) or self.limit <= MIN_BATCH:
+            return
+        recent = self._recent
+        recent.append(seconds / size)
+        if len(recent) < WATCHED_CALLS:
+            return
+        if sorted(recent)[len(recent) // 2] > CLIFF * min(self.seconds.values()):
+            self.limit = max(MIN_BATCH, self.limit // 2)
+            self.halved += 1
+        recent.clear()
+
     def _settle(self) -> None:
         fastest = min(self.seconds.values())
         self.limit = max(s for s, t in self.seconds.items() if t <= SLOWER * fastest)
@@ -132,7 +161,8 @@ class QueryBatch:
         best = f"fastest {self.seconds[fastest] * 1e3:.3g} ms per candidate at {fastest}"
         if self.limit is None:
             return f"calls scored whole ({measured}, {best}; still measuring {self.probe})"
-        return f"at most {self.limit} candidates a call ({measured}, {best})"
+        halved = f"; halved {self.halved}x, its calls having turned slow" if self.halved else ""
+        return f"at most {self.limit} candidates a call ({measured}, {best}{halved})"
 
 
 _BATCHES: weakref.WeakKeyDictionary[Metric, dict[tuple, QueryBatch]] = weakref.WeakKeyDictionary()

@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from iqa_robustness.attacks.queries import Oracle
-from iqa_robustness.attacks.query_batch import LONG_CALL_S, MAX_TIMED_CALLS, TIMED_CALLS, QueryBatch, query_batch
+from iqa_robustness.attacks.query_batch import (
+    LONG_CALL_S,
+    MAX_TIMED_CALLS,
+    TIMED_CALLS,
+    WATCHED_CALLS,
+    QueryBatch,
+    query_batch,
+)
 from iqa_robustness.metrics.base import Metric, MetricSpec
 
 
@@ -54,6 +61,22 @@ def test_calls_that_never_reach_the_size_measured_still_measure_it_when_above_ha
     for _ in range(MAX_TIMED_CALLS + 1):
         batch.observe(5, 5 * 8e-3)  # 5 is not above half of 16: it tells nothing of 16
     assert batch.probe == 16
+
+
+def test_a_settled_batch_whose_calls_turn_much_slower_is_halved_and_noise_halves_nothing() -> None:
+    batch = QueryBatch()
+    climb(batch, {2: 3e-3, 4: 3e-3, 8: 3e-3, 16: 3e-3, 32: 3e-3, 64: 3e-3, 128: 6e-3})
+    assert batch.limit == 64
+    for k in range(5 * WATCHED_CALLS):  # another process's load: up to 20 % slower, now and then
+        batch.observe(64, 64 * 3e-3 * (1.2 if k % 3 == 0 else 1.0))
+    assert batch.limit == 64
+    for _ in range(WATCHED_CALLS):  # the heap's layout changed: every call of 64 twice as slow per image
+        batch.observe(64, 64 * 6e-3)
+    assert batch.limit == 32
+    assert "halved 1x" in batch.describe()
+    for _ in range(WATCHED_CALLS):
+        batch.observe(32, 32 * 3.1e-3)  # as fast as measured again
+    assert batch.limit == 32
 
 
 def test_a_size_slowed_down_by_another_process_is_timed_again_before_it_ends_the_climb() -> None:
