@@ -70,8 +70,11 @@ def test_a_settled_batch_whose_calls_turn_much_slower_is_halved_and_noise_halves
     for k in range(5 * WATCHED_CALLS):  # another process's load: up to 20 % slower, now and then
         batch.observe(64, 64 * 3e-3 * (1.2 if k % 3 == 0 else 1.0))
     assert batch.limit == 64
-    for _ in range(WATCHED_CALLS):  # the heap's layout changed: every call of 64 twice as slow per image
-        batch.observe(64, 64 * 6e-3)
+    for _ in range(2 * WATCHED_CALLS):
+        batch.observe(20, 20 * 6e-3)  # a call of 20 says nothing of 64
+    assert batch.limit == 64
+    for k in range(WATCHED_CALLS):  # the heap's layout changed: every call of 40 to 64 twice as slow per image
+        batch.observe(40 + 3 * k, (40 + 3 * k) * 6e-3)
     assert batch.limit == 32
     assert "halved 1x" in batch.describe()
     for _ in range(WATCHED_CALLS):
