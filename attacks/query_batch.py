@@ -134,9 +134,11 @@ class QueryBatch:
         A batch near the allocator's threshold can turn slow for the rest of a process once the heap's
         layout changes (cnniqa-live at 256 x 256, batch 64: 3.4 ms per image in one process, 7.7 in the next,
         every call). The median of the last :data:`WATCHED_CALLS` calls of more than half the batch's size,
-        per image, more than :data:`CLIFF` times the fastest measured, halves it (never below :data:`MIN_BATCH`).
+        per image, more than :data:`CLIFF` times the fastest measured, halves it, once (never below
+        :data:`MIN_BATCH`): when the whole machine slows down, every size does, and halving again would only
+        end at the slow small batches.
         """
-        if self.limit is None or not self.limit // 2 < size <= self.limit + 1 or self.limit <= MIN_BATCH:
+        if self.limit is None or self.halved or not self.limit // 2 < size <= self.limit + 1 or self.limit <= MIN_BATCH:
             return
         recent = self._recent
         recent.append(seconds / size)
