@@ -138,7 +138,9 @@ class QueryBatch:
         :data:`MIN_BATCH`): when the whole machine slows down, every size does, and halving again would only
         end at the slow small batches.
         """
-        if self.limit is None or self.halved or not self.limit // 2 < size <= self.limit + 1 or self.limit <= MIN_BATCH:
+        if self.limit is None or self.halved or not self.seconds or self.limit <= MIN_BATCH:
+            return  # not settled by a climb, or already halved
+        if not self.limit // 2 < size <= self.limit + 1:
             return
         recent = self._recent
         recent.append(seconds / size)
