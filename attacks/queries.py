@@ -148,10 +148,7 @@ class Oracle:
         if len(owners) != candidates.shape[0]:
             raise ValueError(f"{len(owners)} owners for {candidates.shape[0]} candidates")
         for i, n in collections.Counter(owners).items():
-            if n > self.left(i):
-                raise QueryBudgetError(
-                    f"image {i} would make {self.used[i] + n} queries, over the budget of {self.budget}"
-                )
+            self._within_budget(i, n)
 
         def score(rows: slice) -> torch.Tensor:
             with self.metric.reference_rows(torch.tensor(owners[rows], dtype=torch.long)):
@@ -167,11 +164,14 @@ class Oracle:
         Raises:
             QueryBudgetError: the image would exceed its budget.
         """
+        self._within_budget(image, queries)
+        self.used[image] += queries
+
+    def _within_budget(self, image: int, queries: int) -> None:
         if queries > self.left(image):
             raise QueryBudgetError(
                 f"image {image} would make {self.used[image] + queries} queries, over the budget of {self.budget}"
             )
-        self.used[image] += queries
 
     def report(self, image: int, held: float) -> None:
         """Mark the q of the image ``image``'s search holds after the queries it has made so far (a curve point)."""
@@ -193,13 +193,13 @@ LOOKAHEAD_WASTE = 0.1
 class Lookahead:
     """How many iterations ahead each image of a sequential search is scored in the next oracle call.
 
-    Square-style searches (Patch-RS) propose one candidate per image and iteration and keep it when q
-    rises. Scored one iteration at a time, a call holds one candidate per image: five images make calls
-    of five, slower per candidate than the metric's best batch, which is larger (:mod:`attacks.query_batch`).
-    Scored ahead (:meth:`Oracle.score_ahead`), a call holds each image's next ``depth`` iterations, each
-    built from the state the search holds now, as if every earlier one were rejected: that is each one's
-    candidate exactly up to the first accepted one, after which the rest are dropped and drawn again. The
-    search's draws, queries and result are the sequential search's; only the dropped candidates cost time.
+    Square and Patch-RS propose one candidate per image and iteration and keep it when q rises. Scored
+    one iteration at a time, a call holds one candidate per image: five images make calls of five, slower
+    per candidate than the metric's best batch, which is larger (:mod:`attacks.query_batch`). Scored ahead
+    (:meth:`Oracle.score_ahead`), a call holds each image's next ``depth`` iterations, each built from the
+    state the search holds now, as if every earlier one were rejected: that is each one's candidate exactly
+    up to the first accepted one, after which the rest are dropped and drawn again. The search's draws,
+    queries and result are the sequential search's; only the dropped candidates cost time.
 
     The call is sized to the oracle's batch (the size it is measuring, or the one it settled on), shared
     among the images still searching. An image's depth is capped so that, at its acceptance rate so far
@@ -277,7 +277,7 @@ class Lookahead:
 
 def _power_of_two(limit: float) -> int:
     """The largest power of two not above ``limit`` (at least 1): depths, and so the sizes of the metric
-    calls, take few values, and each new batch size costs the CPU backend a new convolution kernel."""
+    calls, take few values: fewer batch sizes for the backend to set up and for the query batch to time."""
     return 1 << max(0, int(limit).bit_length() - 1)
 
 
