@@ -27,8 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "For one metric, device, image size and batch size: the metric's forward+backward time per image "
             "(the floor), each attack batched as the suite runs it and one image at a time as the benchmark's "
             "code does, universal-perturbation training, and evaluation; for black-box attacks the floor is the "
-            "metric's best forward throughput (median time per image at its best batch size). Efficiency = iterations x floor / "
-            "attack time; speed-up = reference time / suite time. Medians of --repeats runs after --warmup. "
+            "metric's best forward throughput (median time per image at its best batch size). "
+            "Efficiency = iterations x floor / attack time; speed-up = reference time / suite time. "
+            "Medians of --repeats runs after --warmup. "
             "On the CPU it keeps freed memory in the process as a suite run does (docs/speed.md; "
             "IQA_ROBUSTNESS_ALLOCATOR=system leaves the allocator as it is)."
         ),
