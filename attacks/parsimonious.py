@@ -27,7 +27,8 @@ source updates its running score with ``curr_loss += best_margin``, a sign error
 negated gain, so the running score moves the wrong way and later flips are judged against a wrong
 score until the next rescoring). Here the running score becomes the flipped perturbation's measured
 score. On msu5 (cnniqa-live, 128 px, 10 000 queries) the two give the same gain within 0.1 DMOS
-points (16.03 here, 16.10 with the source's update; docs/differences.md).
+points (16.03 here with the images searched one after the other, 16.39 side by side as now, 16.10 with
+the source's update; docs/differences.md).
 
 The number of queries a mini-batch takes depends on the image, so each image's search runs on its own,
 as a generator of the candidates it asks scores for; the searches of a batch run side by side and their
