@@ -74,13 +74,13 @@ class QueryBatch:
         probe: the size being measured (``None`` once the climb has ended).
         limit: the largest batch to score in one call (``None``: none found yet, calls are scored whole
             up to the size being measured).
-        halved: times the batch was halved after the climb, its calls having turned slow (:meth:`_watch`).
+        halved: the batch was halved after the climb, its calls having turned slow (:meth:`_watch`; once).
     """
 
     seconds: dict[int, float] = dataclasses.field(default_factory=dict)
     probe: int | None = MIN_BATCH
     limit: int | None = None
-    halved: int = 0
+    halved: bool = False
     _calls: dict[int, list[float]] = dataclasses.field(default_factory=dict, repr=False)
     _recent: list[float] = dataclasses.field(default_factory=list, repr=False)
 
@@ -148,7 +148,7 @@ class QueryBatch:
             return
         if sorted(recent)[len(recent) // 2] > CLIFF * min(self.seconds.values()):
             self.limit = max(MIN_BATCH, self.limit // 2)
-            self.halved += 1
+            self.halved = True
         recent.clear()
 
     def _settle(self) -> None:
@@ -165,7 +165,7 @@ class QueryBatch:
         best = f"fastest {self.seconds[fastest] * 1e3:.3g} ms per candidate at {fastest}"
         if self.limit is None:
             return f"calls scored whole ({measured}, {best}; still measuring {self.probe})"
-        halved = f"; halved {self.halved}x, its calls having turned slow" if self.halved else ""
+        halved = "; halved once, its calls having turned slow" if self.halved else ""
         return f"at most {self.limit} candidates a call ({measured}, {best}{halved})"
 
 

@@ -76,7 +76,7 @@ def test_a_settled_batch_whose_calls_turn_much_slower_is_halved_and_noise_halves
     for k in range(WATCHED_CALLS):  # the heap's layout changed: every call of 40 to 64 twice as slow per image
         batch.observe(40 + 3 * k, (40 + 3 * k) * 6e-3)
     assert batch.limit == 32
-    assert "halved 1x" in batch.describe()
+    assert "halved once" in batch.describe()
     for _ in range(3 * WATCHED_CALLS):
         batch.observe(32, 32 * 6e-3)  # the whole machine slowed down: every size is slower, halving once is enough
     assert batch.limit == 32
