@@ -97,14 +97,27 @@ class Parsimonious(BlackBoxAttack):
         # clamp(x0 + eps * sign) for a sign of -1 or +1, each side computed once
         up, down = (x0 + self.eps).clamp(0.0, 1.0), (x0 - self.eps).clamp(0.0, 1.0)
 
-        def image(stack: torch.Tensor) -> torch.Tensor:
-            return torch.where(blocks.to_pixels(stack) > 0, up, down)
+        last: list = [None, None, None]  # the blocks, sign grid and image of the last image built
+
+        def image(held: torch.Tensor) -> torch.Tensor:
+            """The image (C, H, W) of the sign grid ``held``. The lazy greedy search scores one grid many times
+            and moves one block at a time, so the last image built is reused, or copied with the one block
+            that changed (:meth:`_Blocks.flipped`); any other grid is mapped to pixels."""
+            built_on, grid, pixels = last
+            if grid is not held:
+                changed = (held != grid).view(-1).nonzero() if built_on is blocks else None
+                if changed is not None and changed.numel() == 1:
+                    pixels = blocks.flipped(pixels, grid, [int(changed)], up, down)[0]
+                else:
+                    pixels = torch.where(blocks.to_pixels(held) > 0, up, down)
+                last[:] = blocks, held, pixels
+            return pixels
 
         def score(held: torch.Tensor, flips: list[int] | None) -> Generator[torch.Tensor, list[float], list[float]]:
             """q of ``held`` (flips None) or of ``held`` with each block of ``flips`` flipped (one candidate per
             flip); :class:`_Spent` when the budget cannot pay."""
-            base = image(held.unsqueeze(0))
-            candidates = base if flips is None else blocks.flipped(base[0], held, flips, up, down)
+            base = image(held)
+            candidates = base.unsqueeze(0) if flips is None else blocks.flipped(base, held, flips, up, down)
             left = oracle.left(i)
             if candidates.shape[0] > left:
                 if left:  # the source makes these queries too, then discards the mini-batch
@@ -118,7 +131,7 @@ class Parsimonious(BlackBoxAttack):
                 order = torch.randperm(signs.numel(), generator=rng).tolist()
                 for start in range(0, len(order), self.batch_blocks):
                     signs, q = yield from _mini_batch(score, signs, order[start : start + self.batch_blocks])
-                    result = image(signs.unsqueeze(0))[0]
+                    result = image(signs)
                     oracle.report(i, q)
                 if blocks.size > 1:  # the next pass on blocks of half the side, keeping the perturbation
                     signs, blocks = blocks.halved(signs)

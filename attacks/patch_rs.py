@@ -39,7 +39,7 @@ import torch
 from .base import register_attack
 from .budget import Budget
 from .presets import Presets
-from .queries import BlackBoxAttack, Lookahead, Oracle, random_int, square_fraction
+from .queries import BlackBoxAttack, CandidateRows, Lookahead, Oracle, random_int, square_fraction
 
 #: random sub-squares painted over the black patch to initialise it (the Sparse-RS code's count)
 _INIT_SQUARES = 1000
@@ -77,7 +77,7 @@ class PatchRS(BlackBoxAttack):
         # the source's draws, in its order (module docstring): the place, then the initial patch
         places = [(random_int(0, max(0, h - side - 1), rng), random_int(0, max(0, w - side - 1), rng)) for rng in rngs]
         patches = [self._initial_patch(c, side, rng).to(images) for rng in rngs]
-        first = oracle(self._paste(images, patches, places, side))
+        first = oracle(self._paste(images.clone(), patches, places, side))
         oracle.report_all(first)
         single_channel_from = self.single_channel_start(side)
 
@@ -101,14 +101,20 @@ class PatchRS(BlackBoxAttack):
             window.copy_(colour.expand_as(window))
             return patch, (top, left)
 
+        rows = CandidateRows(images)
+
         def candidates(owners: list[int], proposals: list[tuple[torch.Tensor, tuple[int, int]]]) -> torch.Tensor:
-            return self._paste(images[owners], [p for p, _ in proposals], [at for _, at in proposals], side)
+            edits = [
+                ((slice(None), slice(top, top + side), slice(left, left + side)), patch)
+                for patch, (top, left) in proposals
+            ]
+            return rows.build(owners, edits)
 
         def keep(i: int, proposal: tuple[torch.Tensor, tuple[int, int]]) -> None:
             patches[i], places[i] = proposal
 
         Lookahead(oracle, images.shape[1:]).run(propose, candidates, keep, first.tolist(), rngs)
-        return self._paste(images, patches, places, side)
+        return self._paste(images.clone(), patches, places, side)
 
     @staticmethod
     def _initial_patch(c: int, side: int, rng: torch.Generator) -> torch.Tensor:
@@ -134,9 +140,9 @@ class PatchRS(BlackBoxAttack):
 
     @staticmethod
     def _paste(
-        images: torch.Tensor, patches: list[torch.Tensor], places: list[tuple[int, int]], side: int
+        out: torch.Tensor, patches: list[torch.Tensor], places: list[tuple[int, int]], side: int
     ) -> torch.Tensor:
-        out = images.clone()
+        """``out`` (a copy of the images, one row per patch) with each patch pasted at its place, in place."""
         for i, (patch, (top, left)) in enumerate(zip(patches, places, strict=True)):
             out[i, :, top : top + side, left : left + side] = patch
         return out

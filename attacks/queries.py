@@ -275,6 +275,61 @@ class Lookahead:
                 first += depth
 
 
+#: a region of one candidate (channel, rows, columns), as slices or indices
+Region = tuple[slice | int, ...]
+#: regions a row of :class:`CandidateRows` remembers before it is copied whole again
+_DIRTY_REGIONS = 8
+
+
+class CandidateRows:
+    """A reused buffer of candidates, each its image's held state with one region written in.
+
+    Square's candidate is the best image so far with one window set, Patch-RS's the clean image with the
+    patch pasted at its place. Gathering every candidate's image anew for each call copies whole images
+    (at 256 x 256, five of them take longer than every other step of a Square iteration outside the metric,
+    32 a third of a millisecond per candidate with the caches the metric call left cold); the rows here
+    keep the image they held last and only the regions written since are restored from it. A torch gather
+    does not know which pixels differ, so this is written here.
+
+    Args:
+        held: the images (N, C, H, W) the candidates are made from; the search changes them in place and
+            says where with :meth:`held_changed`.
+    """
+
+    def __init__(self, held: torch.Tensor) -> None:
+        self.held = held
+        self.rows = held.new_empty((0, *held.shape[1:]))
+        self.owner: list[int | None] = []
+        self.dirty: list[list[Region]] = []
+
+    def build(self, owners: list[int], edits: list[tuple[Region, torch.Tensor]]) -> torch.Tensor:
+        """Candidate ``j``: ``held[owners[j]]`` with ``edits[j] = (region, values)`` written in; a view of the
+        buffer, valid until the next call."""
+        if len(owners) > self.rows.shape[0]:
+            grown = self.held.new_empty((len(owners), *self.held.shape[1:]))
+            grown[: self.rows.shape[0]] = self.rows
+            self.rows = grown
+            self.owner += [None] * (len(owners) - len(self.owner))
+            self.dirty += [[] for _ in range(len(owners) - len(self.dirty))]
+        for j, (i, (region, values)) in enumerate(zip(owners, edits, strict=True)):
+            row, source = self.rows[j], self.held[i]
+            if self.owner[j] != i or len(self.dirty[j]) > _DIRTY_REGIONS:
+                row.copy_(source)
+                self.owner[j] = i
+            else:
+                for old in self.dirty[j]:
+                    row[old] = source[old]
+            row[region] = values
+            self.dirty[j] = [region]
+        return self.rows[: len(owners)]
+
+    def held_changed(self, image: int, region: Region) -> None:
+        """``held[image]`` changed inside ``region``: the rows built from it restore that region too."""
+        for j, i in enumerate(self.owner):
+            if i == image:
+                self.dirty[j].append(region)
+
+
 def _power_of_two(limit: float) -> int:
     """The largest power of two not above ``limit`` (at least 1): depths, and so the sizes of the metric
     calls, take few values: fewer batch sizes for the backend to set up and for the query batch to time."""

@@ -27,7 +27,16 @@ import torch
 from .base import register_attack
 from .budget import Budget
 from .presets import Presets
-from .queries import BlackBoxAttack, Lookahead, Oracle, SquareWindows, check_grid, signs_that_change, square_fraction
+from .queries import (
+    BlackBoxAttack,
+    CandidateRows,
+    Lookahead,
+    Oracle,
+    SquareWindows,
+    check_grid,
+    signs_that_change,
+    square_fraction,
+)
 
 
 @register_attack
@@ -70,15 +79,15 @@ class Square(BlackBoxAttack):
             )
             return window, values
 
+        rows = CandidateRows(best)
+
         def candidates(owners: list[int], proposals: list[tuple[tuple[slice, ...], torch.Tensor]]) -> torch.Tensor:
-            out = best[owners]
-            for row, (window, values) in zip(out, proposals, strict=True):
-                row[window] = values
-            return out
+            return rows.build(owners, proposals)
 
         def keep(i: int, proposal: tuple[tuple[slice, ...], torch.Tensor]) -> None:
             window, values = proposal
             best[i][window] = values
+            rows.held_changed(i, window)
 
         Lookahead(oracle, images.shape[1:]).run(propose, candidates, keep, best_q.tolist(), rngs)
         return best

@@ -381,6 +381,31 @@ def test_parsimonious_gives_each_image_the_result_it_gets_alone_when_searched_si
         assert torch.equal(attack(metric, x[i : i + 1])[0], together[i])
 
 
+class Weighted(Metric):
+    """A fixed random weighting of the pixels: a block's flip raises or lowers it."""
+
+    spec = MetricSpec(name="weighted", differentiable=False)
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.weights = torch.randn(shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.double() * self.weights).sum(dim=(1, 2, 3))
+
+
+def test_parsimonious_returns_the_image_whose_score_its_search_measured_last() -> None:
+    """The search reuses the image of the sign grid it scored last (one block changed: a box copy); the image
+    it returns must be its grid's, which the metric scores at the last curve point's q."""
+    x = images(2, (40, 48))
+    metric = Weighted(x.shape[1:])
+    with recording_queries() as log:
+        result = create_attack("parsimonious", queries=500, eps=0.05, block_size=8, batch_blocks=16)(metric, x)
+    held = [r.curve[-1][1] for r in log.records]
+    assert metric.quality(result).tolist() == pytest.approx(held, rel=1e-6)  # the oracle keeps float32 scores
+    assert all(len({q for _, q in r.curve}) > 3 for r in log.records)  # the search moved
+
+
 def patch_places(metric: Recorder, clean: torch.Tensor) -> list[tuple[int, int]]:
     return [changed_box(candidate, clean)[:2] for candidate in metric.seen]
 
@@ -461,15 +486,16 @@ class CornerBrightness(Metric):
         return x[:, :, :12, :12].mean(dim=(1, 2, 3))
 
 
+@pytest.mark.parametrize(("name", "params"), [("patch-rs", {"eps": 25}), ("square", {})])
 @pytest.mark.parametrize("n", [1, 3])
-def test_patch_rs_scored_ahead_makes_the_sequential_search_s_queries_and_result(n: int) -> None:
+def test_scored_ahead_the_search_makes_the_sequential_search_s_queries_and_result(name: str, params, n: int) -> None:
     x, budget = images(n, (48, 48)), 400
     ahead, one_by_one = CornerBrightness(), CornerBrightness(draws=True)
     query_batch(ahead, x.shape[1:]).limit, query_batch(ahead, x.shape[1:]).probe = 16, None  # no climb: fixed calls
     runs = []
     for metric in (ahead, one_by_one):
         with recording_queries() as log:
-            runs.append((create_attack("patch-rs", queries=budget, eps=25)(metric, x), log.records))
+            runs.append((create_attack(name, queries=budget, **params)(metric, x), log.records))
     (a, records), (b, sequential) = runs
     assert torch.equal(a, b)
     assert [r.curve for r in records] == [r.curve for r in sequential]
@@ -480,6 +506,30 @@ def test_patch_rs_scored_ahead_makes_the_sequential_search_s_queries_and_result(
     assert sum(one_by_one.calls) == n * budget
     assert max(ahead.calls) > n  # scored ahead
     assert sum(ahead.calls) > n * budget  # the dropped candidates cost time, not queries
+
+
+def test_candidate_rows_build_each_candidate_as_its_held_image_with_its_region_written() -> None:
+    from iqa_robustness.attacks.queries import CandidateRows
+
+    gen = torch.Generator().manual_seed(0)
+    held = torch.rand(4, 3, 16, 16, generator=gen)
+    rows = CandidateRows(held)
+
+    def region() -> tuple[slice, ...]:
+        top, left = torch.randint(0, 12, (2,), generator=gen).tolist()
+        return slice(None), slice(top, top + 4), slice(left, left + 4)
+
+    for call in range(60):
+        owners = torch.randint(0, 4, (int(torch.randint(1, 9, (1,), generator=gen)),), generator=gen).tolist()
+        edits = [(region(), torch.rand(3, 4, 4, generator=gen)) for _ in owners]
+        want = held[owners].clone()
+        for row, (where, values) in zip(want, edits, strict=True):
+            row[where] = values
+        assert torch.equal(rows.build(owners, edits), want), call
+        for _ in range(int(torch.randint(0, 3, (1,), generator=gen))):  # the search keeps a candidate
+            i, where = int(torch.randint(0, 4, (1,), generator=gen)), region()
+            held[i][where] = torch.rand(3, 4, 4, generator=gen)
+            rows.held_changed(i, where)
 
 
 def test_nes_always_steps_and_makes_exactly_10000_queries() -> None:
