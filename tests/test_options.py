@@ -207,6 +207,15 @@ def test_a_project_whose_conftest_declares_device_seed_and_metric_runs_with_the_
     assert "conflicting option" not in own.stdout + own.stderr
 
 
+def test_a_project_that_turns_xdist_off_runs_with_the_plugin_installed(tmp_path, torch_home):
+    project = own_project(tmp_path / "project", device="cpu", seed=7, metric="accuracy")
+
+    own = pytest_in(project, torch_home, "-q", "-p", "no:xdist")
+
+    assert own.returncode == 0, own.stdout + own.stderr
+    assert "2 passed" in own.stdout
+
+
 def test_the_suite_runs_in_that_project_with_the_prefixed_names(tmp_path, torch_home):
     project = own_project(tmp_path / "project", device="cuda:1", seed=3, metric="psnr")
     results = tmp_path / "results"

@@ -150,6 +150,7 @@ class SessionController:
             self.begin()
             self._count(cases)
 
+    @pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: without xdist (absent, or -p no:xdist) never called
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         """Under pytest-xdist, before any case is scheduled: a new store's set-up then holds up no worker."""
         cases = sum(any(f"::{name}[" in nodeid for name in GRID_TESTS) for nodeid in ids)
