@@ -71,12 +71,15 @@ class NES(BlackBoxAttack):
         n, c, h, w = images.shape
         iterations, samples = self.schedule()
         x = images.clone()
-        owners = [i for i in range(n) for _ in range(samples)]
+        # one call per iteration: every image's probes at +s, then at -s, written into one reused buffer
+        owners = [i for _ in range(2) for i in range(n) for _ in range(samples)]
+        sides = x.new_empty((2, n, samples, c, h, w))
         for _ in range(iterations):
             u = torch.stack([torch.randn(samples, c, self.tile, self.tile, generator=g) for g in rngs]).to(x)
             probes = self.sigma * tile_to(u, (h, w))  # (N, samples, C, H, W)
-            q_plus = oracle((x.unsqueeze(1) + probes).clamp(0.0, 1.0).flatten(0, 1), owners).view(n, samples).to(x)
-            q_minus = oracle((x.unsqueeze(1) - probes).clamp(0.0, 1.0).flatten(0, 1), owners).view(n, samples).to(x)
+            torch.add(x.unsqueeze(1), probes, out=sides[0])
+            torch.sub(x.unsqueeze(1), probes, out=sides[1])
+            q_plus, q_minus = oracle(sides.clamp_(0.0, 1.0).view(-1, c, h, w), owners).view(2, n, samples).to(x)
             oracle.report_all(torch.cat([q_plus, q_minus], dim=1).mean(dim=1))
             g = ((q_plus - q_minus)[..., None, None, None] * u).sum(1) / (2 * samples * self.sigma)
             norm = g.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None, None]

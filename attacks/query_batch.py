@@ -28,13 +28,16 @@ memory), or at a CUDA out-of-memory error. The batch then used is the largest si
 the climb goes on, calls smaller than the size being measured are scored whole.
 
 The batch a metric call gets can change its scores by rounding (a kernel chosen for the batch size:
-cnniqa-live's scores differ by up to 2e-6 DMOS between batch 1 and larger batches, and agree exactly
-between batches of 2 and more). A measured choice differs between runs on a loaded machine, so the
+cnniqa-live's scores at 128 and 256 pixels differ by up to 2e-6 DMOS between batch 1 and larger batches,
+and agree exactly between batches of 2 and more; at 64 pixels batches of 2 or 3 differ from batches of 5
+and more by up to 1e-5). A measured choice differs between runs on a loaded machine, so the
 climb starts at :data:`MIN_BATCH` (2), and a call of several candidates never leaves one of them to a
 metric call of its own (the last two go together): a candidate is scored alone only when the attack
 asks for one score. Results then repeat across processes for a metric whose scores agree between
-batches of 2 and more, as cnniqa-live's do; the batch the oracle found is recorded in a case's params
-(``query_batch``).
+batches of 2 and more, as cnniqa-live's do at 128 and 256 pixels (at 64 pixels a search that keeps a
+candidate by a margin under that rounding can take another path in another process: Square's gain on one
+msu5 image was 18.1 in one process and 14.8 in the next); the batch the oracle found is recorded in a
+case's params (``query_batch``).
 """
 
 from __future__ import annotations
@@ -85,9 +88,13 @@ class QueryBatch:
     _recent: list[float] = dataclasses.field(default_factory=list, repr=False)
 
     def next_call(self, left: int) -> int:
-        """How many of ``left`` candidates still to score the next metric call takes."""
+        """How many of ``left`` candidates still to score the next metric call takes.
+
+        Once the batch is found, the fewest calls it allows share the candidates evenly: 100 at a batch of 32
+        go in four calls of 25, not in three of 32 and one of 4, which is slower per candidate.
+        """
         if self.limit is not None:
-            return min(self.limit, left)
+            return -(-left // -(-left // self.limit))
         return min(self.probe, left) if self.probe is not None else left
 
     def observe(self, size: int, seconds: float) -> None:

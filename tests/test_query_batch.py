@@ -43,6 +43,8 @@ def test_the_climb_ends_at_the_first_size_slower_than_the_fastest_and_keeps_the_
     assert batch.limit == 4  # 4.4 is within 10 % of 4.2; 8 is not
     assert batch.next_call(300) == 4
     assert batch.next_call(3) == 3
+    assert batch.next_call(10) == 4  # 4, 3, 3: the fewest calls of at most 4, evenly
+    assert batch.next_call(6) == 3
     assert "at most 4" in batch.describe()
 
 
