@@ -4,7 +4,7 @@ A black-box attack hands the oracle (:class:`~attacks.queries.Oracle`) candidate
 size: each image's next iterations (Square, Patch-RS: :class:`~attacks.queries.Lookahead`, which sizes its
 calls to the batch found here), a population (One-pixel: 300), the pending candidates of every image's
 search (Parsimonious: a mini-batch of up to 64 blocks or a re-measurement each), a set of probes per image
-(NES: 20 per image and side). The metric is
+(NES: both sides of 20 probes per image, every image in one call per iteration). The metric is
 not equally fast at every batch: on a GPU it is faster per image in larger batches up to the device's
 width; on a CPU the curve is flat while a call's buffers stay in the process and rises once they do
 not (glibc returns freed memory above its thresholds to the system, so every call page-faults its
