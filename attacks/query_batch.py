@@ -94,7 +94,8 @@ class QueryBatch:
         go in four calls of 25, not in three of 32 and one of 4, which is slower per candidate.
         """
         if self.limit is not None:
-            return -(-left // -(-left // self.limit))
+            calls = -(-left // self.limit)
+            return -(-left // calls)
         return min(self.probe, left) if self.probe is not None else left
 
     def observe(self, size: int, seconds: float) -> None:

@@ -212,10 +212,11 @@ def summary(runs: list[dict[str, Any]], variants: list[str]) -> str:
 
     attacks = list(dict.fromkeys(r["attack"] for r in runs))
     header = ["attack", "queries/img", *(f"{v} s/img" for v in variants)]
-    compare = [v for v in variants if v.startswith("ours")] if "source" in variants else []
+    ours = [v for v in variants if v.startswith("ours")]
+    compare = ours if "source" in variants else []
     header += [f"speed-up {v}" for v in compare]
-    header += [f"efficiency {v}" for v in variants if v.startswith("ours")]
-    header += [f"in metric {v}" for v in variants if v.startswith("ours")]
+    header += [f"efficiency {v}" for v in ours]
+    header += [f"in metric {v}" for v in ours]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for attack in attacks:
         mine = [r for r in runs if r["attack"] == attack]
@@ -227,15 +228,12 @@ def summary(runs: list[dict[str, Any]], variants: list[str]) -> str:
             pairs = zip(by_variant["source"], by_variant[v], strict=False)
             ratios = [s["seconds_per_image"] / o["seconds_per_image"] for s, o in pairs]
             cells.append(spread(ratios, "x") if ratios else "-")
-        for v in variants:
-            if v.startswith("ours"):
-                runs_v = by_variant[v]
-                eff = [r["queries_per_image"] * floor_seconds(r) / r["seconds_per_image"] for r in runs_v]
-                cells.append(spread(eff) if eff else "-")
-        for v in variants:
-            if v.startswith("ours"):
-                share = [r["metric_seconds_per_image"] / r["seconds_per_image"] for r in by_variant[v]]
-                cells.append(spread(share) if share else "-")
+        for v in ours:
+            eff = [r["queries_per_image"] * floor_seconds(r) / r["seconds_per_image"] for r in by_variant[v]]
+            cells.append(spread(eff) if eff else "-")
+        for v in ours:
+            share = [r["metric_seconds_per_image"] / r["seconds_per_image"] for r in by_variant[v]]
+            cells.append(spread(share) if share else "-")
         lines.append("| " + " | ".join(cells) + " |")
     loads = [r["load"] for r in runs]
     lines.append("")
