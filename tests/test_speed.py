@@ -7,7 +7,14 @@ import csv
 import pytest
 import torch
 
-from iqa_robustness.bench import BenchConfig, bench_images, precision_difference, run_bench
+from iqa_robustness.bench import (
+    BenchConfig,
+    bench_images,
+    forward_throughput,
+    per_image,
+    precision_difference,
+    run_bench,
+)
 from iqa_robustness.cli.main import main
 from iqa_robustness.metrics import create_metric
 from iqa_robustness.runner.config import SuiteConfig
@@ -59,6 +66,21 @@ def test_bench_times_black_box_attacks_against_the_fastest_forward_pass(cnniqa):
     assert 15 <= rows["onepixel"].iterations <= 30  # its schedule: generations of 15 individuals for 3 pixels
     assert square.floor_seconds_per_image == forward.seconds_per_image
     assert square.efficiency == pytest.approx(30 * forward.seconds_per_image / square.seconds_per_image)
+
+
+@pytest.mark.pyiqa
+def test_forward_throughput_times_whole_windows_of_calls_at_each_batch(cnniqa):
+    images = bench_images(3, 40, torch.device("cpu"))
+    totals = forward_throughput(cnniqa, images, batches=(1, 2, 4), window=0.02, rounds=2)
+    assert list(totals) == [1, 2, 4]
+    for size, (seconds, scored) in totals.items():
+        # whole calls of the batch, at least two per window, in every round
+        assert scored % size == 0
+        assert scored >= 2 * 2 * size
+        assert seconds >= 2 * 0.02
+    pooled = {size: (s + s, n + n) for size, (s, n) in totals.items()}
+    assert per_image(pooled) == pytest.approx(per_image(totals))
+    assert per_image(totals)[4] == pytest.approx(totals[4][0] / totals[4][1])
 
 
 @pytest.mark.pyiqa
