@@ -23,7 +23,7 @@ batch settled too small stays for the whole process (on two loaded CPU cores a P
 scoring its five images' candidates one by one). The climb ends at the first size whose
 per-image time is still more than :data:`SLOWER` times the fastest so far, at a size whose call takes
 :data:`LONG_CALL_S` or longer (the fixed cost of a call is then amortised; a larger batch only costs
-memory), or at a CUDA out-of-memory error. The batch then used is the largest size measured within
+memory, and on a CPU time too: see below), or at a CUDA out-of-memory error. The batch then used is the largest size measured within
 :data:`SLOWER` of the fastest: on a flat curve the largest, so that noise decides nothing there. While
 the climb goes on, calls smaller than the size being measured are scored whole.
 
@@ -56,8 +56,12 @@ MIN_BATCH = 2
 #: a batch more than this many times slower per image than the fastest measured is too large
 SLOWER = 1.10
 #: a call this long (seconds) is not measured larger: its fixed cost (Python, dispatch, the copy of the
-#: scores, well under a millisecond) is amortised below 0.5 %, and a larger batch only costs memory
-LONG_CALL_S = 0.25
+#: scores, well under a millisecond) is amortised below 1 %. A larger batch only costs memory, and on a CPU
+#: the climb's calls of it cost time: cnniqa-live at 256 x 256 takes 0.11 s at 32 and 0.22 s at 64, and with
+#: 0.25 here the climb went on to 128, whose calls (1.1 GB of buffers) grew the heap to 2.5 GB and made the
+#: next calls page-fault: Patch-RS's first 1000 queries on msu5 made 2.6 million page faults and took 21.4 s,
+#: against 0.18 million and 19.3 s with 0.1, which stops the climb at 32 (docs/speed.md, "Query batch")
+LONG_CALL_S = 0.1
 #: timed calls per batch size, after one untimed call that warms the size up
 TIMED_CALLS = 2
 #: timed calls a size that looks too slow gets before it ends the climb (its fastest call counts)

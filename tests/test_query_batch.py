@@ -50,12 +50,12 @@ def test_the_climb_ends_at_the_first_size_slower_than_the_fastest_and_keeps_the_
 
 def test_calls_that_never_reach_the_size_measured_still_measure_it_when_above_half_of_it() -> None:
     batch = QueryBatch()
-    climb(batch, {2: 3e-3, 4: 3e-3, 8: 3e-3, 16: 3e-3, 32: 3e-3, 64: 3e-3})
+    climb(batch, {2: 0.3e-3, 4: 0.3e-3, 8: 0.3e-3, 16: 0.3e-3, 32: 0.3e-3, 64: 0.3e-3})
     assert batch.probe == 128
     for _ in range(TIMED_CALLS + 1):  # side-by-side searches offer 100 candidates, never 128
-        batch.observe(100, 100 * 6e-3)
+        batch.observe(100, 100 * 0.6e-3)
     for _ in range(MAX_TIMED_CALLS):
-        batch.observe(100, 100 * 6e-3)
+        batch.observe(100, 100 * 0.6e-3)
     assert batch.probe is None
     assert batch.limit == 64  # 100 candidates a call were twice as slow per image: calls of 100 are split
     batch = QueryBatch()
@@ -67,20 +67,20 @@ def test_calls_that_never_reach_the_size_measured_still_measure_it_when_above_ha
 
 def test_a_settled_batch_whose_calls_turn_much_slower_is_halved_and_noise_halves_nothing() -> None:
     batch = QueryBatch()
-    climb(batch, {2: 3e-3, 4: 3e-3, 8: 3e-3, 16: 3e-3, 32: 3e-3, 64: 3e-3, 128: 6e-3})
+    climb(batch, {2: 0.3e-3, 4: 0.3e-3, 8: 0.3e-3, 16: 0.3e-3, 32: 0.3e-3, 64: 0.3e-3, 128: 0.6e-3})
     assert batch.limit == 64
     for k in range(5 * WATCHED_CALLS):  # another process's load: up to 20 % slower, now and then
-        batch.observe(64, 64 * 3e-3 * (1.2 if k % 3 == 0 else 1.0))
+        batch.observe(64, 64 * 0.3e-3 * (1.2 if k % 3 == 0 else 1.0))
     assert batch.limit == 64
     for _ in range(2 * WATCHED_CALLS):
-        batch.observe(20, 20 * 6e-3)  # a call of 20 says nothing of 64
+        batch.observe(20, 20 * 0.6e-3)  # a call of 20 says nothing of 64
     assert batch.limit == 64
     for k in range(WATCHED_CALLS):  # the heap's layout changed: every call of 40 to 64 twice as slow per image
-        batch.observe(40 + 3 * k, (40 + 3 * k) * 6e-3)
+        batch.observe(40 + 3 * k, (40 + 3 * k) * 0.6e-3)
     assert batch.limit == 32
     assert "halved once" in batch.describe()
     for _ in range(3 * WATCHED_CALLS):
-        batch.observe(32, 32 * 6e-3)  # the whole machine slowed down: every size is slower, halving once is enough
+        batch.observe(32, 32 * 0.6e-3)  # the whole machine slowed down: every size is slower, halving once is enough
     assert batch.limit == 32
 
 
