@@ -23,9 +23,10 @@ batch settled too small stays for the whole process (on two loaded CPU cores a P
 scoring its five images' candidates one by one). The climb ends at the first size whose
 per-image time is still more than :data:`SLOWER` times the fastest so far, at a size whose call takes
 :data:`LONG_CALL_S` or longer (the fixed cost of a call is then amortised; a larger batch only costs
-memory, and on a CPU time too: see below), or at a CUDA out-of-memory error. The batch then used is the largest size measured within
-:data:`SLOWER` of the fastest: on a flat curve the largest, so that noise decides nothing there. While
-the climb goes on, calls smaller than the size being measured are scored whole.
+memory, and on a CPU time too: :data:`LONG_CALL_S`), or at a CUDA out-of-memory error. The batch then used
+is the largest size measured within :data:`SLOWER` of the fastest: on a flat curve the largest, so that
+noise decides nothing there. While the climb goes on, calls smaller than the size being measured are
+scored whole.
 
 The batch a metric call gets can change its scores by rounding (a kernel chosen for the batch size:
 cnniqa-live's scores at 128 and 256 pixels differ by up to 2e-6 DMOS between batch 1 and larger batches,
