@@ -30,15 +30,15 @@ scored whole.
 
 The batch a metric call gets can change its scores by rounding (a kernel chosen for the batch size:
 cnniqa-live's scores at 128 and 256 pixels differ by up to 2e-6 DMOS between batch 1 and larger batches,
-and agree exactly between batches of 2 and more; at 64 pixels batches of 2 or 3 differ from batches of 5
-and more by up to 1e-5). A measured choice differs between runs on a loaded machine, so the
-climb starts at :data:`MIN_BATCH` (2), and a call of several candidates never leaves one of them to a
-metric call of its own (the last two go together): a candidate is scored alone only when the attack
-asks for one score. Results then repeat across processes for a metric whose scores agree between
-batches of 2 and more, as cnniqa-live's do at 128 and 256 pixels (at 64 pixels a search that keeps a
-candidate by a margin under that rounding can take another path in another process: Square's gain on one
-msu5 image was 18.1 in one process and 14.8 in the next); the batch the oracle found is recorded in a
-case's params (``query_batch``).
+and between larger batches in the last bits of a few scores, up to 4e-6; at 64 pixels batches of 2 or 3
+differ from batches of 5 and more by up to 1e-5; docs/speed.md, "Query batch"). A measured choice differs
+between runs on a loaded machine, so the climb starts at :data:`MIN_BATCH` (2), and a call of several
+candidates never leaves one of them to a metric call of its own (the last two go together): a candidate is
+scored alone only when the attack asks for one score. Results repeat across processes when the climb takes
+the same course; where the load changes it, a search that keeps a candidate by a margin under that rounding
+can take another path (Square's gain on one msu5 image at 64 pixels was 18.1 in one process and 14.8 in the
+next; NES's mean gain on msu5 at 256 pixels +4.108 with the batch settled at 64, +4.066 at 32); the batch
+the oracle found is recorded in a case's params (``query_batch``).
 """
 
 from __future__ import annotations
