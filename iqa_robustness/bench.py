@@ -182,11 +182,12 @@ def forward_throughput(
     Throughput is images over time, taken over as long a run of calls as an attack makes, not the typical
     single call: a process shares the machine, and every call an attack makes pays the pauses other
     processes cause, which a median of a few calls leaves out (on the project's 2-core machine the median
-    call ran 5-15 % faster than the same calls' mean over seconds, and the fastest batch's median moved
-    by up to 20 % from one measurement to the next). Each batch gets ``rounds`` windows of calls lasting
-    at least ``window`` seconds (at least two calls each, after one untimed call per batch); the rounds
-    visit every batch in turn, so that a slow stretch of the machine falls on all of them rather than on
-    one. Batches stop growing once a call takes a second.
+    of cnniqa-live's calls over 3 s ran up to 15 % faster than their mean, typically 3-6 %, and in one
+    process the fastest batch's median of 5 calls moved by up to 20 % between measurements 15 s apart).
+    Each batch gets ``rounds`` windows of calls lasting at least ``window`` seconds (at least two calls
+    each, after one untimed call per batch); the rounds visit every batch in turn, so that a slow stretch
+    of the machine falls on all of them rather than on one. Batches stop growing once a call takes a
+    second.
 
     Returns:
         Per batch, the seconds its timed calls took in all and the images they scored: add two
