@@ -181,9 +181,11 @@ def floor_seconds(run: dict[str, Any]) -> float:
     """The metric's best forward throughput around one of our runs, in seconds per image: per batch, the
     calls timed back to back before and after the attack pooled (:func:`iqa_robustness.bench.forward_throughput`;
     the machine's speed drifts during a run), then the fastest batch."""
+    from iqa_robustness.bench import per_image
+
     before, after = run["throughput_before"], run["throughput_after"]
     pooled = {b: (s + after[b][0], n + after[b][1]) for b, (s, n) in before.items() if b in after}
-    return min(s / n for s, n in pooled.values())
+    return min(per_image(pooled).values())
 
 
 def median_floor_seconds(run: dict[str, Any]) -> float:

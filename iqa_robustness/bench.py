@@ -162,7 +162,7 @@ def forward_seconds(
     device, out = metric.device, {}
     with torch.no_grad():
         for size in batches:
-            batch = images.repeat(-(-size // images.shape[0]), 1, 1, 1)[:size]
+            batch = _repeated(images, size)
             seconds = median_seconds(lambda b=batch: metric(b).cpu(), device, repeats, warmup=1)
             out[size] = seconds / size
             if seconds >= 1.0:
@@ -194,7 +194,7 @@ def forward_throughput(
         measurements' figures to pool them, divide to get seconds per image (:func:`per_image`).
     """
     device, totals = metric.device, {}
-    inputs = {size: images.repeat(-(-size // images.shape[0]), 1, 1, 1)[:size] for size in batches}
+    inputs = {size: _repeated(images, size) for size in batches}
     with torch.no_grad():
         for size, batch in inputs.items():  # warm-up, and the sizes whose single call already takes a second
             sync_device(device)
@@ -215,6 +215,11 @@ def forward_throughput(
                 spent, scored = totals[size]
                 totals[size] = (spent + seconds, scored + calls * size)
     return totals
+
+
+def _repeated(images: torch.Tensor, size: int) -> torch.Tensor:
+    """A batch of ``size`` images: ``images`` repeated as often as needed, the last copy cut short."""
+    return images.repeat(-(-size // images.shape[0]), 1, 1, 1)[:size]
 
 
 def per_image(totals: dict[int, tuple[float, int]]) -> dict[int, float]:
