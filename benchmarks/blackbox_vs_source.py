@@ -244,12 +244,10 @@ def summary(runs: list[dict[str, Any]], variants: list[str]) -> str:
             pairs = zip(by_variant["source"], by_variant[v], strict=False)
             ratios = [s["seconds_per_image"] / o["seconds_per_image"] for s, o in pairs]
             cells.append(spread(ratios, "x") if ratios else "-")
-        for v in ours:
-            eff = [r["queries_per_image"] * floor_seconds(r) / r["seconds_per_image"] for r in by_variant[v]]
-            cells.append(spread(eff) if eff else "-")
-        for v in ours:
-            eff = [r["queries_per_image"] * median_floor_seconds(r) / r["seconds_per_image"] for r in by_variant[v]]
-            cells.append(spread(eff) if eff else "-")
+        for floor in (floor_seconds, median_floor_seconds):
+            for v in ours:
+                eff = [r["queries_per_image"] * floor(r) / r["seconds_per_image"] for r in by_variant[v]]
+                cells.append(spread(eff) if eff else "-")
         for v in ours:
             share = [r["metric_seconds_per_image"] / r["seconds_per_image"] for r in by_variant[v]]
             cells.append(spread(share) if share else "-")

@@ -193,13 +193,13 @@ def forward_throughput(
         Per batch, the seconds its timed calls took in all and the images they scored: add two
         measurements' figures to pool them, divide to get seconds per image (:func:`per_image`).
     """
-    device, totals = metric.device, {}
-    inputs = {size: _repeated(images, size) for size in batches}
+    device, totals, inputs = metric.device, {}, {}
     with torch.no_grad():
-        for size, batch in inputs.items():  # warm-up, and the sizes whose single call already takes a second
+        for size in batches:  # warm-up, and the sizes whose single call already takes a second
+            inputs[size] = _repeated(images, size)
             sync_device(device)
             start = time.perf_counter()
-            metric(batch).cpu()
+            metric(inputs[size]).cpu()
             totals[size] = (0.0, 0)
             if time.perf_counter() - start >= 1.0:
                 break
